@@ -1,0 +1,43 @@
+# Two commands set everything up on a fresh Debian machine with Python 3.11:
+#   make demo   create .venv, install cnnlab, train the guide's CNN on Fashion-MNIST and evaluate it
+#   make test   install the development extras and run the whole test suite
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+FASHION_MNIST := /usr/share/datasets/fashion-mnist
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+
+.PHONY: demo test install dev fashion-mnist clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+dev: $(VENV)/.installed-dev
+
+# Debian packages Fashion-MNIST; without it cnnlab downloads the dataset on first use.
+fashion-mnist:
+	@if [ ! -f $(FASHION_MNIST)/train-images-idx3-ubyte.gz ] && command -v apt-get >/dev/null; then \
+	  echo "installing Debian's dataset-fashion-mnist package"; \
+	  $(SUDO) apt-get install -y dataset-fashion-mnist || \
+	  { $(SUDO) apt-get update && $(SUDO) apt-get install -y dataset-fashion-mnist; } || \
+	  echo "could not install dataset-fashion-mnist; cnnlab will try to download Fashion-MNIST"; \
+	fi
+
+demo: install fashion-mnist
+	$(BIN)/cnnlab train --data fashion-mnist --model guide-cnn --epochs 3 --name demo --exist-ok
+	$(BIN)/cnnlab evaluate runs/demo
+
+test: dev fashion-mnist
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf runs .pytest_cache build src/*.egg-info

@@ -1,0 +1,35 @@
+"""`cnnlab evaluate`."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+
+@click.command("evaluate")
+@click.argument("run")
+@click.option("--data", help="dataset to evaluate on [default: the run's own data]")
+@click.option("--split", default="test", show_default=True, help="which split of --data")
+@click.option("--json", "as_json", is_flag=True, help="print the metrics as one JSON object on stdout")
+@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps")
+@click.option("--limit", type=int, help="evaluate on a seeded subset of N images")
+@click.option("--data-dir", help="where named datasets are looked for (also $CNNLAB_DATA)")
+@click.option("--output-dir", help="where to write the results [default: RUN/eval-<data>-<split>]")
+@click.option("--workers", type=int, help="data-loading processes")
+@click.option("--runs-dir", default="runs", show_default=True, help="where run names are looked up")
+def evaluate_command(run: str, data: str | None, split: str, as_json: bool, batch_size: int, device: str,
+                     limit: int | None, data_dir: str | None, output_dir: str | None, workers: int | None,
+                     runs_dir: str) -> None:
+    """Score RUN's best model: accuracy, top-5, per-class precision/recall/F1, confusion matrix,
+    and a predictions CSV (or MAE/RMSE/R² and a scatter plot for regression)."""
+    from cnnlab.evaluate.evaluate import evaluate
+
+    result = evaluate(run, data, split=split, batch_size=batch_size, device=device, limit=limit,
+                      data_dir=data_dir, output_dir=output_dir, workers=workers, runs_dir=runs_dir,
+                      quiet=as_json)
+    if as_json:
+        click.echo(json.dumps(result.metrics))
+    else:
+        click.echo(result.summary)

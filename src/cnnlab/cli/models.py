@@ -1,0 +1,50 @@
+"""`cnnlab models`, `cnnlab summary` and `cnnlab datasets`: what is available, and what's inside."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("models")
+def models_command() -> None:
+    """List the registered models, one line each."""
+    from cnnlab.models.registry import list_models
+
+    entries = list_models()
+    width = max(len(entry.name) for entry in entries)
+    for entry in entries:
+        click.echo(f"{entry.name:<{width}}  {entry.description}")
+    click.echo("\nor a YAML layer list: --model path/to/net.yaml (see examples/guide-cnn.yaml)")
+
+
+@click.command("summary")
+@click.argument("model")
+@click.option("--input", "input_shape", default="1,28,28", show_default=True, help="input shape C,H,W")
+@click.option("--classes", type=int, default=10, show_default=True, help="number of outputs")
+def summary_command(model: str, input_shape: str, classes: int) -> None:
+    """Layer table of MODEL (a registered name or a YAML file): output shapes and parameter counts."""
+    from cnnlab.errors import ConfigError
+    from cnnlab.models.build import create_model
+    from cnnlab.models.summary import format_summary, summarize
+
+    try:
+        channels, height, width = (int(part) for part in input_shape.split(","))
+    except ValueError:
+        raise ConfigError(f"--input must be C,H,W, e.g. 1,28,28 or 3,224,224 (got {input_shape!r})") from None
+    if channels not in (1, 3) or min(height, width) < 1:
+        raise ConfigError(f"--input: channels must be 1 or 3 and sizes positive (got {input_shape})")
+    network = create_model(model, in_channels=channels, num_outputs=classes, image_size=(height, width))
+    click.echo(format_summary(summarize(network, (channels, height, width))))
+
+
+@click.command("datasets")
+def datasets_command() -> None:
+    """List the named datasets and where a local copy was found."""
+    from cnnlab.data.named import list_datasets, local_copy
+
+    for entry in list_datasets():
+        spec = entry.builder
+        splits = ", ".join(f"{split} {count:,}" for split, count in spec.split_sizes.items())
+        bundled = not any(spec.storage.files(split) for split in spec.splits)
+        where = "bundled with its library" if bundled else (local_copy(entry.name) or "none: downloaded on first use")
+        click.echo(f"{entry.name:<14} {entry.description}\n{'':<14} splits: {splits}; local copy: {where}")

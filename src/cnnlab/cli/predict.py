@@ -1,0 +1,31 @@
+"""`cnnlab predict`."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+
+@click.command("predict")
+@click.argument("run")
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--top-k", type=int, default=1, show_default=True, help="show the K most likely classes")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="also save rows to a .csv or .json file")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps")
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--runs-dir", default="runs", show_default=True, help="where run names are looked up")
+def predict_command(run: str, paths: tuple[str, ...], top_k: int, output: str | None, device: str,
+                    batch_size: int, runs_dir: str) -> None:
+    """Predict PATHS (files, folders, globs) with RUN's best model; unreadable files get an error row."""
+    from cnnlab.evaluate.predict import format_table, predict, write_predictions
+
+    rows = predict(run, list(paths), top_k=top_k, device=device, batch_size=batch_size, runs_dir=runs_dir)
+    click.echo(format_table(rows, top_k))
+    if output:
+        click.echo(f"predictions written to {write_predictions(rows, output)}", err=True)
+    failed = sum("error" in row for row in rows)
+    if failed:
+        click.echo(f"{failed} of {len(rows)} file(s) could not be predicted", err=True)
+    if failed == len(rows):
+        sys.exit(1)

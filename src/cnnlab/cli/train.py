@@ -1,0 +1,59 @@
+"""`cnnlab train`: its flags are generated from `TrainConfig`, so flags and config keys never drift."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, get_args, get_type_hints
+
+import click
+
+from cnnlab.config import TrainConfig
+
+
+def _click_type(hint: Any, choices: tuple[str, ...] | None) -> Any:
+    if choices:
+        return click.Choice(choices)
+    declared = [t for t in get_args(hint) if t is not type(None)] or [hint]
+    return {int: int, float: float, str: str}.get(declared[0], str)
+
+
+def config_options(function: Callable) -> Callable:
+    """One --flag per TrainConfig field. Defaults are None so that only flags the user typed
+    override a config file; the real defaults are shown in --help from the dataclass."""
+    hints = get_type_hints(TrainConfig)
+    for field in reversed(dataclasses.fields(TrainConfig)):
+        flag = "--" + field.name.replace("_", "-")
+        help_text = field.metadata["help"]
+        if hints[field.name] is bool:
+            option = click.option(f"{flag}/--no-{flag[2:]}", field.name, default=None, help=help_text)
+        else:
+            default = field.default
+            shown = f" [default: {default}]" if default not in (None, "") and "[default" not in help_text else ""
+            option = click.option(flag, field.name, type=_click_type(hints[field.name], field.metadata["choices"]),
+                                  default=None, help=help_text + shown)
+        function = option(function)
+    return function
+
+
+@click.command("train")
+@click.option("-c", "--config", "config_file", type=click.Path(dir_okay=False),
+              help="YAML file with the same keys as the flags (flags override it)")
+@click.option("--resume", type=str, default=None,
+              help="continue a run folder where it stopped (may raise --epochs or --patience)")
+@click.option("-q", "--quiet", is_flag=True, help="no progress output")
+@config_options
+def train_command(config_file: str | None, resume: str | None, quiet: bool, **flags: Any) -> None:
+    """Train a CNN on images: writes a run folder with config, metrics, curves and checkpoints.
+
+    \b
+    Examples:
+      cnnlab train --data fashion-mnist --model guide-cnn --epochs 3
+      cnnlab train --data photos/ --model resnet18 --image-size 128 --augment standard
+      cnnlab train --data labels.csv --task regression --model net.yaml
+      cnnlab train --resume runs/guide-cnn-fashion-mnist --epochs 10
+    """
+    from cnnlab.train.trainer import train
+
+    overrides = {name: value for name, value in flags.items() if value is not None}
+    result = train(config_file, resume=resume, quiet=quiet, **overrides)
+    click.echo(f"run folder: {result.run_dir}")

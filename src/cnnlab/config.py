@@ -1,0 +1,192 @@
+"""Typed configuration for a training run, saved as `config.yaml` in every run folder.
+
+`TrainConfig` is the one description of a run: the `cnnlab train` flags are generated from its
+fields (so a flag and a config key can never drift apart), `-c run.yaml` takes the same keys,
+and the resolved config written into the run folder reproduces the run:
+
+    cnnlab train -c runs/demo/config.yaml --name demo-again
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_args, get_type_hints
+
+from cnnlab.errors import ConfigError
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "cosine", "onecycle")
+AUGMENTATIONS = ("none", "light", "standard")
+TASKS = ("classification", "regression")
+CACHES = ("auto", "memory", "none")
+
+
+def _option(help: str, *, flag: str | None = None, choices: tuple[str, ...] | None = None, **kwargs: Any):
+    """A dataclass field that also describes its command-line flag."""
+    metadata = {"help": help, "flag": flag, "choices": choices}
+    return field(metadata=metadata, **kwargs)
+
+
+@dataclass
+class TrainConfig:
+    data: str = _option("named dataset (fashion-mnist, mnist, cifar10, digits), a folder with one "
+                        "sub-folder per class, a CSV of path,label, or an IDX images file", default="")
+    model: str = _option("registered model name (see `cnnlab models`) or a YAML layer list", default="guide-cnn")
+    task: str = _option("what the network predicts", choices=TASKS, default="classification")
+    epochs: int = _option("passes over the training data", default=10)
+    batch_size: int = _option("images per optimisation step", default=32)
+    optimizer: str = _option("optimisation algorithm (sgd uses momentum)", choices=OPTIMIZERS, default="adam")
+    lr: float | None = _option("peak learning rate [default: 0.003 for adam/adamw, 0.05 for sgd]", default=None)
+    momentum: float = _option("momentum for sgd", default=0.9)
+    schedule: str = _option("learning-rate schedule over the run (onecycle: warm up, then anneal)",
+                            choices=SCHEDULES, default="onecycle")
+    weight_decay: float = _option("L2 penalty (decoupled for adamw)", default=0.0)
+    label_smoothing: float = _option("cross-entropy label smoothing, 0 to 1", default=0.0)
+    seed: int = _option("random seed for splits, initialisation, shuffling and augmentation", default=0)
+    device: str = _option("auto, cpu, cuda, cuda:N or mps", default="auto")
+    workers: int | None = _option("data-loading processes [default: 0 for data in memory, else up to 4]",
+                                  default=None)
+    split: str = _option("which split of --data to train on", default="train")
+    data_dir: str | None = _option("where named datasets are looked for (also $CNNLAB_DATA)", default=None)
+    val_data: str | None = _option("a separate validation set; otherwise --val-fraction of --data", default=None)
+    val_fraction: float = _option("fraction of --data held out for validation (stratified, seeded)",
+                                  default=0.1)
+    image_size: str | None = _option("resize images to N or H,W [default: the data's own size]", default=None)
+    channels: int | None = _option("1 (grayscale) or 3 (colour) [default: the data's own]", default=None)
+    augment: str = _option("augmentation preset: light = small shifts and zoom, "
+                           "standard = crops, flips and colour jitter", choices=AUGMENTATIONS, default="none")
+    limit: int | None = _option("use a seeded subset of N training images (quick runs)", default=None)
+    strict: bool = _option("refuse to train if any image file is unreadable (default: skip and warn)",
+                           default=False)
+    cache: str = _option("hold decoded images in memory (auto: when they fit in 2 GiB)", choices=CACHES,
+                         default="auto")
+    patience: int | None = _option("stop early after N epochs without a better validation loss",
+                                   default=None)
+    name: str | None = _option("run folder name [default: <model>-<data>, numbered if taken]", default=None)
+    runs_dir: str = _option("folder that holds run folders", default="runs")
+    exist_ok: bool = _option("overwrite the run folder if --name already exists", default=False)
+
+    def resolved_lr(self) -> float:
+        if self.lr is not None:
+            return self.lr
+        return 0.05 if self.optimizer == "sgd" else 0.003
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], *, origin: str = "config") -> "TrainConfig":
+        return cls(**coerce_fields(cls, values, origin=origin))
+
+    def validate(self) -> "TrainConfig":
+        _require(self.data != "", "--data is required (a dataset name, folder, CSV or IDX file)")
+        _require(self.epochs >= 1, f"--epochs must be at least 1 (got {self.epochs})")
+        _require(self.batch_size >= 1, f"--batch-size must be at least 1 (got {self.batch_size})")
+        _require(self.lr is None or self.lr > 0, f"--lr must be positive (got {self.lr})")
+        _require(0.0 <= self.label_smoothing < 1.0, "--label-smoothing must be in [0, 1)")
+        _require(0.0 < self.val_fraction < 1.0 or self.val_data is not None,
+                 f"--val-fraction must be between 0 and 1 (got {self.val_fraction})")
+        _require(self.channels in (None, 1, 3), f"--channels must be 1 or 3 (got {self.channels})")
+        _require(self.limit is None or self.limit >= 2, f"--limit must be at least 2 (got {self.limit})")
+        _require(self.patience is None or self.patience >= 1, "--patience must be at least 1")
+        _require(self.workers is None or self.workers >= 0, "--workers must be 0 or more")
+        if self.image_size is not None:
+            parse_image_size(self.image_size)
+        for name in ("optimizer", "schedule", "augment", "task", "cache"):
+            choices = _field(name).metadata["choices"]
+            _require(getattr(self, name) in choices,
+                     f"--{name.replace('_', '-')} must be one of {', '.join(choices)} "
+                     f"(got {getattr(self, name)!r})")
+        return self
+
+
+def _field(name: str) -> dataclasses.Field:
+    return next(f for f in fields(TrainConfig) if f.name == name)
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def parse_image_size(text: str | int | tuple[int, int] | None) -> tuple[int, int] | None:
+    """'28' -> (28, 28); '32,48' -> (32, 48) as (height, width)."""
+    if text is None or isinstance(text, tuple):
+        return text
+    parts = [p for p in str(text).replace("x", ",").split(",") if p.strip()]
+    try:
+        sizes = [int(p) for p in parts]
+    except ValueError:
+        sizes = []
+    if len(sizes) not in (1, 2) or min(sizes, default=0) < 1:
+        raise ConfigError(f"--image-size must be N or H,W with positive integers (got {text!r})")
+    return (sizes[0], sizes[-1])
+
+
+def coerce_fields(cls: type, values: dict[str, Any], *, origin: str) -> dict[str, Any]:
+    """Check keys against the dataclass fields and convert YAML scalars to the declared types."""
+    hints = get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    result: dict[str, Any] = {}
+    for raw_key, value in values.items():
+        key = str(raw_key).replace("-", "_")
+        if key not in known:
+            import difflib
+
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{origin}: unknown field {raw_key!r}{hint}")
+        result[key] = _coerce(value, hints[key], f"{origin}: field {raw_key!r}")
+    return result
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    if value is None:
+        return None
+    declared = [t for t in get_args(hint) if t is not type(None)] or [hint]
+    target = declared[0]
+    if target is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} must be true or false (got {value!r})")
+    try:
+        if isinstance(value, bool):
+            raise TypeError("a boolean is not a number or a name")
+        return {int: _integer, float: float, str: str}[target](value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where} must be {target.__name__} (got {value!r})") from None
+
+
+def _integer(value: Any) -> int:
+    number = float(value)
+    if not number.is_integer():
+        raise ValueError(value)
+    return int(number)
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file into a plain dict (keys are validated by `TrainConfig.from_dict`)."""
+    import yaml
+
+    path = Path(path)
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of field: value (got {type(values).__name__})")
+    return values
+
+
+def save_config(config: TrainConfig, path: Path) -> None:
+    import yaml
+
+    from cnnlab.io import write_text_atomic
+
+    write_text_atomic(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

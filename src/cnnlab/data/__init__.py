@@ -1,0 +1,1 @@
+"""Data in: sources on disk, decoding, splitting, augmentation and batching."""

@@ -1,0 +1,145 @@
+"""Decoding one image file into the pixels a CNN expects.
+
+The guide's rule: a grayscale image becomes 1×H×W, a colour image 3×H×W, each value 0–255.
+Real files are messier than that, so this module turns every mode Pillow can open into either
+"L" (one channel) or "RGB" (three), in the orientation the camera meant:
+
+* EXIF orientation is applied (phones store portrait photos sideways plus a rotation tag);
+* palette images keep their colours, and their transparency if they have any;
+* transparent pixels (RGBA, LA, PA) are composited onto white, as a viewer shows them, because
+  the colour stored under a fully transparent pixel is arbitrary;
+* CMYK and other colour spaces go through Pillow's conversion to RGB;
+* 16-bit and 32-bit integer images (X-rays, microscopy) are scaled from their full range to
+  0–255 instead of being clipped, which would turn most of them white.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from cnnlab.errors import UnreadableImageError
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+IMAGE_SUFFIXES = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".pnm"}
+)
+
+_GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+_HIGH_BIT_DEPTH_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+
+
+def is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def open_image(path: str | Path) -> "Image.Image":
+    """Open and fully decode an image, raising UnreadableImageError with the reason if it can't be."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise UnreadableImageError(path, "file is empty (0 bytes)")
+        with warnings.catch_warnings():
+            # Pillow warns (rather than fails) on some broken EXIF blocks; the pixels are fine.
+            warnings.simplefilter("ignore", UserWarning)
+            with Image.open(path) as image:
+                image.load()  # decode now: a truncated file fails here, not in the middle of training
+                return _apply_exif_orientation(image)
+    except UnreadableImageError:
+        raise
+    except UnidentifiedImageError:
+        raise UnreadableImageError(path, "not an image file Pillow can identify") from None
+    except FileNotFoundError:
+        raise UnreadableImageError(path, "file does not exist") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise UnreadableImageError(path, f"cannot decode image ({error})") from None
+
+
+def probe_image(path: str | Path) -> tuple[int, int, bool]:
+    """(width, height, is_colour) from the file header, without decoding the pixels."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            orientation = image.getexif().get(0x0112, 1)
+            if orientation in (5, 6, 7, 8):  # rotated by 90 or 270 degrees
+                width, height = height, width
+            return width, height, image.mode not in _GRAY_MODES
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        reason = "file is empty (0 bytes)" if path.exists() and path.stat().st_size == 0 else str(error)
+        raise UnreadableImageError(path, reason) from None
+
+
+def _apply_exif_orientation(image: "Image.Image") -> "Image.Image":
+    from PIL import ImageOps
+
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception:  # a corrupt EXIF block should not cost the user an otherwise good image
+        return image.copy()
+
+
+def _scale_high_bit_depth(image: "Image.Image") -> "Image.Image":
+    """16/32-bit integer or float image -> 8-bit grayscale, scaled from the type's full range."""
+    from PIL import Image
+
+    values = np.asarray(image)
+    if image.mode == "F":
+        # Float images come either as 0..1 or 0..255 intensities.
+        top = 1.0 if values.size and float(np.nanmax(values)) <= 1.0 else 255.0
+    else:
+        top = 65535.0  # 16-bit range; Pillow stores 16-bit PNG/TIFF as I;16 or I
+    scaled = np.clip(np.nan_to_num(values.astype(np.float64)) * (255.0 / top), 0, 255)
+    return Image.fromarray(np.rint(scaled).astype(np.uint8), mode="L")
+
+
+def _flatten_onto_white(image: "Image.Image") -> "Image.Image":
+    from PIL import Image
+
+    rgba = image.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(background, rgba).convert("RGB")
+
+
+def normalize_mode(image: "Image.Image") -> "Image.Image":
+    """Any Pillow mode -> "L" or "RGB", keeping what the image shows."""
+    mode = image.mode
+    if mode in _HIGH_BIT_DEPTH_MODES:
+        return _scale_high_bit_depth(image)
+    if mode == "P":
+        return _flatten_onto_white(image) if "transparency" in image.info else image.convert("RGB")
+    if mode in ("LA", "La"):
+        return _flatten_onto_white(image).convert("L")
+    if mode in ("RGBA", "RGBa", "PA"):
+        return _flatten_onto_white(image)
+    if mode in ("1", "L"):
+        return image.convert("L")
+    return image.convert("RGB")  # RGB, CMYK, YCbCr, LAB, HSV, RGBX
+
+
+def image_to_array(image: "Image.Image", *, channels: int, size: tuple[int, int]) -> np.ndarray:
+    """A decoded image -> uint8 array of shape (channels, height, width), resized to `size` (H, W)."""
+    from PIL import Image
+
+    image = normalize_mode(image)
+    image = image.convert("L" if channels == 1 else "RGB")
+    height, width = size
+    if image.size != (width, height):
+        # Bilinear with Pillow's support scaling: anti-aliased when shrinking, like torchvision.
+        image = image.resize((width, height), Image.Resampling.BILINEAR)
+    pixels = np.array(image, dtype=np.uint8)  # a writable copy, safe to hand to torch
+    return pixels[None] if channels == 1 else np.ascontiguousarray(pixels.transpose(2, 0, 1))
+
+
+def load_image_array(path: str | Path, *, channels: int, size: tuple[int, int]) -> np.ndarray:
+    """Read `path` and return uint8 (channels, H, W) pixels; UnreadableImageError names the file."""
+    return image_to_array(open_image(path), channels=channels, size=size)

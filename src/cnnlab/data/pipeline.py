@@ -1,0 +1,102 @@
+"""The data side of a training run: sources → subset → validation split → images at one size."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cnnlab.config import TrainConfig, parse_image_size
+from cnnlab.console import Console
+from cnnlab.data.prepare import Geometry, ImageSet, LoadReport, infer_geometry, load_images
+from cnnlab.data.source import Source
+from cnnlab.data.sources import find_split_folders, open_data
+from cnnlab.data.split import split_indices
+
+
+@dataclass
+class TrainingData:
+    train: ImageSet
+    val: ImageSet | None
+    geometry: Geometry
+    val_origin: str  # how the validation set was chosen, for data.json and the log
+    reports: dict[str, LoadReport]
+
+    def summary(self) -> dict[str, Any]:
+        """What data.json records about the data a run was trained on."""
+        def describe(imageset: ImageSet | None) -> dict[str, Any] | None:
+            if imageset is None:
+                return None
+            return {"source": imageset.source.description, "images": len(imageset),
+                    "class_counts": imageset.source.class_counts(), "in_memory": imageset.in_memory}
+
+        return {
+            "geometry": {"channels": self.geometry.channels, "height": self.geometry.height,
+                         "width": self.geometry.width},
+            "train": describe(self.train),
+            "val": describe(self.val),
+            "val_origin": self.val_origin,
+            "skipped_files": {split: [{"path": e.path, "reason": e.reason} for e in report.unreadable]
+                              for split, report in self.reports.items() if report.unreadable},
+        }
+
+
+def limit_source(source: Source, limit: int, seed: int) -> Source:
+    """A seeded subset of `limit` images (stratified by class when there are classes)."""
+    if limit >= len(source):
+        return source
+    taken, _ = split_indices(source.targets, limit / len(source), seed, stratify=source.is_classification)
+    return source.subset(taken, f"{source.description}, limited to {len(taken):,}")
+
+
+def _validation_source(config: TrainConfig, source: Source) -> tuple[Source, Source | None, str]:
+    """(train, val, how val was chosen): --val-data, a val/ folder beside train/, or a held-out fraction."""
+    if config.val_data:
+        val = open_data(config.val_data, split="val", task=config.task, data_dir=config.data_dir)
+        return source, val, f"--val-data {config.val_data}"
+    folder = Path(config.data)
+    if config.split == "train" and folder.is_dir() and "val" in find_split_folders(folder):
+        val = open_data(config.data, split="val", task=config.task, data_dir=config.data_dir)
+        return source, val, f"{find_split_folders(folder)['val']}"
+    taken, rest = split_indices(source.targets, config.val_fraction, config.seed,
+                                stratify=source.is_classification)
+    if len(rest) == 0 or len(taken) == 0:
+        return source, None, "none (too few images to hold any out)"
+    origin = f"{config.val_fraction:.0%} of --data held out ({'stratified, ' if source.is_classification else ''}" \
+             f"seed {config.seed})"
+    return source.subset(rest), source.subset(taken), origin
+
+
+def prepare_training_data(config: TrainConfig, console: Console) -> TrainingData:
+    source = open_data(config.data, split=config.split, task=config.task, data_dir=config.data_dir)
+    if config.limit:
+        source = limit_source(source, config.limit, config.seed)
+    train_source, val_source, val_origin = _validation_source(config, source)
+    geometry = infer_geometry(train_source, channels=config.channels,
+                              image_size=parse_image_size(config.image_size))
+    console.info(f"data: {source.description} → images as {geometry} (C×H×W)")
+    reports: dict[str, LoadReport] = {}
+    train_set, reports["train"] = _load(train_source, geometry, config, console, "train")
+    val_set = None
+    if val_source is not None:
+        val_set, reports["val"] = _load(val_source, geometry, config, console, "validation")
+    console.info(f"train: {len(train_set):,} images; validation: "
+                 f"{len(val_set) if val_set is not None else 0:,} images ({val_origin})")
+    return TrainingData(train_set, val_set, geometry, val_origin, reports)
+
+
+def _load(source: Source, geometry: Geometry, config: TrainConfig, console: Console, label: str):
+    from tqdm.auto import tqdm
+
+    bar = None
+    if source.paths is not None and not console.quiet:
+        bar = tqdm(total=len(source), unit="img", desc=f"decoding {label} images", leave=False, disable=None)
+    try:
+        imageset, report = load_images(source, geometry, cache=config.cache, workers=config.workers,
+                                       strict=config.strict, progress=bar.update if bar else None)
+    finally:
+        if bar is not None:
+            bar.close()
+    if report.unreadable:
+        console.warn(report.summary())
+    return imageset, report

@@ -1,0 +1,261 @@
+"""From a `Source` to `ImageSet`: every image as uint8 C×H×W at one size, ready to batch.
+
+Pixels stay uint8 until they reach the device, where a batch is scaled to 0–1 and normalised
+with the mean/std recorded in the model's sidecar (see `cnnlab.data.input`). Keeping uint8 makes
+an in-memory copy of a dataset 4× smaller than float32 and turns loading a batch into one slice.
+
+Small datasets are decoded once and held in memory ("cache": auto holds them when they fit in
+2 GiB); larger ones are decoded on the fly by DataLoader worker processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+
+from cnnlab.data.images import load_image_array, probe_image
+from cnnlab.data.source import Source
+from cnnlab.errors import DataError, UnreadableImageError
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+MEMORY_BUDGET_BYTES = 2 * 1024**3
+_PROBE_COUNT = 64
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """The shape every image is converted to: channels × height × width."""
+
+    channels: int
+    height: int
+    width: int
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return (self.height, self.width)
+
+    def __str__(self) -> str:
+        return f"{self.channels}×{self.height}×{self.width}"
+
+
+def infer_geometry(
+    source: Source, *, channels: int | None = None, image_size: tuple[int, int] | None = None
+) -> Geometry:
+    """The data's own geometry, overridden by `--channels` / `--image-size` where given.
+
+    For files, the first images decide: colour if any of them is colour; their size if they
+    all share one, otherwise 224×224 (the ImageNet convention), which is logged.
+    """
+    if source.pixels is not None:
+        own_channels = 1 if source.pixels.ndim == 3 else source.pixels.shape[3]
+        own_size = source.pixels.shape[1:3]
+    else:
+        own_channels, own_size = _probe_files(source)
+    return Geometry(channels or own_channels, *(image_size or own_size))
+
+
+def _probe_files(source: Source) -> tuple[int, tuple[int, int]]:
+    sizes, colour = set(), False
+    for path in list(source.paths or [])[:_PROBE_COUNT]:
+        try:
+            width, height, is_colour = probe_image(path)
+        except UnreadableImageError:
+            continue  # reported properly when the images are loaded
+        sizes.add((height, width))
+        colour = colour or is_colour
+    if len(sizes) == 1:
+        return (3 if colour else 1), sizes.pop()
+    log.warning("images have different sizes; resizing all to 224×224 (set --image-size to choose)")
+    return (3 if colour else 1), (224, 224)
+
+
+class ImageSet:
+    """A torch-style dataset: `imageset[i]` is (uint8 tensor C×H×W, target).
+
+    `pixels` holds every image when in memory (`in_memory`); otherwise files are decoded in
+    `__getitem__`, which returns None for a file that fails so the batch can drop it.
+    """
+
+    def __init__(self, source: Source, geometry: Geometry, pixels: "torch.Tensor | None"):
+        import torch
+
+        self.source = source
+        self.geometry = geometry
+        self.pixels = pixels
+        targets = torch.from_numpy(np.ascontiguousarray(source.targets))
+        self.targets = targets.long() if source.is_classification else targets.float()
+
+    @property
+    def in_memory(self) -> bool:
+        return self.pixels is not None
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int):
+        import torch
+
+        if self.pixels is not None:
+            return self.pixels[index], self.targets[index]
+        path = self.source.paths[index]  # type: ignore[index]
+        try:
+            array = load_image_array(path, channels=self.geometry.channels, size=self.geometry.size)
+        except UnreadableImageError as error:
+            log.warning("skipping %s", error)
+            return None
+        return torch.from_numpy(array), self.targets[index]
+
+    def subset(self, indices: np.ndarray) -> "ImageSet":
+        import torch
+
+        pixels = None if self.pixels is None else self.pixels[torch.from_numpy(np.asarray(indices))]
+        return ImageSet(self.source.subset(indices), self.geometry, pixels)
+
+
+@dataclass
+class LoadReport:
+    """What happened while loading: the unreadable files that were skipped."""
+
+    unreadable: list[UnreadableImageError]
+
+    def summary(self) -> str:
+        if not self.unreadable:
+            return ""
+        listed = "\n".join(f"  {error.path}: {error.reason}" for error in self.unreadable[:20])
+        more = f"\n  ... and {len(self.unreadable) - 20} more" if len(self.unreadable) > 20 else ""
+        return f"skipped {len(self.unreadable)} unreadable image file(s):\n{listed}{more}"
+
+
+def load_images(
+    source: Source,
+    geometry: Geometry,
+    *,
+    cache: str = "auto",
+    workers: int | None = None,
+    strict: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[ImageSet, LoadReport]:
+    """Convert a Source to an ImageSet at `geometry`, skipping (or, if strict, refusing) bad files."""
+    if source.pixels is not None:
+        return ImageSet(source, geometry, array_to_tensor(source.pixels, geometry)), LoadReport([])
+    image_bytes = len(source) * geometry.channels * geometry.height * geometry.width
+    if cache == "memory" or (cache == "auto" and image_bytes <= MEMORY_BUDGET_BYTES):
+        pixels, good, unreadable = _decode_all(source, geometry, workers, progress)
+    else:
+        good, unreadable = _probe_all(source, workers, full_decode=strict, geometry=geometry)
+        pixels = None
+    report = LoadReport(unreadable)
+    if unreadable and strict:
+        raise DataError(f"--strict: {report.summary()}\nremove or fix these files, or drop --strict to skip them")
+    if not good.size:
+        raise DataError(f"{source.description}: none of the images could be read")
+    kept = source.subset(good) if len(good) != len(source) else source
+    return ImageSet(kept, geometry, pixels), report
+
+
+def array_to_tensor(pixels: np.ndarray, geometry: Geometry, chunk: int = 4096) -> "torch.Tensor":
+    """(N,H,W[,C]) uint8 array -> (N,C,H,W) uint8 tensor at `geometry`, converting channels and size."""
+    import torch
+    from torchvision.transforms.v2 import functional as F
+
+    images = torch.from_numpy(np.ascontiguousarray(pixels))
+    images = images[:, None] if images.ndim == 3 else images.permute(0, 3, 1, 2)
+    parts = []
+    for start in range(0, len(images), chunk):
+        part = images[start : start + chunk]
+        if part.shape[1] != geometry.channels:
+            part = F.rgb_to_grayscale(part) if geometry.channels == 1 else part.expand(-1, 3, -1, -1)
+        if tuple(part.shape[2:]) != geometry.size:
+            part = F.resize(part, list(geometry.size), antialias=True)
+        parts.append(part.contiguous())
+    return torch.cat(parts) if parts else images
+
+
+class _DecodeFiles:
+    """Picklable dataset for DataLoader workers: index -> (index, pixels or the error)."""
+
+    def __init__(self, paths, geometry: Geometry, full_decode: bool = True):
+        self.paths, self.geometry, self.full_decode = paths, geometry, full_decode
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        try:
+            if not self.full_decode:
+                probe_image(self.paths[index])
+                return index, None
+            return index, load_image_array(self.paths[index], channels=self.geometry.channels,
+                                           size=self.geometry.size)
+        except UnreadableImageError as error:
+            return index, error
+
+
+def _default_workers(workers: int | None) -> int:
+    return min(4, os.cpu_count() or 1) if workers is None else workers
+
+
+def _as_list(items: list) -> list:
+    return items
+
+
+def _run_decoder(dataset: _DecodeFiles, workers: int | None, progress: Callable[[int], None] | None):
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(dataset, batch_size=64, num_workers=_default_workers(workers), collate_fn=_as_list)
+    for batch in loader:
+        yield from batch
+        if progress:
+            progress(len(batch))
+
+
+def _decode_all(source: Source, geometry: Geometry, workers, progress):
+    import torch
+
+    pixels = torch.empty((len(source), geometry.channels, *geometry.size), dtype=torch.uint8)
+    ok = np.zeros(len(source), dtype=bool)
+    unreadable = []
+    for index, result in _run_decoder(_DecodeFiles(source.paths, geometry), workers, progress):
+        if isinstance(result, UnreadableImageError):
+            unreadable.append(result)
+        else:
+            pixels[index] = torch.from_numpy(result)
+            ok[index] = True
+    good = np.flatnonzero(ok)
+    return (pixels if ok.all() else pixels[torch.from_numpy(good)]), good, unreadable
+
+
+def _probe_all(source: Source, workers, *, full_decode: bool, geometry: Geometry):
+    unreadable = []
+    bad = set()
+    for index, result in _run_decoder(_DecodeFiles(source.paths, geometry, full_decode), workers, None):
+        if isinstance(result, UnreadableImageError):
+            unreadable.append(result)
+            bad.add(index)
+    good = np.array([i for i in range(len(source)) if i not in bad], dtype=np.int64)
+    return good, unreadable
+
+
+def channel_statistics(imageset: ImageSet, max_images: int = 10_000, seed: int = 0) -> tuple[list[float], list[float]]:
+    """Per-channel mean and standard deviation of pixel values scaled to 0–1 (a seeded sample)."""
+    import torch
+
+    count = len(imageset)
+    chosen = np.random.default_rng(seed).permutation(count)[:max_images] if count > max_images else np.arange(count)
+    if imageset.pixels is not None:
+        sample = imageset.pixels[torch.from_numpy(chosen)]
+    else:
+        items = [imageset[int(i)] for i in chosen[:1000]]
+        sample = torch.stack([item[0] for item in items if item is not None])
+    values = sample.double().div_(255.0).transpose(0, 1).reshape(imageset.geometry.channels, -1)
+    mean = values.mean(dim=1)
+    std = values.std(dim=1).clamp_min(1e-3)  # a constant channel must not divide by zero
+    return [round(float(v), 6) for v in mean], [round(float(v), 6) for v in std]

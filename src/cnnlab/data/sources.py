@@ -1,0 +1,203 @@
+"""From a `--data` argument to a `Source`.
+
+`--data` may be:
+  * a named dataset: fashion-mnist, mnist, cifar10, digits (standard splits, offline first);
+  * a folder with one sub-folder per class (`cats/…`, `dogs/…`), optionally inside split folders
+    (`train/cats/…`, `test/cats/…`, `val/cats/…`) chosen with `--split`;
+  * a CSV file with a header row: `path,label` for classification, `path,target[,target…]` for
+    regression; relative paths are relative to the CSV's folder;
+  * an IDX images file (MNIST format; its labels file beside it) or a folder of IDX files.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+import numpy as np
+
+from cnnlab.data.images import is_image_file
+from cnnlab.data.source import Source
+from cnnlab.errors import DataError
+
+SPLIT_FOLDER_NAMES = {
+    "train": ("train", "training"),
+    "val": ("val", "valid", "validation"),
+    "test": ("test", "testing"),
+}
+_IDX_IMAGES = re.compile(r"images[-.]idx\d-ubyte(\.gz)?$")
+
+
+def open_data(
+    spec: str | Path,
+    *,
+    split: str = "train",
+    task: str = "classification",
+    data_dir: str | Path | None = None,
+) -> Source:
+    """Resolve a `--data` argument (see module docstring) into a Source."""
+    from cnnlab.data import named
+
+    text = str(spec)
+    path = Path(text).expanduser()
+    if not path.exists() and named.is_named(text):
+        source = named.open_named(text, split=split, data_dir=data_dir)
+    elif path.is_file() and path.suffix.lower() == ".csv":
+        return open_csv(path, task=task)
+    elif path.is_file() and _IDX_IMAGES.search(path.name):
+        source = _open_idx_file(path)
+    elif path.is_dir():
+        source = _open_folder(path, split=split)
+    elif path.exists():
+        raise DataError(
+            f"--data {text}: not a folder, a .csv file or an IDX images file "
+            "(expected e.g. train-images-idx3-ubyte.gz)"
+        )
+    else:
+        known = ", ".join(named.DATASETS.names())
+        raise DataError(f"--data {text}: no such file or folder, and not a named dataset ({known})")
+    if task == "regression":
+        raise DataError(
+            f"--data {text}: {source.description} has class labels; regression needs numeric targets "
+            "from a CSV of path,target[,target...]"
+        )
+    return source
+
+
+def _open_idx_file(images_path: Path) -> Source:
+    from cnnlab.data import idx
+
+    labels_path = idx.labels_file_for(images_path)
+    return idx.open_idx_pair(
+        images_path, labels_path, description=f"{images_path.name}", name_prefix=images_path.name
+    )
+
+
+def _open_folder(root: Path, *, split: str) -> Source:
+    from cnnlab.data import idx
+
+    idx_splits = idx.find_idx_splits(root)
+    if idx_splits:
+        if split not in idx_splits:
+            raise DataError(f"--split {split}: {root} has IDX files for {', '.join(idx_splits)} only")
+        images_path, labels_path = idx_splits[split]
+        return idx.open_idx_pair(
+            images_path, labels_path, description=f"{root} ({split} split)", name_prefix=f"{root.name}/{split}"
+        )
+    split_folders = find_split_folders(root)
+    if split_folders:
+        if split not in split_folders:
+            raise DataError(
+                f"--split {split}: {root} is laid out in split folders "
+                f"({', '.join(p.name for p in split_folders.values())}); choose one of {', '.join(split_folders)}"
+            )
+        return open_class_folders(split_folders[split])
+    return open_class_folders(root)
+
+
+def find_split_folders(root: Path) -> dict[str, Path]:
+    """{'train': root/train, 'test': root/test, ...} when root is organised by split."""
+    found: dict[str, Path] = {}
+    for split, aliases in SPLIT_FOLDER_NAMES.items():
+        for alias in aliases:
+            candidate = root / alias
+            if candidate.is_dir() and any(child.is_dir() for child in candidate.iterdir()):
+                found[split] = candidate
+                break
+    return found if "train" in found or len(found) >= 2 else {}
+
+
+def _visible(path: Path) -> bool:
+    return not path.name.startswith(".")
+
+
+def open_class_folders(root: Path) -> Source:
+    """A folder with one sub-folder per class; images anywhere below each class folder."""
+    class_dirs = sorted((p for p in root.iterdir() if p.is_dir() and _visible(p)), key=lambda p: p.name)
+    if not class_dirs:
+        raise DataError(
+            f"--data {root}: expected one sub-folder per class (e.g. {root}/cats/*.jpg, {root}/dogs/*.jpg), "
+            "found none"
+        )
+    paths: list[Path] = []
+    targets: list[int] = []
+    for index, class_dir in enumerate(class_dirs):
+        files = sorted(p for p in class_dir.rglob("*") if p.is_file() and is_image_file(p) and _visible(p))
+        paths.extend(files)
+        targets.extend([index] * len(files))
+    if not paths:
+        raise DataError(f"--data {root}: the class folders hold no image files (.png, .jpg, .bmp, ...)")
+    return Source(
+        description=f"{root} ({len(class_dirs)} classes, {len(paths):,} images)",
+        names=[str(p) for p in paths],
+        targets=np.asarray(targets, dtype=np.int64),
+        class_names=[p.name for p in class_dirs],
+        paths=paths,
+    )
+
+
+def open_csv(csv_path: Path, *, task: str) -> Source:
+    """`path,label` (classification) or `path,target[,target...]` (regression), with a header row."""
+    header, rows = _read_csv_rows(csv_path)
+    if task == "classification" and len(header) != 2:
+        raise DataError(
+            f"{csv_path}: a classification CSV needs exactly two columns, path,label "
+            f"(found {len(header)}: {', '.join(header)}); for numeric targets use --task regression"
+        )
+    paths = [_resolve_csv_path(csv_path, row[0]) for row in rows]
+    names = [str(p) for p in paths]
+    if task == "classification":
+        labels = [row[1] for row in rows]
+        class_names = _sorted_labels(set(labels))
+        lookup = {name: i for i, name in enumerate(class_names)}
+        targets = np.asarray([lookup[label] for label in labels], dtype=np.int64)
+        return Source(f"{csv_path} ({len(class_names)} classes, {len(rows):,} images)", names, targets,
+                      class_names=class_names, paths=paths)
+    targets = np.asarray([_numbers(csv_path, line, row[1:], header) for line, row in enumerate(rows, 2)],
+                         dtype=np.float32)
+    return Source(f"{csv_path} ({len(header) - 1} targets, {len(rows):,} images)", names, targets,
+                  target_names=header[1:], paths=paths)
+
+
+def _read_csv_rows(csv_path: Path) -> tuple[list[str], list[list[str]]]:
+    try:
+        with csv_path.open(newline="", encoding="utf-8-sig") as handle:
+            table = [row for row in csv.reader(handle) if any(cell.strip() for cell in row)]
+    except UnicodeDecodeError as error:
+        raise DataError(f"{csv_path}: not a UTF-8 text CSV ({error})") from None
+    if len(table) < 2:
+        raise DataError(f"{csv_path}: needs a header row (e.g. path,label) and at least one data row")
+    header = [cell.strip() for cell in table[0]]
+    if len(header) < 2:
+        raise DataError(f"{csv_path}: needs at least two columns: path, then label or target(s)")
+    for line, row in enumerate(table[1:], start=2):
+        if len(row) != len(header):
+            raise DataError(f"{csv_path}, line {line}: {len(row)} columns, but the header has {len(header)}")
+    return header, [[cell.strip() for cell in row] for row in table[1:]]
+
+
+def _resolve_csv_path(csv_path: Path, value: str) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else csv_path.parent / path
+
+
+def _numbers(csv_path: Path, line: int, cells: list[str], header: list[str]) -> list[float]:
+    values = []
+    for column, cell in zip(header[1:], cells):
+        try:
+            value = float(cell)
+        except ValueError:
+            raise DataError(f"{csv_path}, line {line}: {column} = {cell!r} is not a number") from None
+        if not np.isfinite(value):
+            raise DataError(f"{csv_path}, line {line}: {column} = {cell!r} is not a finite number")
+        values.append(value)
+    return values
+
+
+def _sorted_labels(labels: set[str]) -> list[str]:
+    """Numeric labels in numeric order (2 before 10), others alphabetically."""
+    try:
+        return sorted(labels, key=float)
+    except ValueError:
+        return sorted(labels)

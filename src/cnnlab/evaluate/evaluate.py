@@ -1,0 +1,139 @@
+"""`evaluate()`: score a trained model on a labelled dataset and write the evidence.
+
+Writes into `RUN/eval-<data>-<split>/`:
+  metrics.json           every metric (accuracy, top-5, per-class precision/recall/F1, macro and
+                         weighted averages — or MAE/RMSE/R² for regression)
+  confusion_matrix.png   + confusion_matrix.json (classification)
+  predicted_vs_true.png  (regression)
+  predictions.csv        one row per image: file, true label, predicted label, confidence
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import Tensor
+
+from cnnlab.console import Console
+from cnnlab.data.loader import Batches
+from cnnlab.data.prepare import Geometry, load_images
+from cnnlab.data.source import Source
+from cnnlab.data.sources import find_split_folders, open_data
+from cnnlab.errors import DataError
+from cnnlab.io import write_text_atomic
+from cnnlab.trained import TrainedModel, load
+from cnnlab.train.loop import predict_batches
+
+
+@dataclass
+class EvaluationResult:
+    metrics: dict[str, Any]
+    output_dir: Path
+    files: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def summary(self) -> str:
+        return summary_line(self.metrics)
+
+
+def summary_line(metrics: dict[str, Any]) -> str:
+    if "accuracy" in metrics:
+        text = f"accuracy {metrics['accuracy']:.2%}"
+        if "top5_accuracy" in metrics:
+            text += f", top-5 {metrics['top5_accuracy']:.2%}"
+        return text + f", macro F1 {metrics['macro_avg']['f1']:.4f} on {metrics['images']:,} images"
+    return f"MAE {metrics['mae']:.4g}, RMSE {metrics['rmse']:.4g}, R² {metrics['r2']:.4f} on {metrics['images']:,} images"
+
+
+def evaluate(run: str | Path, data: str | None = None, *, split: str = "test", batch_size: int = 256,
+             device: str = "auto", limit: int | None = None, data_dir: str | None = None,
+             output_dir: str | Path | None = None, workers: int | None = None, runs_dir: str | Path = "runs",
+             quiet: bool = False) -> EvaluationResult:
+    """Evaluate a run's best model on `data` (default: the data it was trained on) at `split`."""
+    console = Console(quiet=quiet)
+    trained = load(run, device=device, runs_dir=runs_dir)
+    data = data or _default_data(trained, split)
+    source = open_data(data, split=split, task=trained.task.name, data_dir=data_dir)
+    source = _align_classes(source, trained)
+    if limit:
+        from cnnlab.data.pipeline import limit_source
+
+        source = limit_source(source, limit, seed=0)
+    geometry = Geometry(*trained.input.shape)
+    imageset, report = load_images(source, geometry, workers=workers)
+    if report.unreadable:
+        console.warn(report.summary())
+    batches = Batches(imageset, batch_size=batch_size, device=trained.device, shuffle=False, workers=workers)
+    outputs, targets = predict_batches(trained.model, trained.normalizer(), batches)
+    metrics = trained.task.evaluate(outputs, targets)
+    metrics.update({"data": source.description, "split": split, "checkpoint": str(trained.checkpoint),
+                    "skipped_files": [{"path": e.path, "reason": e.reason} for e in report.unreadable]})
+    folder = Path(output_dir) if output_dir else trained.run_dir / f"eval-{_slug(data)}-{split}"
+    result = EvaluationResult(metrics, folder, _write_outputs(trained, imageset.source, outputs, targets, metrics, folder))
+    console.info(f"evaluation written to {folder}")
+    return result
+
+
+def _default_data(trained: TrainedModel, split: str) -> str:
+    config = trained.info.config
+    data = config.get("data")
+    if not data:
+        raise DataError("this checkpoint does not record its training data; pass --data")
+    from cnnlab.data.named import is_named
+
+    path = Path(data)
+    if (not path.exists() and is_named(data)) or (path.is_dir() and split in find_split_folders(path)):
+        return data
+    raise DataError(f"the run was trained on {data}, which has no '{split}' split; pass --data with the images "
+                    "to evaluate on")
+
+
+def _align_classes(source: Source, trained: TrainedModel) -> Source:
+    """Map the data's class indices onto the model's, by class name."""
+    model_classes = trained.class_names
+    if model_classes is None or source.class_names is None or source.class_names == model_classes:
+        return source
+    lookup = {name: index for index, name in enumerate(model_classes)}
+    unknown = [name for name in source.class_names if name not in lookup]
+    if unknown:
+        raise DataError(f"{source.description}: classes {', '.join(unknown)} are not among the model's classes "
+                        f"({', '.join(model_classes)})")
+    mapping = np.array([lookup[name] for name in source.class_names], dtype=np.int64)
+    from dataclasses import replace
+
+    return replace(source, targets=mapping[source.targets], class_names=list(model_classes))
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", Path(str(text).rstrip("/")).stem).strip("-") or "data"
+
+
+def _write_outputs(trained: TrainedModel, source: Source, outputs: Tensor, targets: Tensor,
+                   metrics: dict[str, Any], folder: Path) -> dict[str, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {"metrics": folder / "metrics.json", "predictions": folder / "predictions.csv"}
+    write_text_atomic(files["metrics"], json.dumps(metrics, indent=2) + "\n")
+    write_text_atomic(files["predictions"], _predictions_csv(trained, source, outputs, targets))
+    if "confusion_matrix" in metrics:
+        files["confusion_matrix_json"] = folder / "confusion_matrix.json"
+        write_text_atomic(files["confusion_matrix_json"], json.dumps(metrics["confusion_matrix"], indent=2) + "\n")
+    for path in trained.task.plots(metrics, outputs, targets, folder):
+        files[path.stem] = path
+    return files
+
+
+def _predictions_csv(trained: TrainedModel, source: Source, outputs: Tensor, targets: Tensor) -> str:
+    header, rows = trained.task.prediction_table(outputs, targets)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["file", *header])
+    for name, row in zip(source.names, rows):
+        writer.writerow([name, *row])
+    return buffer.getvalue()

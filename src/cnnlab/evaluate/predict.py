@@ -1,0 +1,133 @@
+"""`predict()`: run a trained model on image files, folders and glob patterns.
+
+Each file gets one row: its prediction (top-k labels with confidences, or values), or the reason
+it could not be read — one bad file never stops the others.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import io
+import json
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+
+from cnnlab.data.images import is_image_file, load_image_array
+from cnnlab.errors import CnnlabError, UnreadableImageError
+from cnnlab.io import write_text_atomic
+from cnnlab.trained import TrainedModel, load
+
+
+def expand_paths(patterns: Iterable[str | Path]) -> list[tuple[str, Path | None, str | None]]:
+    """Files, folders (every image below them) and globs -> [(name, path, error)] in a stable order."""
+    found: list[tuple[str, Path | None, str | None]] = []
+    for pattern in patterns:
+        path = Path(pattern).expanduser()
+        if path.is_dir():
+            images = sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p))
+            found.extend((str(p), p, None) for p in images)
+            if not images:
+                found.append((str(path), None, "folder holds no image files"))
+        elif path.is_file():
+            found.append((str(path), path, None))
+        elif glob.has_magic(str(pattern)):
+            matches = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
+            found.extend((str(p), p, None) for p in matches)
+            if not matches:
+                found.append((str(pattern), None, "pattern matches no files"))
+        else:
+            found.append((str(pattern), None, "no such file or folder"))
+    return found
+
+
+def predict(run: str | Path | TrainedModel, paths: Sequence[str | Path], *, top_k: int = 1,
+            device: str = "auto", batch_size: int = 64, runs_dir: str | Path = "runs") -> list[dict[str, Any]]:
+    """One dict per file: {"file", "label", "confidence", "top_k"} (or {"file", "values"}), or {"file", "error"}.
+
+    >>> rows = cnnlab.predict("runs/demo", ["shoe.png"], top_k=3)  # doctest: +SKIP
+    >>> rows[0]["label"], round(rows[0]["confidence"], 2)           # doctest: +SKIP
+    ('Sneaker', 0.97)
+    """
+    if top_k < 1:
+        raise CnnlabError(f"--top-k must be at least 1 (got {top_k})")
+    trained = run if isinstance(run, TrainedModel) else load(run, device=device, runs_dir=runs_dir)
+    rows: list[dict[str, Any]] = []
+    pending: list[tuple[dict[str, Any], np.ndarray]] = []
+    for name, path, error in expand_paths(paths):
+        row: dict[str, Any] = {"file": name}
+        rows.append(row)
+        if error is None:
+            try:
+                pending.append((row, load_image_array(path, channels=trained.input.channels, size=trained.input.size)))
+            except UnreadableImageError as failure:
+                error = failure.reason
+        if error is not None:
+            row["error"] = error
+        if len(pending) >= batch_size:
+            _run_batch(trained, pending, top_k)
+    _run_batch(trained, pending, top_k)
+    return rows
+
+
+def _run_batch(trained: TrainedModel, pending: list[tuple[dict[str, Any], np.ndarray]], top_k: int) -> None:
+    if not pending:
+        return
+    images = torch.from_numpy(np.stack([pixels for _, pixels in pending]))
+    for (row, _), prediction in zip(pending, trained.predict_arrays(images, top_k=top_k)):
+        row.update(prediction)
+    pending.clear()
+
+
+def format_table(rows: list[dict[str, Any]], top_k: int = 1) -> str:
+    """Rows as an aligned text table for the terminal."""
+    lines = []
+    width = min(max((len(row["file"]) for row in rows), default=4), 60)
+    for row in rows:
+        name = row["file"] if len(row["file"]) <= width else "…" + row["file"][-(width - 1):]
+        if "error" in row:
+            detail = f"ERROR: {row['error']}"
+        elif "values" in row:
+            detail = "  ".join(f"{k} = {v:.4g}" for k, v in row["values"].items())
+        else:
+            detail = "  ".join(f"{entry['label']} {entry['confidence']:6.1%}" for entry in row["top_k"][:top_k])
+        lines.append(f"{name:<{width}}  {detail}")
+    return "\n".join(lines)
+
+
+def write_predictions(rows: list[dict[str, Any]], path: Path) -> Path:
+    """Save rows as .json (a list of objects) or .csv (one line per file, top-k flattened)."""
+    path = Path(path)
+    if path.suffix.lower() == ".json":
+        write_text_atomic(path, json.dumps(rows, indent=2) + "\n")
+    elif path.suffix.lower() == ".csv":
+        write_text_atomic(path, _rows_to_csv(rows))
+    else:
+        raise CnnlabError(f"--output {path}: use a .csv or .json file name")
+    return path
+
+
+def _rows_to_csv(rows: list[dict[str, Any]]) -> str:
+    depth = max((len(row.get("top_k", [])) for row in rows), default=0)
+    value_names = next((list(row["values"]) for row in rows if "values" in row), [])
+    header = ["file"]
+    if depth:
+        header += ["label", "confidence"]
+        for rank in range(2, depth + 1):
+            header += [f"label_{rank}", f"confidence_{rank}"]
+    header += value_names + ["error"]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    for row in rows:
+        cells = [row["file"]]
+        for rank in range(depth):
+            entries = row.get("top_k", [])
+            cells += [entries[rank]["label"], f"{entries[rank]['confidence']:.6f}"] if rank < len(entries) else ["", ""]
+        cells += [f"{row['values'][n]:.6g}" if "values" in row else "" for n in value_names]
+        cells.append(row.get("error", ""))
+        writer.writerow(cells)
+    return buffer.getvalue()

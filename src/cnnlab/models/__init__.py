@@ -1,0 +1,1 @@
+"""Models: one registry of architectures, plus networks written as YAML layer lists."""

@@ -1,0 +1,69 @@
+"""The model registry: `@register_model` fills it, `create_model` and `list_models` read it.
+
+Every builder takes the same keyword-only arguments, so any model can be trained on any data:
+
+    builder(*, in_channels: int, num_outputs: int, image_size: tuple[int, int], **options) -> nn.Module
+
+The entry's metadata says where the parts that fine-tuning and Grad-CAM need live:
+`first_conv` and `classifier` are dotted module paths inside the built model, `min_size` is the
+smallest input side the architecture accepts, `family` groups related models.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+from cnnlab.errors import ConfigError
+from cnnlab.registry import Entry, Registry
+
+if TYPE_CHECKING:
+    from torch import nn
+
+ModelBuilder = Callable[..., "nn.Module"]
+
+
+def _load_builtin_models() -> None:
+    # Imported here, not at module top, so that `import cnnlab` does not import torch.
+    from cnnlab.models import guide, zoo  # noqa: F401
+
+
+MODELS: Registry[ModelBuilder] = Registry("model", loader=_load_builtin_models)
+
+
+def register_model(
+    name: str,
+    *,
+    description: str,
+    family: str,
+    first_conv: str,
+    classifier: str,
+    min_size: int,
+    **metadata: Any,
+) -> Callable[[ModelBuilder], ModelBuilder]:
+    return MODELS.register(
+        name,
+        description=description,
+        family=family,
+        first_conv=first_conv,
+        classifier=classifier,
+        min_size=min_size,
+        **metadata,
+    )
+
+
+def list_models() -> list[Entry[ModelBuilder]]:
+    """All registered models, in registration order."""
+    return list(MODELS)
+
+
+def model_entry(name: str) -> Entry[ModelBuilder]:
+    return MODELS.get(name)
+
+
+def check_input_size(name: str, image_size: tuple[int, int], min_size: int) -> None:
+    if min(image_size) < min_size:
+        height, width = image_size
+        raise ConfigError(
+            f"model {name!r} needs images of at least {min_size}×{min_size} pixels, but the data is "
+            f"{height}×{width}: pass --image-size {max(min_size, 32)} (or larger) to resize it"
+        )

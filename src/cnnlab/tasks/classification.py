@@ -1,0 +1,140 @@
+"""Classification: one label per image, softmax over the classes, cross-entropy loss."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from cnnlab.errors import ConfigError
+from cnnlab.tasks.base import Task
+
+
+class Classification(Task):
+    name = "classification"
+    headline_name = "accuracy"
+    headline_higher_is_better = True
+
+    def __init__(self, class_names: list[str], *, label_smoothing: float = 0.0):
+        self.class_names = list(class_names)
+        self.label_smoothing = label_smoothing
+
+    @classmethod
+    def for_training(cls, source: Any, *, label_smoothing: float = 0.0) -> "Classification":
+        if source.class_names is None:
+            raise ConfigError(f"{source.description} has numeric targets; use --task regression")
+        return cls(source.class_names, label_smoothing=label_smoothing)
+
+    @property
+    def num_outputs(self) -> int:
+        return len(self.class_names)
+
+    def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        # cross_entropy = log-softmax + negative log-likelihood: the softmax layer of the guide
+        # lives here, applied to the raw scores (logits) for numerical stability.
+        return F.cross_entropy(outputs, targets, label_smoothing=self.label_smoothing)
+
+    def headline_sum(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        return (outputs.argmax(dim=1) == targets).sum()
+
+    def evaluate(self, outputs: Tensor, targets: Tensor) -> dict[str, Any]:
+        outputs, targets = outputs.float().cpu(), targets.long().cpu()
+        count = len(targets)
+        predicted = outputs.argmax(dim=1)
+        matrix = confusion_matrix(targets, predicted, self.num_outputs)
+        metrics: dict[str, Any] = {
+            "images": count,
+            "loss": float(F.cross_entropy(outputs, targets)) if count else float("nan"),
+            "accuracy": float((predicted == targets).float().mean()) if count else float("nan"),
+        }
+        if self.num_outputs > 5:
+            metrics["top5_accuracy"] = top_k_accuracy(outputs, targets, 5)
+        metrics.update(per_class_scores(matrix, self.class_names))
+        metrics["confusion_matrix"] = {"labels": self.class_names, "matrix": matrix.tolist(),
+                                       "rows": "true class", "columns": "predicted class"}
+        return metrics
+
+    def plots(self, metrics: dict[str, Any], outputs: Tensor, targets: Tensor, folder: Path) -> list[Path]:
+        from cnnlab.evaluate.plots import plot_confusion_matrix
+
+        path = folder / "confusion_matrix.png"
+        matrix = metrics["confusion_matrix"]
+        plot_confusion_matrix(matrix["matrix"], matrix["labels"], path,
+                              title=f"Confusion matrix — accuracy {metrics['accuracy']:.2%}")
+        return [path]
+
+    def predictions(self, outputs: Tensor, top_k: int = 1) -> list[dict[str, Any]]:
+        probabilities = torch.softmax(outputs.float(), dim=1).cpu()
+        k = min(top_k, self.num_outputs)
+        confidences, indices = probabilities.topk(k, dim=1)
+        rows = []
+        for confidence_row, index_row in zip(confidences.tolist(), indices.tolist()):
+            rows.append({
+                "label": self.class_names[index_row[0]],
+                "confidence": confidence_row[0],
+                "top_k": [{"label": self.class_names[i], "confidence": c}
+                          for i, c in zip(index_row, confidence_row)],
+            })
+        return rows
+
+    def prediction_table(self, outputs: Tensor, targets: Tensor) -> tuple[list[str], list[list[str]]]:
+        header = ["true_label", "predicted_label", "confidence", "correct"]
+        rows = []
+        for target, prediction in zip(targets.tolist(), self.predictions(outputs)):
+            truth = self.class_names[int(target)]
+            rows.append([truth, prediction["label"], f"{prediction['confidence']:.6f}",
+                         str(int(truth == prediction["label"]))])
+        return header, rows
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "class_names": self.class_names, "label_smoothing": self.label_smoothing}
+
+    @classmethod
+    def from_json(cls, values: dict[str, Any]) -> "Classification":
+        return cls(values["class_names"], label_smoothing=float(values.get("label_smoothing", 0.0)))
+
+
+def confusion_matrix(targets: Tensor, predicted: Tensor, num_classes: int) -> Tensor:
+    """matrix[i, j] = number of images of true class i predicted as class j."""
+    flat = targets * num_classes + predicted
+    return torch.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def top_k_accuracy(outputs: Tensor, targets: Tensor, k: int) -> float:
+    top = outputs.topk(min(k, outputs.shape[1]), dim=1).indices
+    return float((top == targets[:, None]).any(dim=1).float().mean()) if len(targets) else float("nan")
+
+
+def per_class_scores(matrix: Tensor, class_names: list[str]) -> dict[str, Any]:
+    """Precision, recall, F1 and support per class, with macro and weighted averages.
+
+    A class never predicted has precision 0 (and never present: recall 0), as scikit-learn
+    reports with zero_division=0.
+    """
+    matrix = matrix.double()
+    true_positive = matrix.diag()
+    predicted_count = matrix.sum(dim=0)
+    support = matrix.sum(dim=1)
+    precision = torch.where(predicted_count > 0, true_positive / predicted_count.clamp_min(1), 0.0)
+    recall = torch.where(support > 0, true_positive / support.clamp_min(1), 0.0)
+    denominator = precision + recall
+    f1 = torch.where(denominator > 0, 2 * precision * recall / denominator.clamp_min(1e-12), 0.0)
+    per_class = {
+        name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+        for name, p, r, f, s in zip(class_names, precision, recall, f1, support)
+    }
+    weights = support / support.sum().clamp_min(1)
+
+    def average(values: Tensor, weighted: bool) -> float:
+        return float((values * weights).sum()) if weighted else float(values.mean())
+
+    return {
+        "per_class": per_class,
+        "macro_avg": {"precision": average(precision, False), "recall": average(recall, False),
+                      "f1": average(f1, False)},
+        "weighted_avg": {"precision": average(precision, True), "recall": average(recall, True),
+                         "f1": average(f1, True)},
+    }

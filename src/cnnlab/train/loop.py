@@ -1,0 +1,161 @@
+"""The training loop: forward pass, loss, backpropagation, optimiser step — once per batch.
+
+    for each epoch:
+        for each batch:  outputs = model(normalise(images))      # forward pass
+                         loss = task.loss(outputs, targets)     # e.g. cross-entropy
+                         loss.backward()                        # backpropagation: d loss / d weights
+                         optimizer.step()                       # e.g. SGD: w -= lr * gradient
+        score the validation set; callbacks log, checkpoint, plot and maybe stop early
+
+Everything else (progress bars, checkpoints, metrics.csv, early stopping) is a callback, so this
+file stays one readable loop. Running sums stay on the device: reading a number back to the host
+(`.item()`) waits for the device to finish, so the loop only does it when a callback asks.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from cnnlab.data.loader import Batches, epoch_seed
+from cnnlab.tasks.base import Task
+
+
+@dataclass
+class FitState:
+    """Where training stands; saved with the training state so --resume continues from here."""
+
+    epochs: int
+    epoch: int = 0  # completed epochs
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_val_loss: float = math.inf
+    best_epoch: int = 0
+    epochs_without_improvement: int = 0
+    stop_reason: str | None = None
+
+    def record(self, row: dict[str, Any]) -> bool:
+        """Add an epoch's row; return whether it is the best so far (lowest validation loss)."""
+        self.epoch = row["epoch"]
+        self.history.append(row)
+        loss = row["val_loss"] if not math.isnan(row["val_loss"]) else row["train_loss"]
+        if loss < self.best_val_loss:
+            self.best_val_loss, self.best_epoch, self.epochs_without_improvement = loss, self.epoch, 0
+            return True
+        self.epochs_without_improvement += 1
+        return False
+
+    @property
+    def improved(self) -> bool:
+        return self.best_epoch == self.epoch
+
+    def to_json(self) -> dict[str, Any]:
+        values = asdict(self)
+        values["best_val_loss"] = None if math.isinf(self.best_val_loss) else self.best_val_loss
+        return values
+
+    @classmethod
+    def from_json(cls, values: dict[str, Any]) -> "FitState":
+        values = dict(values)
+        values["best_val_loss"] = math.inf if values.get("best_val_loss") is None else values["best_val_loss"]
+        return cls(**values)
+
+
+class Callback(Protocol):
+    """Any of these methods may be left out; `fit` calls the ones a callback has."""
+
+    def on_train_begin(self, state: FitState) -> None: ...
+    def on_epoch_begin(self, state: FitState, epoch: int, num_images: int) -> None: ...
+    def on_batch_end(self, state: FitState, images: int, loss_sum: Tensor, headline_sum: Tensor) -> None: ...
+    def on_epoch_end(self, state: FitState, row: dict[str, Any]) -> None: ...
+    def on_train_end(self, state: FitState) -> None: ...
+
+
+def _call(callbacks: Iterable[object], method: str, *args: Any) -> None:
+    for callback in callbacks:
+        hook = getattr(callback, method, None)
+        if hook is not None:
+            hook(*args)
+
+
+def seed_everything(seed: int) -> None:
+    """Fix every random number generator an epoch uses (dropout, augmentation, workers)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def train_one_epoch(model: nn.Module, task: Task, normalizer: nn.Module, batches: Batches, epoch: int,
+                    optimizer: torch.optim.Optimizer, scheduler: Any, state: FitState,
+                    callbacks: list[object]) -> dict[str, float]:
+    model.train()
+    device = batches.device
+    loss_sum = torch.zeros((), device=device)
+    headline_sum = torch.zeros((), device=device)
+    images = 0
+    for inputs, targets in batches.epoch(epoch):
+        outputs = model(normalizer(inputs))                        # forward pass
+        loss = task.loss(outputs, targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()                                            # backpropagation
+        optimizer.step()                                           # gradient step
+        scheduler.step()
+        count = len(targets)
+        images += count
+        loss_sum += loss.detach() * count
+        headline_sum += task.headline_sum(outputs.detach(), targets)
+        _call(callbacks, "on_batch_end", state, images, loss_sum, headline_sum)
+    return {"loss": float(loss_sum) / max(images, 1), task.headline_name: task.headline(float(headline_sum), images),
+            "images": images}
+
+
+@torch.no_grad()
+def predict_batches(model: nn.Module, normalizer: nn.Module, batches: Batches) -> tuple[Tensor, Tensor]:
+    """Run the model over every batch in order; return (outputs, targets) on the CPU."""
+    model.eval()
+    outputs, targets = [], []
+    for inputs, batch_targets in batches.epoch(0):
+        outputs.append(model(normalizer(inputs)).float())
+        targets.append(batch_targets)
+    if not outputs:
+        return torch.empty(0), torch.empty(0)
+    return torch.cat(outputs).cpu(), torch.cat(targets).cpu()
+
+
+def validate(model: nn.Module, task: Task, normalizer: nn.Module, batches: Batches) -> dict[str, float]:
+    outputs, targets = predict_batches(model, normalizer, batches)
+    count = len(targets)
+    return {"loss": float(task.loss(outputs, targets)) if count else math.nan,
+            task.headline_name: task.headline(float(task.headline_sum(outputs, targets)), count)}
+
+
+def fit(*, model: nn.Module, task: Task, normalizer: nn.Module, train_batches: Batches,
+        val_batches: Batches | None, optimizer: torch.optim.Optimizer, scheduler: Any, state: FitState,
+        seed: int, callbacks: list[object]) -> FitState:
+    """Train from `state.epoch + 1` to `state.epochs`, or until a callback sets `state.stop_reason`."""
+    _call(callbacks, "on_train_begin", state)
+    for epoch in range(state.epoch + 1, state.epochs + 1):
+        seed_everything(epoch_seed(seed, epoch))
+        _call(callbacks, "on_epoch_begin", state, epoch, train_batches.num_images)
+        started = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]  # the rate the epoch starts with
+        train = train_one_epoch(model, task, normalizer, train_batches, epoch, optimizer, scheduler,
+                                state, callbacks)
+        train_seconds = time.perf_counter() - started
+        val = validate(model, task, normalizer, val_batches) if val_batches is not None else {}
+        row = {"epoch": epoch, "train_loss": train["loss"], f"train_{task.headline_name}": train[task.headline_name],
+               "val_loss": val.get("loss", math.nan), f"val_{task.headline_name}": val.get(task.headline_name, math.nan),
+               "lr": lr, "seconds": time.perf_counter() - started,
+               "images_per_s": train["images"] / max(train_seconds, 1e-9)}
+        state.record(row)
+        _call(callbacks, "on_epoch_end", state, row)
+        if state.stop_reason:
+            break
+    _call(callbacks, "on_train_end", state)
+    return state

@@ -1,0 +1,71 @@
+"""`load()`: a trained model with everything needed to use it, rebuilt from its checkpoint alone.
+
+    >>> trained = cnnlab.load("runs/demo")            # doctest: +SKIP
+    >>> trained.input.shape, trained.class_names[:2]   # doctest: +SKIP
+    ((1, 28, 28), ['T-shirt/top', 'Trouser'])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from cnnlab.data.normalize import InputSpec
+from cnnlab.device import resolve_device
+from cnnlab.errors import CnnlabError
+from cnnlab.models.build import build_model
+from cnnlab.runs import find_checkpoint
+from cnnlab.tasks import Task, task_from_json
+from cnnlab.train.checkpoint import ModelInfo, load_model_checkpoint
+
+
+@dataclass
+class TrainedModel:
+    model: nn.Module  # in eval mode, on `device`
+    info: ModelInfo
+    task: Task
+    device: torch.device
+    checkpoint: Path
+
+    @property
+    def input(self) -> InputSpec:
+        return self.info.input
+
+    @property
+    def class_names(self) -> list[str] | None:
+        return self.info.class_names
+
+    @property
+    def run_dir(self) -> Path:
+        return self.checkpoint.parent.parent
+
+    def normalizer(self) -> nn.Module:
+        return self.input.normalizer().to(self.device)
+
+    @torch.no_grad()
+    def outputs(self, images: Tensor) -> Tensor:
+        """Raw outputs (logits, or standardised values) for uint8 images (B, C, H, W)."""
+        images = images.to(self.device)
+        return self.model(self.normalizer()(images)).float()
+
+    def predict_arrays(self, images: Tensor, top_k: int = 1) -> list[dict[str, Any]]:
+        return self.task.predictions(self.outputs(images), top_k=top_k)
+
+
+def load(run: str | Path, *, which: str = "best", device: str = "auto", runs_dir: str | Path = "runs") -> TrainedModel:
+    """Load a run folder (its best checkpoint by default), a run name, or a .safetensors file."""
+    checkpoint = find_checkpoint(run, which, runs_dir)
+    state_dict, info = load_model_checkpoint(checkpoint)
+    task = task_from_json(info.task)
+    model = build_model(info.architecture, in_channels=info.input.channels, num_outputs=task.num_outputs,
+                        image_size=info.input.size)
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as error:
+        raise CnnlabError(f"{checkpoint}: weights do not fit the architecture in its sidecar ({error})") from None
+    target = resolve_device(device)
+    return TrainedModel(model.to(target).eval(), info, task, target, checkpoint)

@@ -1,0 +1,107 @@
+"""Checkpoints: safetensors + JSON, atomic, self-describing, and never unpickled."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import pytest
+import torch
+
+from cnnlab.data.normalize import InputSpec
+from cnnlab.errors import CnnlabError
+from cnnlab.models.build import Architecture, create_model
+from cnnlab.train.checkpoint import (ModelInfo, load_model_checkpoint, load_training_state,
+                                     restore_training_state, save_model_checkpoint, save_training_state,
+                                     scheduler_state)
+from cnnlab.train.optim import build_optimizer, build_scheduler
+
+
+def _info() -> ModelInfo:
+    return ModelInfo(Architecture("guide-cnn", label="guide-cnn"),
+                     {"name": "classification", "class_names": list("abc"), "label_smoothing": 0.0},
+                     InputSpec(1, 28, 28, (0.28,), (0.35,)), epoch=3, metrics={"val_loss": 0.5}, config={"seed": 1})
+
+
+def test_model_checkpoint_round_trip_and_sidecar(tmp_path):
+    model = create_model("guide-cnn", in_channels=1, num_outputs=3, image_size=(28, 28))
+    path = tmp_path / "best.safetensors"
+    save_model_checkpoint(path, model.state_dict(), _info())
+    tensors, info = load_model_checkpoint(path)
+    assert all(torch.equal(tensors[k], v) for k, v in model.state_dict().items())
+    assert info.class_names == ["a", "b", "c"] and info.input.shape == (1, 28, 28) and info.epoch == 3
+    sidecar = json.loads((tmp_path / "best.json").read_text())
+    assert sidecar["format"] == "cnnlab.checkpoint/1"
+    assert sidecar["input"] == {"channels": 1, "height": 28, "width": 28, "mean": [0.28], "std": [0.35]}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.json", "best.safetensors"]  # no temp files left
+
+
+def test_a_pickle_disguised_as_a_checkpoint_is_refused_and_not_executed(tmp_path):
+    marker = tmp_path / "executed"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    path = tmp_path / "evil.safetensors"
+    path.write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(CnnlabError, match="not a readable safetensors file"):
+        load_model_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_torch_save_file_is_refused(tmp_path):
+    path = tmp_path / "model.safetensors"
+    torch.save({"weight": torch.ones(2)}, path)
+    with pytest.raises(CnnlabError):
+        load_model_checkpoint(path)
+
+
+def test_missing_checkpoint_names_the_path(tmp_path):
+    with pytest.raises(CnnlabError, match="nowhere.safetensors does not exist"):
+        load_model_checkpoint(tmp_path / "nowhere.safetensors")
+
+
+def test_failed_write_leaves_the_previous_checkpoint_intact(tmp_path):
+    model = create_model("guide-cnn", in_channels=1, num_outputs=3, image_size=(28, 28))
+    path = tmp_path / "last.safetensors"
+    save_model_checkpoint(path, model.state_dict(), _info())
+    before = path.read_bytes()
+    broken = {"shared": torch.ones(4), "view": None}  # not a tensor: the write fails midway
+    with pytest.raises(Exception):
+        save_model_checkpoint(path, broken, _info())  # type: ignore[arg-type]
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.json", "last.safetensors"]
+
+
+def test_training_state_restores_optimizer_and_schedule_exactly(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("guide-cnn", in_channels=1, num_outputs=3, image_size=(28, 28))
+    optimizer = build_optimizer(model, "adamw", lr=0.01, weight_decay=0.1)
+    scheduler = build_scheduler(optimizer, "onecycle", total_steps=20)
+    images, targets = torch.randn(8, 1, 28, 28), torch.randint(0, 3, (8,))
+
+    def step(m, o, s):
+        o.zero_grad()
+        torch.nn.functional.cross_entropy(m(images), targets).backward()
+        o.step()
+        s.step()
+
+    for _ in range(3):
+        step(model, optimizer, scheduler)
+    save_training_state(tmp_path / "state.safetensors", model_state=model.state_dict(),
+                        optimizer_state=optimizer.state_dict(),
+                        scheduler_state=scheduler_state(scheduler),
+                        progress={"epoch": 1}, info=_info())
+    state = load_training_state(tmp_path / "state.safetensors")
+    clone = create_model("guide-cnn", in_channels=1, num_outputs=3, image_size=(28, 28))
+    clone_optimizer = build_optimizer(clone, "adamw", lr=0.01, weight_decay=0.1)
+    clone_scheduler = build_scheduler(clone_optimizer, "onecycle", total_steps=20)
+    restore_training_state(state, clone, clone_optimizer, clone_scheduler)
+    assert state.progress == {"epoch": 1}
+    for _ in range(2):
+        step(model, optimizer, scheduler)
+        step(clone, clone_optimizer, clone_scheduler)
+    assert optimizer.param_groups[0]["lr"] == clone_optimizer.param_groups[0]["lr"]
+    for a, b in zip(model.parameters(), clone.parameters()):
+        assert torch.equal(a, b)

@@ -1,0 +1,25 @@
+"""The headline claim: the guide's CNN, 3 epochs on Fashion-MNIST, default settings, ≥ 90% on the test split."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import requires_fashion_mnist
+from tests.helpers import run_cli
+
+
+@requires_fashion_mnist
+@pytest.mark.slow
+def test_guide_cnn_three_epochs_reaches_90_percent(tmp_path):
+    trained = run_cli("train", "--data", "fashion-mnist", "--model", "guide-cnn", "--epochs", 3, "--name", "demo",
+                      "--runs-dir", tmp_path / "runs")
+    assert trained.exit_code == 0, trained.stderr
+    evaluated = run_cli("evaluate", tmp_path / "runs" / "demo", "--json")
+    assert evaluated.exit_code == 0, evaluated.stderr
+    metrics = json.loads(evaluated.stdout)
+    assert metrics["images"] == 10_000
+    assert metrics["accuracy"] >= 0.90, metrics["accuracy"]
+    assert metrics["per_class"]["Trouser"]["recall"] > 0.95  # the easy class
+    assert metrics["per_class"]["Shirt"]["recall"] < metrics["per_class"]["Trouser"]["recall"]  # the hard one

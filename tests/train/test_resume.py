@@ -1,0 +1,82 @@
+"""SIGKILL mid-run, then --resume: the same metrics.csv rows as a run that was never interrupted."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.helpers import run_process
+
+TIMING_COLUMNS = {"seconds", "images_per_s"}  # wall-clock, different on every run by nature
+
+
+def _rows(run: Path) -> list[dict[str, str]]:
+    with (run / "metrics.csv").open() as handle:
+        return [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in csv.DictReader(handle)]
+
+
+def _train_args(data: Path, runs: Path, name: str) -> list[str]:
+    return ["train", "--data", str(data), "--image-size", "20", "--epochs", "4", "--batch-size", "16",
+            "--seed", "7", "--augment", "light", "--workers", "1", "--name", name, "--runs-dir", str(runs),
+            "--quiet"]
+
+
+def _kill_after_first_epoch(args: list[str], run: Path) -> None:
+    process = subprocess.Popen([sys.executable, "-m", "cnnlab", *args], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, start_new_session=True)
+    state = run / "weights" / "train-state.safetensors"
+    deadline = time.monotonic() + 300
+    while not state.exists():
+        assert process.poll() is None, process.stderr.read().decode()
+        assert time.monotonic() < deadline, "epoch 1 never finished"
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)  # the trainer and its data-loading workers
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_matches_an_uninterrupted_run(digits_split_folder, tmp_path):
+    runs = tmp_path / "runs"
+    straight = run_process(*_train_args(digits_split_folder, runs, "straight"))
+    assert straight.returncode == 0, straight.stderr
+
+    _kill_after_first_epoch(_train_args(digits_split_folder, runs, "killed"), runs / "killed")
+    interrupted = _rows(runs / "killed")
+    assert 1 <= len(interrupted) < 4, "the kill must land before the run finished"
+
+    resumed = run_process("train", "--resume", runs / "killed")
+    assert resumed.returncode == 0, resumed.stderr
+    assert _rows(runs / "killed") == _rows(runs / "straight")
+    assert len(_rows(runs / "straight")) == 4
+    # and the final weights are bit-identical
+    from safetensors.torch import load_file
+
+    resumed_weights = load_file(runs / "killed/weights/last.safetensors")
+    straight_weights = load_file(runs / "straight/weights/last.safetensors")
+    assert resumed_weights.keys() == straight_weights.keys()
+    assert all(torch.equal(resumed_weights[k], straight_weights[k]) for k in straight_weights)
+
+
+def test_resume_can_extend_epochs_but_not_change_the_data(digits_split_folder, tmp_path):
+    from tests.helpers import run_cli
+
+    runs = tmp_path / "runs"
+    args = ["train", "--data", digits_split_folder, "--image-size", 18, "--epochs", 1, "--limit", 300,
+            "--name", "r", "--runs-dir", runs]
+    assert run_cli(*args).exit_code == 0
+    done = run_cli("train", "--resume", runs / "r")
+    assert done.exit_code == 2 and "already completed 1 of 1 epochs" in done.stderr
+    changed = run_cli("train", "--resume", runs / "r", "--epochs", 2, "--model", "resnet18")
+    assert changed.exit_code == 2 and "cannot change model" in changed.stderr
+    more = run_cli("train", "--resume", runs / "r", "--epochs", 2)
+    assert more.exit_code == 0, more.stderr
+    assert [row["epoch"] for row in _rows(runs / "r")] == ["1", "2"]
