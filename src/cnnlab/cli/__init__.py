@@ -1,24 +1,42 @@
 """The `cnnlab` command: a thin shell over the Python API, one small module per command.
 
-Command modules import only click at the top; torch and friends are imported inside each command,
-so `cnnlab --help` answers instantly.
+Commands are loaded on demand from the COMMANDS table, and command modules import only click at
+the top (torch and friends are imported inside each command), so `cnnlab --help` answers instantly.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
 
 from cnnlab import __version__
-from cnnlab.cli.evaluate import evaluate_command
-from cnnlab.cli.models import datasets_command, models_command, summary_command
-from cnnlab.cli.predict import predict_command
-from cnnlab.cli.train import train_command
 from cnnlab.errors import CnnlabError
 
+# name -> "module:click command". One line per command; keep the order of `cnnlab --help`.
+COMMANDS = {
+    "train": "cnnlab.cli.train:train_command",
+    "evaluate": "cnnlab.cli.evaluate:evaluate_command",
+    "predict": "cnnlab.cli.predict:predict_command",
+    "models": "cnnlab.cli.models:models_command",
+    "summary": "cnnlab.cli.models:summary_command",
+    "datasets": "cnnlab.cli.models:datasets_command",
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module_name, attribute = COMMANDS[name].split(":")
+        return getattr(importlib.import_module(module_name), attribute)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="cnnlab")
 def cli() -> None:
     """cnnlab: train, evaluate and use convolutional neural networks on your images.
@@ -29,11 +47,6 @@ def cli() -> None:
       cnnlab evaluate runs/demo
       cnnlab predict runs/demo my-images/ --top-k 3
     """
-
-
-for command in (train_command, evaluate_command, predict_command, models_command, summary_command,
-                datasets_command):
-    cli.add_command(command)
 
 
 def main(argv: list[str] | None = None) -> None:

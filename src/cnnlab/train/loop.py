@@ -94,7 +94,7 @@ def seed_everything(seed: int) -> None:
 def train_one_epoch(model: nn.Module, task: Task, normalizer: nn.Module, batches: Batches, epoch: int,
                     optimizer: torch.optim.Optimizer, scheduler: Any, state: FitState,
                     callbacks: list[object]) -> dict[str, float]:
-    model.train()
+    """One pass over the training batches; the caller has put the model in training mode."""
     device = batches.device
     loss_sum = torch.zeros((), device=device)
     headline_sum = torch.zeros((), device=device)
@@ -142,6 +142,7 @@ def fit(*, model: nn.Module, task: Task, normalizer: nn.Module, train_batches: B
     _call(callbacks, "on_train_begin", state)
     for epoch in range(state.epoch + 1, state.epochs + 1):
         seed_everything(epoch_seed(seed, epoch))
+        model.train()  # before the callbacks, so one may keep some layers in eval mode (frozen batch norm)
         _call(callbacks, "on_epoch_begin", state, epoch, train_batches.num_images)
         started = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]  # the rate the epoch starts with
