@@ -39,5 +39,21 @@ demo: install fashion-mnist
 test: dev fashion-mnist
 	$(BIN)/python -m pytest
 
+# Benchmarks (benchmarks/README.md) in their own venv: TensorFlow is large and .venv runs the tests.
+# Results go to benchmarks/results/. Extra options: make bench BENCH_ARGS='--note "idle machine"'
+# TTA_ARGS='--epochs 4 --set lr=0.01' (a cnnlab configuration for time_to_accuracy.py).
+.PHONY: bench
+BENCH_VENV := .venv-bench
+
+$(BENCH_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet -e '.[bench]'
+	touch $@
+
+bench: $(BENCH_VENV)/.installed fashion-mnist
+	$(BENCH_VENV)/bin/python benchmarks/train_throughput.py $(BENCH_ARGS)
+	$(BENCH_VENV)/bin/python benchmarks/time_to_accuracy.py $(TTA_ARGS) $(BENCH_ARGS)
+	$(BENCH_VENV)/bin/python benchmarks/predict_throughput.py $(BENCH_ARGS)
+
 clean:
 	rm -rf runs .pytest_cache build src/*.egg-info

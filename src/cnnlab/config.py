@@ -21,6 +21,7 @@ SCHEDULES = ("constant", "cosine", "onecycle")
 AUGMENTATIONS = ("none", "light", "standard")
 TASKS = ("classification", "regression")
 CACHES = ("auto", "memory", "none")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def _option(help: str, *, flag: str | None = None, choices: tuple[str, ...] | None = None, **kwargs: Any):
@@ -38,7 +39,8 @@ class TrainConfig:
     epochs: int = _option("passes over the training data", default=10)
     batch_size: int = _option("images per optimisation step", default=32)
     optimizer: str = _option("optimisation algorithm (sgd uses momentum)", choices=OPTIMIZERS, default="adam")
-    lr: float | None = _option("peak learning rate [default: 0.003 for adam/adamw, 0.05 for sgd]", default=None)
+    lr: float | str | None = _option("peak learning rate, or auto (run `cnnlab lr-find` first and use its "
+                                     "suggestion) [default: 0.003 for adam/adamw, 0.05 for sgd]", default=None)
     momentum: float = _option("momentum for sgd", default=0.9)
     schedule: str = _option("learning-rate schedule over the run (onecycle: warm up, then anneal)",
                             choices=SCHEDULES, default="onecycle")
@@ -62,16 +64,46 @@ class TrainConfig:
                            default=False)
     cache: str = _option("hold decoded images in memory (auto: when they fit in 2 GiB)", choices=CACHES,
                          default="auto")
+    precision: str = _option("number format for the arithmetic: auto = bf16 mixed precision on CPUs with "
+                             "native bfloat16 and on GPUs (fp16 where bf16 is missing), else fp32",
+                             choices=PRECISIONS, default="auto")
+    channels_last: bool | None = _option("store images as N×H×W×C, the layout fast convolutions prefer "
+                                         "[default: on for CPU and CUDA]", default=None)
+    compile: bool = _option("torch.compile the model (faster steps after a slow first epoch)", default=False)
     patience: int | None = _option("stop early after N epochs without a better validation loss",
                                    default=None)
+    weights: str = _option("start from pretrained weights: imagenet (torchvision's, for the zoo models), "
+                           "a weights name such as ResNet50_Weights.IMAGENET1K_V2, a cnnlab run folder, "
+                           "a .safetensors/.pth file, or none", default="none")
+    init_from: str | None = _option("transfer every layer that fits from this run folder or checkpoint "
+                                    "(other architectures and classes allowed; a report lists what moved)",
+                                    default=None)
+    freeze: bool = _option("train only the new head; the pretrained backbone stays as it is", default=False)
+    fine_tune: int | None = _option("train the new head alone for N epochs, then the whole network",
+                                    default=None)
+    backbone_lr_factor: float = _option("after --fine-tune N epochs, the backbone learns at this fraction of "
+                                        "--lr", default=0.1)
     name: str | None = _option("run folder name [default: <model>-<data>, numbered if taken]", default=None)
     runs_dir: str = _option("folder that holds run folders", default="runs")
     exist_ok: bool = _option("overwrite the run folder if --name already exists", default=False)
 
     def resolved_lr(self) -> float:
+        """The learning rate to train with; `--lr auto` is resolved by `train()` before it asks."""
+        if self.lr == "auto":
+            raise ValueError("--lr auto is resolved by running the learning-rate finder first")
         if self.lr is not None:
-            return self.lr
+            return float(self.lr)
         return 0.05 if self.optimizer == "sgd" else 0.003
+
+    @property
+    def pretrained(self) -> bool:
+        """Whether the run starts from weights trained elsewhere."""
+        return self.weights != "none" or self.init_from is not None
+
+    @property
+    def staged(self) -> bool:
+        """Whether part of the network is frozen for some or all of the run."""
+        return self.freeze or self.fine_tune is not None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -84,7 +116,9 @@ class TrainConfig:
         _require(self.data != "", "--data is required (a dataset name, folder, CSV or IDX file)")
         _require(self.epochs >= 1, f"--epochs must be at least 1 (got {self.epochs})")
         _require(self.batch_size >= 1, f"--batch-size must be at least 1 (got {self.batch_size})")
-        _require(self.lr is None or self.lr > 0, f"--lr must be positive (got {self.lr})")
+        number = isinstance(self.lr, (int, float)) and not isinstance(self.lr, bool)
+        _require(self.lr is None or self.lr == "auto" or (number and self.lr > 0),
+                 f"--lr must be a positive number or auto (got {self.lr!r})")
         _require(0.0 <= self.label_smoothing < 1.0, "--label-smoothing must be in [0, 1)")
         _require(0.0 < self.val_fraction < 1.0 or self.val_data is not None,
                  f"--val-fraction must be between 0 and 1 (got {self.val_fraction})")
@@ -92,14 +126,35 @@ class TrainConfig:
         _require(self.limit is None or self.limit >= 2, f"--limit must be at least 2 (got {self.limit})")
         _require(self.patience is None or self.patience >= 1, "--patience must be at least 1")
         _require(self.workers is None or self.workers >= 0, "--workers must be 0 or more")
+        self._validate_transfer()
         if self.image_size is not None:
             parse_image_size(self.image_size)
-        for name in ("optimizer", "schedule", "augment", "task", "cache"):
+        for name in ("optimizer", "schedule", "augment", "task", "cache", "precision"):
             choices = _field(name).metadata["choices"]
             _require(getattr(self, name) in choices,
                      f"--{name.replace('_', '-')} must be one of {', '.join(choices)} "
                      f"(got {getattr(self, name)!r})")
         return self
+
+
+    def _validate_transfer(self) -> None:
+        _require(self.weights != "",
+                 "--weights must be imagenet, a weights name, a run folder, a file or none")
+        _require(self.weights == "none" or self.init_from is None,
+                 "--weights and --init-from both say where the starting weights come from: pass one of them")
+        _require(not (self.freeze and self.fine_tune is not None),
+                 "--freeze trains only the head for the whole run and --fine-tune N unfreezes the backbone "
+                 "after N epochs: pass one of them")
+        _require(not self.staged or self.pretrained,
+                 f"--{'freeze' if self.freeze else 'fine-tune'} keeps pretrained layers fixed, but the model "
+                 f"starts from random weights: add --weights imagenet (or a run folder), or --init-from RUN")
+        if self.fine_tune is not None:
+            _require(1 <= self.fine_tune < self.epochs,
+                     f"--fine-tune N trains the head alone for N epochs and then the whole network, so N "
+                     f"must be at least 1 and less than --epochs {self.epochs} (got {self.fine_tune}); "
+                     f"--freeze trains the head alone throughout")
+        _require(self.backbone_lr_factor > 0,
+                 f"--backbone-lr-factor must be positive, e.g. 0.1 (got {self.backbone_lr_factor})")
 
 
 def _field(name: str) -> dataclasses.Field:
@@ -143,20 +198,22 @@ def coerce_fields(cls: type, values: dict[str, Any], *, origin: str) -> dict[str
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """The value as the first declared type that takes it (`float | str`: 0.01 → 0.01, "auto" stays)."""
     if value is None:
         return None
     declared = [t for t in get_args(hint) if t is not type(None)] or [hint]
-    target = declared[0]
-    if target is bool:
+    if declared[0] is bool:
         if isinstance(value, bool):
             return value
         raise ConfigError(f"{where} must be true or false (got {value!r})")
-    try:
-        if isinstance(value, bool):
-            raise TypeError("a boolean is not a number or a name")
-        return {int: _integer, float: float, str: str}[target](value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{where} must be {target.__name__} (got {value!r})") from None
+    for target in declared:
+        try:
+            if isinstance(value, bool):
+                raise TypeError("a boolean is not a number or a name")
+            return {int: _integer, float: float, str: str}[target](value)
+        except (TypeError, ValueError):
+            continue
+    raise ConfigError(f"{where} must be {' or '.join(t.__name__ for t in declared)} (got {value!r})")
 
 
 def _integer(value: Any) -> int:

@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ class TrainedModel:
     task: Task
     device: torch.device
     checkpoint: Path
+    _normalizer: nn.Module | None = field(default=None, repr=False)
 
     @property
     def input(self) -> InputSpec:
@@ -44,9 +45,11 @@ class TrainedModel:
         return self.checkpoint.parent.parent
 
     def normalizer(self) -> nn.Module:
-        return self.input.normalizer().to(self.device)
+        if self._normalizer is None:
+            self._normalizer = self.input.normalizer().to(self.device)
+        return self._normalizer
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def outputs(self, images: Tensor) -> Tensor:
         """Raw outputs (logits, or standardised values) for uint8 images (B, C, H, W)."""
         images = images.to(self.device)

@@ -17,11 +17,17 @@ from cnnlab.errors import CnnlabError
 # name -> "module:click command". One line per command; keep the order of `cnnlab --help`.
 COMMANDS = {
     "train": "cnnlab.cli.train:train_command",
+    "lr-find": "cnnlab.cli.lr_find:lr_find_command",
     "evaluate": "cnnlab.cli.evaluate:evaluate_command",
     "predict": "cnnlab.cli.predict:predict_command",
     "models": "cnnlab.cli.models:models_command",
     "summary": "cnnlab.cli.models:summary_command",
     "datasets": "cnnlab.cli.models:datasets_command",
+    "filter": "cnnlab.cli.filter:filter_command",
+    "explain-conv": "cnnlab.cli.filter:explain_conv_command",
+    "kernels": "cnnlab.cli.filter:kernels_command",
+    "explain": "cnnlab.cli.explain:explain_command",
+    "report": "cnnlab.cli.explain:report_command",
 }
 
 

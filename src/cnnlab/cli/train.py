@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, get_args, get_type_hints
+from typing import Any, Callable, Collection, get_args, get_type_hints
 
 import click
 
@@ -14,17 +14,21 @@ def _click_type(hint: Any, choices: tuple[str, ...] | None) -> Any:
     if choices:
         return click.Choice(choices)
     declared = [t for t in get_args(hint) if t is not type(None)] or [hint]
+    if len(declared) > 1:
+        return str  # e.g. `--lr 0.01` or `--lr auto`: TrainConfig's coercion decides
     return {int: int, float: float, str: str}.get(declared[0], str)
 
 
-def config_options(function: Callable) -> Callable:
-    """One --flag per TrainConfig field. Defaults are None so that only flags the user typed
-    override a config file; the real defaults are shown in --help from the dataclass."""
+def config_options(function: Callable, *, only: Collection[str] | None = None) -> Callable:
+    """One --flag per TrainConfig field (or per field named in `only`). Defaults are None so that only
+    flags the user typed override a config file; the real defaults are shown in --help from the dataclass."""
     hints = get_type_hints(TrainConfig)
     for field in reversed(dataclasses.fields(TrainConfig)):
+        if only is not None and field.name not in only:
+            continue
         flag = "--" + field.name.replace("_", "-")
         help_text = field.metadata["help"]
-        if hints[field.name] is bool:
+        if hints[field.name] in (bool, bool | None):
             option = click.option(f"{flag}/--no-{flag[2:]}", field.name, default=None, help=help_text)
         else:
             default = field.default

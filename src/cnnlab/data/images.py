@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, TypeVar
 
 import numpy as np
 
@@ -25,6 +25,8 @@ from cnnlab.errors import UnreadableImageError
 
 if TYPE_CHECKING:
     from PIL import Image
+
+T = TypeVar("T")
 
 IMAGE_SUFFIXES = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".pnm"}
@@ -38,28 +40,33 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
 
-def open_image(path: str | Path) -> "Image.Image":
-    """Open and fully decode an image, raising UnreadableImageError with the reason if it can't be."""
+def _decoded(path: Path, convert: Callable[["Image.Image"], T]) -> T:
+    """Open `path`, decode it fully, put it upright, and hand it to `convert` while the file is open.
+
+    Every failure becomes an UnreadableImageError naming the file and the reason.
+    """
     from PIL import Image, UnidentifiedImageError
 
-    path = Path(path)
     try:
-        if path.stat().st_size == 0:
-            raise UnreadableImageError(path, "file is empty (0 bytes)")
         with warnings.catch_warnings():
             # Pillow warns (rather than fails) on some broken EXIF blocks; the pixels are fine.
             warnings.simplefilter("ignore", UserWarning)
             with Image.open(path) as image:
                 image.load()  # decode now: a truncated file fails here, not in the middle of training
-                return _apply_exif_orientation(image)
-    except UnreadableImageError:
-        raise
+                return convert(_apply_exif_orientation(image))
     except UnidentifiedImageError:
-        raise UnreadableImageError(path, "not an image file Pillow can identify") from None
+        empty = path.is_file() and path.stat().st_size == 0
+        reason = "file is empty (0 bytes)" if empty else "not an image file Pillow can identify"
+        raise UnreadableImageError(path, reason) from None
     except FileNotFoundError:
         raise UnreadableImageError(path, "file does not exist") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise UnreadableImageError(path, f"cannot decode image ({error})") from None
+
+
+def open_image(path: str | Path) -> "Image.Image":
+    """Open and fully decode an image, upright, raising UnreadableImageError with the reason if it can't be."""
+    return _decoded(Path(path), lambda image: image.copy())
 
 
 def probe_image(path: str | Path) -> tuple[int, int, bool]:
@@ -83,9 +90,11 @@ def _apply_exif_orientation(image: "Image.Image") -> "Image.Image":
     from PIL import ImageOps
 
     try:
+        if image.getexif().get(0x0112, 1) == 1:
+            return image  # already upright: no copy (most files)
         return ImageOps.exif_transpose(image)
     except Exception:  # a corrupt EXIF block should not cost the user an otherwise good image
-        return image.copy()
+        return image
 
 
 def _scale_high_bit_depth(image: "Image.Image") -> "Image.Image":
@@ -113,6 +122,8 @@ def _flatten_onto_white(image: "Image.Image") -> "Image.Image":
 def normalize_mode(image: "Image.Image") -> "Image.Image":
     """Any Pillow mode -> "L" or "RGB", keeping what the image shows."""
     mode = image.mode
+    if mode in ("L", "RGB"):
+        return image
     if mode in _HIGH_BIT_DEPTH_MODES:
         return _scale_high_bit_depth(image)
     if mode == "P":
@@ -131,7 +142,9 @@ def image_to_array(image: "Image.Image", *, channels: int, size: tuple[int, int]
     from PIL import Image
 
     image = normalize_mode(image)
-    image = image.convert("L" if channels == 1 else "RGB")
+    target_mode = "L" if channels == 1 else "RGB"
+    if image.mode != target_mode:
+        image = image.convert(target_mode)
     height, width = size
     if image.size != (width, height):
         # Bilinear with Pillow's support scaling: anti-aliased when shrinking, like torchvision.
@@ -142,4 +155,4 @@ def image_to_array(image: "Image.Image", *, channels: int, size: tuple[int, int]
 
 def load_image_array(path: str | Path, *, channels: int, size: tuple[int, int]) -> np.ndarray:
     """Read `path` and return uint8 (channels, H, W) pixels; UnreadableImageError names the file."""
-    return image_to_array(open_image(path), channels=channels, size=size)
+    return _decoded(Path(path), lambda image: image_to_array(image, channels=channels, size=size))

@@ -81,7 +81,7 @@ def prepare_training_data(config: TrainConfig, console: Console) -> TrainingData
     if val_source is not None:
         val_set, reports["val"] = _load(val_source, geometry, config, console, "validation")
     console.info(f"train: {len(train_set):,} images; validation: "
-                 f"{len(val_set) if val_set is not None else 0:,} images ({val_origin})")
+                 f"{len(val_set) if val_set is not None else 0:,} images, {val_origin}")
     return TrainingData(train_set, val_set, geometry, val_origin, reports)
 
 

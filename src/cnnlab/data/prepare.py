@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -207,11 +208,22 @@ def _as_list(items: list) -> list:
     return items
 
 
-def _run_decoder(dataset: _DecodeFiles, workers: int | None, progress: Callable[[int], None] | None):
+def decode_files(paths: Sequence[Path], geometry: Geometry, *, workers: int | None = None, batch_size: int = 64,
+                 full_decode: bool = True) -> Iterator[list[tuple[int, "np.ndarray | UnreadableImageError | None"]]]:
+    """Decode files in worker processes, in order, a batch at a time: [(index, pixels or the error)].
+
+    Few files are decoded in this process: starting workers costs more than it saves.
+    """
     from torch.utils.data import DataLoader
 
-    loader = DataLoader(dataset, batch_size=64, num_workers=_default_workers(workers), collate_fn=_as_list)
-    for batch in loader:
+    count = _default_workers(workers) if len(paths) >= 256 else 0
+    loader = DataLoader(_DecodeFiles(paths, geometry, full_decode), batch_size=batch_size, num_workers=count,
+                        collate_fn=_as_list)
+    yield from loader
+
+
+def _run_decoder(dataset: _DecodeFiles, workers: int | None, progress: Callable[[int], None] | None):
+    for batch in decode_files(dataset.paths, dataset.geometry, workers=workers, full_decode=dataset.full_decode):
         yield from batch
         if progress:
             progress(len(batch))

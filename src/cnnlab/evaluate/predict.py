@@ -16,7 +16,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
-from cnnlab.data.images import is_image_file, load_image_array
+from cnnlab.data.images import is_image_file
+from cnnlab.data.prepare import Geometry, decode_files
 from cnnlab.errors import CnnlabError, UnreadableImageError
 from cnnlab.io import write_text_atomic
 from cnnlab.trained import TrainedModel, load
@@ -45,8 +46,11 @@ def expand_paths(patterns: Iterable[str | Path]) -> list[tuple[str, Path | None,
 
 
 def predict(run: str | Path | TrainedModel, paths: Sequence[str | Path], *, top_k: int = 1,
-            device: str = "auto", batch_size: int = 64, runs_dir: str | Path = "runs") -> list[dict[str, Any]]:
+            device: str = "auto", batch_size: int = 64, workers: int | None = None,
+            runs_dir: str | Path = "runs") -> list[dict[str, Any]]:
     """One dict per file: {"file", "label", "confidence", "top_k"} (or {"file", "values"}), or {"file", "error"}.
+
+    Files are decoded in worker processes while the model runs on the batches already decoded.
 
     >>> rows = cnnlab.predict("runs/demo", ["shoe.png"], top_k=3)  # doctest: +SKIP
     >>> rows[0]["label"], round(rows[0]["confidence"], 2)           # doctest: +SKIP
@@ -55,31 +59,25 @@ def predict(run: str | Path | TrainedModel, paths: Sequence[str | Path], *, top_
     if top_k < 1:
         raise CnnlabError(f"--top-k must be at least 1 (got {top_k})")
     trained = run if isinstance(run, TrainedModel) else load(run, device=device, runs_dir=runs_dir)
-    rows: list[dict[str, Any]] = []
-    pending: list[tuple[dict[str, Any], np.ndarray]] = []
-    for name, path, error in expand_paths(paths):
-        row: dict[str, Any] = {"file": name}
-        rows.append(row)
-        if error is None:
-            try:
-                pending.append((row, load_image_array(path, channels=trained.input.channels, size=trained.input.size)))
-            except UnreadableImageError as failure:
-                error = failure.reason
-        if error is not None:
-            row["error"] = error
-        if len(pending) >= batch_size:
-            _run_batch(trained, pending, top_k)
-    _run_batch(trained, pending, top_k)
+    found = expand_paths(paths)
+    rows: list[dict[str, Any]] = [{"file": name} if error is None else {"file": name, "error": error}
+                                  for name, _, error in found]
+    readable = [index for index, (_, path, error) in enumerate(found) if error is None]
+    geometry = Geometry(*trained.input.shape)
+    files = [found[index][1] for index in readable]
+    for batch in decode_files(files, geometry, workers=workers, batch_size=batch_size):
+        decoded = []
+        for position, result in batch:
+            row = rows[readable[position]]
+            if isinstance(result, UnreadableImageError):
+                row["error"] = result.reason
+            else:
+                decoded.append((row, result))
+        if decoded:
+            images = torch.from_numpy(np.stack([pixels for _, pixels in decoded]))
+            for (row, _), prediction in zip(decoded, trained.predict_arrays(images, top_k=top_k)):
+                row.update(prediction)
     return rows
-
-
-def _run_batch(trained: TrainedModel, pending: list[tuple[dict[str, Any], np.ndarray]], top_k: int) -> None:
-    if not pending:
-        return
-    images = torch.from_numpy(np.stack([pixels for _, pixels in pending]))
-    for (row, _), prediction in zip(pending, trained.predict_arrays(images, top_k=top_k)):
-        row.update(prediction)
-    pending.clear()
 
 
 def format_table(rows: list[dict[str, Any]], top_k: int = 1) -> str:

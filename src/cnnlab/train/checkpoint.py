@@ -102,6 +102,17 @@ def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     return tensors, json.loads(header[_METADATA_KEY])
 
 
+def has_cnnlab_metadata(path: Path) -> bool:
+    """Whether a safetensors file was written by cnnlab (other safetensors files hold bare weights)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return _METADATA_KEY in (handle.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CnnlabError(f"{path}: not a readable safetensors file ({error})") from None
+
+
 def save_model_checkpoint(path: Path, state_dict: dict[str, Tensor], info: ModelInfo) -> None:
     """Write `path` (.safetensors) and its `.json` sidecar."""
     sidecar = info.to_json()

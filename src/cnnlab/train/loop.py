@@ -26,6 +26,8 @@ from torch import Tensor, nn
 
 from cnnlab.data.loader import Batches, epoch_seed
 from cnnlab.tasks.base import Task
+from cnnlab.train.distributed import sum_across_processes
+from cnnlab.train.performance import Performance
 
 
 @dataclass
@@ -93,52 +95,70 @@ def seed_everything(seed: int) -> None:
 
 def train_one_epoch(model: nn.Module, task: Task, normalizer: nn.Module, batches: Batches, epoch: int,
                     optimizer: torch.optim.Optimizer, scheduler: Any, state: FitState,
-                    callbacks: list[object]) -> dict[str, float]:
+                    callbacks: list[object], performance: Performance | None = None) -> dict[str, float]:
     """One pass over the training batches; the caller has put the model in training mode."""
     device = batches.device
+    performance = performance or Performance(device)
     loss_sum = torch.zeros((), device=device)
     headline_sum = torch.zeros((), device=device)
     images = 0
     for inputs, targets in batches.epoch(epoch):
-        outputs = model(normalizer(inputs))                        # forward pass
-        loss = task.loss(outputs, targets)
+        with performance.autocast():
+            outputs = model(performance.prepare_inputs(normalizer(inputs)))   # forward pass
+        loss = task.loss(outputs.float(), targets)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()                                            # backpropagation
-        optimizer.step()                                           # gradient step
+        performance.backward_and_step(loss, optimizer)             # backpropagation, then the gradient step
         scheduler.step()
         count = len(targets)
         images += count
         loss_sum += loss.detach() * count
         headline_sum += task.headline_sum(outputs.detach(), targets)
         _call(callbacks, "on_batch_end", state, images, loss_sum, headline_sum)
-    return {"loss": float(loss_sum) / max(images, 1), task.headline_name: task.headline(float(headline_sum), images),
-            "images": images}
+    # With several processes, the epoch's numbers are those of all of them together.
+    loss_total, headline_total, image_total = sum_across_processes(
+        torch.stack([loss_sum.double(), headline_sum.double(), torch.tensor(float(images), device=device)])).tolist()
+    return {"loss": loss_total / max(image_total, 1), task.headline_name: task.headline(headline_total, int(image_total)),
+            "images": int(image_total)}
 
 
 @torch.no_grad()
-def predict_batches(model: nn.Module, normalizer: nn.Module, batches: Batches) -> tuple[Tensor, Tensor]:
+def predict_batches(model: nn.Module, normalizer: nn.Module, batches: Batches,
+                    performance: Performance | None = None) -> tuple[Tensor, Tensor]:
     """Run the model over every batch in order; return (outputs, targets) on the CPU."""
+    performance = performance or Performance(batches.device)
     model.eval()
     outputs, targets = [], []
     for inputs, batch_targets in batches.epoch(0):
-        outputs.append(model(normalizer(inputs)).float())
+        with performance.autocast():
+            outputs.append(model(performance.prepare_inputs(normalizer(inputs))).float())
         targets.append(batch_targets)
     if not outputs:
         return torch.empty(0), torch.empty(0)
     return torch.cat(outputs).cpu(), torch.cat(targets).cpu()
 
 
-def validate(model: nn.Module, task: Task, normalizer: nn.Module, batches: Batches) -> dict[str, float]:
-    outputs, targets = predict_batches(model, normalizer, batches)
+def validate(model: nn.Module, task: Task, normalizer: nn.Module, batches: Batches,
+             performance: Performance | None = None) -> dict[str, float]:
+    outputs, targets = predict_batches(model, normalizer, batches, performance)
     count = len(targets)
-    return {"loss": float(task.loss(outputs, targets)) if count else math.nan,
-            task.headline_name: task.headline(float(task.headline_sum(outputs, targets)), count)}
+    loss_sum = float(task.loss(outputs, targets)) * count if count else 0.0
+    headline_sum = float(task.headline_sum(outputs, targets)) if count else 0.0
+    loss_total, headline_total, count_total = sum_across_processes(
+        torch.tensor([loss_sum, headline_sum, float(count)], dtype=torch.float64, device=batches.device)).tolist()
+    return {"loss": loss_total / count_total if count_total else math.nan,
+            task.headline_name: task.headline(headline_total, int(count_total))}
 
 
 def fit(*, model: nn.Module, task: Task, normalizer: nn.Module, train_batches: Batches,
         val_batches: Batches | None, optimizer: torch.optim.Optimizer, scheduler: Any, state: FitState,
-        seed: int, callbacks: list[object]) -> FitState:
-    """Train from `state.epoch + 1` to `state.epochs`, or until a callback sets `state.stop_reason`."""
+        seed: int, callbacks: list[object], performance: Performance | None = None,
+        eval_model: nn.Module | None = None) -> FitState:
+    """Train from `state.epoch + 1` to `state.epochs`, or until a callback sets `state.stop_reason`.
+
+    `model` is what the loop calls to train (possibly compiled or wrapped for DDP); `eval_model`
+    (default: `model`) is what scores the validation set.
+    """
+    eval_model = eval_model or model
     _call(callbacks, "on_train_begin", state)
     for epoch in range(state.epoch + 1, state.epochs + 1):
         seed_everything(epoch_seed(seed, epoch))
@@ -147,9 +167,9 @@ def fit(*, model: nn.Module, task: Task, normalizer: nn.Module, train_batches: B
         started = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]  # the rate the epoch starts with
         train = train_one_epoch(model, task, normalizer, train_batches, epoch, optimizer, scheduler,
-                                state, callbacks)
+                                state, callbacks, performance)
         train_seconds = time.perf_counter() - started
-        val = validate(model, task, normalizer, val_batches) if val_batches is not None else {}
+        val = validate(eval_model, task, normalizer, val_batches, performance) if val_batches is not None else {}
         row = {"epoch": epoch, "train_loss": train["loss"], f"train_{task.headline_name}": train[task.headline_name],
                "val_loss": val.get("loss", math.nan), f"val_{task.headline_name}": val.get(task.headline_name, math.nan),
                "lr": lr, "seconds": time.perf_counter() - started,

@@ -23,8 +23,9 @@ SCHEDULES = ("constant", "cosine", "onecycle")
 
 
 def build_optimizer(model: nn.Module, name: str, *, lr: float, momentum: float = 0.9,
-                    weight_decay: float = 0.0) -> torch.optim.Optimizer:
-    parameters = [p for p in model.parameters() if p.requires_grad]
+                    weight_decay: float = 0.0, groups: list[dict] | None = None) -> torch.optim.Optimizer:
+    """The optimiser over the model's trainable parameters, or over `groups` (each with its own lr)."""
+    parameters = groups if groups is not None else [p for p in model.parameters() if p.requires_grad]
     if name == "sgd":
         return torch.optim.SGD(parameters, lr=lr, momentum=momentum, weight_decay=weight_decay)
     if name == "adam":

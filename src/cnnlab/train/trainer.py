@@ -1,7 +1,9 @@
 """`train()`: everything a run needs, assembled once, then handed to the loop.
 
-    config → data (split, resized, in memory) → task → normalisation → model → optimiser and
-    schedule → callbacks (progress, metrics.csv, curves, checkpoints, early stopping) → fit
+    config → pretrained weights (if any) → data (split, resized, in memory) → task → normalisation
+    → model (+ the pretrained layers that fit) → learning rate (`--lr auto`: the range test)
+    → optimiser and schedule (per stage with --freeze / --fine-tune) → callbacks (progress,
+    metrics.csv, curves, checkpoints, early stopping, stages) → fit
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from cnnlab.data.prepare import channel_statistics
 from cnnlab.device import resolve_device
 from cnnlab.errors import ConfigError
 from cnnlab.io import write_text_atomic
-from cnnlab.models.build import build_model, resolve_architecture
+from cnnlab.models.build import Architecture, build_model, resolve_architecture
+from cnnlab.models.transfer import TransferReport
+from cnnlab.models.weights import PretrainedWeights
 from cnnlab.runs import TRAIN_STATE, WEIGHTS, create_run_dir, default_run_name, find_run
 from cnnlab.tasks import Task, task_for_training, task_from_json
 from cnnlab.train import callbacks as cb
@@ -31,6 +35,11 @@ from cnnlab.train.checkpoint import (ModelInfo, load_training_state, restore_tra
                                      save_model_checkpoint, save_training_state, scheduler_state)
 from cnnlab.train.loop import FitState, fit, seed_everything
 from cnnlab.train.optim import build_optimizer, build_scheduler
+from cnnlab.train.pretrained import (describe_input, head_layers, load_pretrained, load_transfer_report,
+                                     pretrained_normalisation, recorded_weights, save_transfer_report,
+                                     transfer_pretrained, with_weights_defaults)
+from cnnlab.train.stages import FineTuneStages, StagePlan, apply_stage, parameter_groups, staged_schedule
+from cnnlab.train.performance import resolve_performance
 
 # Flags that may change when a run is resumed; anything else would make it a different run.
 RESUMABLE_OVERRIDES = frozenset({"epochs", "patience", "device", "workers"})
@@ -67,6 +76,54 @@ class _Setup:
     train_batches: Batches
     val_batches: Batches | None
     device: torch.device
+    stages: StagePlan | None = None
+
+
+@dataclass
+class RunStart:
+    """What a run (or the learning-rate finder) starts from, prepared once from its config."""
+
+    config: TrainConfig  # the image size defaults to the pretrained weights' own
+    device: torch.device
+    architecture: Architecture
+    pretrained: PretrainedWeights | None
+    data: TrainingData
+    task: Task
+    input_spec: InputSpec
+
+    def initial_model(self, console: Console) -> tuple[torch.nn.Module, TransferReport | None]:
+        """A freshly initialised model (seeded) holding every pretrained layer that fits."""
+        geometry = self.data.geometry
+        seed_everything(self.config.seed)  # weight initialisation depends on the seed alone
+        model = build_model(self.architecture, in_channels=geometry.channels,
+                            num_outputs=self.task.num_outputs, image_size=geometry.size)
+        if self.pretrained is None:
+            return model, None
+        report = transfer_pretrained(model, self.architecture, self.task, self.pretrained, self.config)
+        console.info(report.summary())
+        # The tensors now live in the model; let the copies go (VGG-16's are half a gigabyte).
+        self.pretrained = replace(self.pretrained, state_dict={})
+        return model, report
+
+    def stage_plan(self, model: torch.nn.Module, report: TransferReport | None) -> StagePlan | None:
+        return _stage_plan(self.config, model, self.architecture, report)
+
+
+def prepare_run(config: TrainConfig, console: Console) -> RunStart:
+    """Weights, data, task and normalisation for a validated config."""
+    device = resolve_device(config.device)
+    architecture = resolve_architecture(config.model)
+    pretrained = load_pretrained(config, architecture)
+    config = with_weights_defaults(config, pretrained)
+    data = prepare_training_data(config, console)
+    task = task_for_training(config.task, data.train.source, label_smoothing=config.label_smoothing)
+    geometry = data.geometry
+    mean, std = (pretrained_normalisation(pretrained, geometry.channels)
+                 or channel_statistics(data.train, seed=config.seed))
+    input_spec = InputSpec(geometry.channels, geometry.height, geometry.width, tuple(mean), tuple(std))
+    if pretrained is not None:
+        console.info(describe_input(input_spec, pretrained))
+    return RunStart(config, device, architecture, pretrained, data, task, input_spec)
 
 
 def train(config: TrainConfig | str | Path | None = None, *, resume: str | Path | None = None,
@@ -83,46 +140,62 @@ def train(config: TrainConfig | str | Path | None = None, *, resume: str | Path 
     console = Console(quiet=quiet)
     if resume is not None:
         return _resume(resume, fields, console)
-    config = _merge_config(config, fields).validate()
-    device = resolve_device(config.device)
-    data = prepare_training_data(config, console)
-    task = task_for_training(config.task, data.train.source, label_smoothing=config.label_smoothing)
-    architecture = resolve_architecture(config.model)
-    mean, std = channel_statistics(data.train, seed=config.seed)
-    input_spec = InputSpec(data.geometry.channels, data.geometry.height, data.geometry.width, tuple(mean), tuple(std))
-    run_dir = create_run_dir(config.runs_dir, config.name, default_run_name(architecture.label, config.data),
-                             exist_ok=config.exist_ok)
-    config = _resolved(config, run_dir, data)
+    start = prepare_run(merge_config(config, fields).validate(), console)
+    data, task = start.data, start.task
+    run_dir = create_run_dir(start.config.runs_dir, start.config.name,
+                             default_run_name(start.architecture.label, start.config.data),
+                             exist_ok=start.config.exist_ok)
+    config = _resolved(start.config, run_dir, data, start.pretrained)
     save_config(config, run_dir / "config.yaml")
     write_text_atomic(run_dir / "data.json", json.dumps(data.summary(), indent=2) + "\n")
-    seed_everything(config.seed)  # weight initialisation depends on the seed alone
-    info = ModelInfo(architecture, task.to_json(), input_spec, config=config.to_dict())
-    setup = _assemble(config, run_dir, data, task, info, device)
+    model, report = start.initial_model(console)
+    if report is not None:
+        save_transfer_report(run_dir, report)
+    plan = start.stage_plan(model, report)
+    batches = training_batches(config, data, start.device)
+    if config.lr == "auto":
+        from cnnlab.train.lr_find import sweep_for_training
+
+        finding = sweep_for_training(start, model, plan, batches[0], run_dir, console)
+        config = replace(config, lr=finding.suggestion)
+        save_config(config, run_dir / "config.yaml")  # the rate actually used, so -c reproduces the run
+    info = ModelInfo(start.architecture, task.to_json(), start.input_spec, config=config.to_dict())
+    setup = _assemble(config, run_dir, data, task, info, start.device, model, plan, batches)
     console.info(f"run folder: {run_dir}")
     return _fit(setup, FitState(epochs=config.epochs), console)
 
 
-def _merge_config(config: TrainConfig | str | Path | None, fields: dict[str, Any]) -> TrainConfig:
+def merge_config(config: TrainConfig | str | Path | None, fields: dict[str, Any]) -> TrainConfig:
     if isinstance(config, (str, Path)):
         config = TrainConfig.from_dict(load_config_file(config), origin=str(config))
     base = config or TrainConfig()
     return replace(base, **coerce_fields(TrainConfig, fields, origin="train()"))
 
 
-def _resolved(config: TrainConfig, run_dir: Path, data: TrainingData) -> TrainConfig:
-    """The config with every default made explicit, as saved into the run folder."""
+def _resolved(config: TrainConfig, run_dir: Path, data: TrainingData,
+              pretrained: PretrainedWeights | None) -> TrainConfig:
+    """The config with every default made explicit, as saved into the run folder (`--lr auto` stays
+    until the range test has run; the weights are named exactly)."""
     geometry = data.geometry
-    return replace(config, name=run_dir.name, runs_dir=str(run_dir.parent), lr=config.resolved_lr(),
-                   image_size=f"{geometry.height},{geometry.width}", channels=geometry.channels,
+    lr = config.lr if config.lr == "auto" else config.resolved_lr()
+    return replace(recorded_weights(config, pretrained), name=run_dir.name, runs_dir=str(run_dir.parent),
+                   lr=lr, image_size=f"{geometry.height},{geometry.width}", channels=geometry.channels,
                    exist_ok=False)
 
 
-def _assemble(config: TrainConfig, run_dir: Path, data: TrainingData, task: Task, info: ModelInfo,
-              device: torch.device) -> _Setup:
-    geometry = data.geometry
-    model = build_model(info.architecture, in_channels=geometry.channels, num_outputs=task.num_outputs,
-                        image_size=geometry.size).to(device)
-    augmentation = build_augmentation(config.augment, size=geometry.size, channels=geometry.channels)
+def _stage_plan(config: TrainConfig, model: torch.nn.Module, architecture: Architecture,
+                report: TransferReport | None) -> StagePlan | None:
+    if not config.staged:
+        return None
+    assert report is not None  # validate() refuses --freeze / --fine-tune without pretrained weights
+    return StagePlan(head_layers(model, architecture, report), None if config.freeze else config.fine_tune,
+                     config.backbone_lr_factor)
+
+
+def training_batches(config: TrainConfig, data: TrainingData,
+                     device: torch.device) -> tuple[Batches, Batches | None]:
+    """(training batches: shuffled, augmented; validation batches or None)."""
+    augmentation = build_augmentation(config.augment)
     train_batches = Batches(data.train, batch_size=config.batch_size, device=device, shuffle=True,
                             seed=config.seed, augment=augmentation, workers=config.workers,
                             drop_last=len(data.train) % config.batch_size == 1)  # a batch of 1 breaks batch norm
@@ -130,11 +203,26 @@ def _assemble(config: TrainConfig, run_dir: Path, data: TrainingData, task: Task
     if data.val is not None:
         val_batches = Batches(data.val, batch_size=max(config.batch_size, 256), device=device, shuffle=False,
                               workers=config.workers)
-    optimizer = build_optimizer(model, config.optimizer, lr=config.resolved_lr(), momentum=config.momentum,
-                                weight_decay=config.weight_decay)
-    scheduler = build_scheduler(optimizer, config.schedule, total_steps=config.epochs * len(train_batches))
+    return train_batches, val_batches
+
+
+def _assemble(config: TrainConfig, run_dir: Path, data: TrainingData, task: Task, info: ModelInfo,
+              device: torch.device, model: torch.nn.Module, plan: StagePlan | None,
+              batches: tuple[Batches, Batches | None]) -> _Setup:
+    train_batches, val_batches = batches
+    model = model.to(device)
+    lr = config.resolved_lr()
+    optimizer = build_optimizer(model, config.optimizer, lr=lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay,
+                                groups=parameter_groups(model, plan, lr) if plan else None)
+    if plan is None:
+        scheduler = build_scheduler(optimizer, config.schedule,
+                                    total_steps=config.epochs * len(train_batches))
+    else:
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, staged_schedule(config.schedule, plan, len(train_batches), config.epochs))
     return _Setup(config, run_dir, data, task, info, model, optimizer, scheduler, train_batches, val_batches,
-                  device)
+                  device, plan)
 
 
 def _saver(setup: _Setup):
@@ -153,10 +241,17 @@ def _saver(setup: _Setup):
 
 def _fit(setup: _Setup, state: FitState, console: Console) -> TrainResult:
     task = setup.task
-    trainable = sum(p.numel() for p in setup.model.parameters() if p.requires_grad)
-    console.info(f"model: {setup.info.architecture.label} ({trainable:,} trainable parameters) on {setup.device}; "
+    callbacks: list[object] = []
+    if setup.stages is None:
+        trainable = sum(p.numel() for p in setup.model.parameters() if p.requires_grad)
+        count = f"{trainable:,} trainable parameters"
+    else:
+        count = f"{sum(p.numel() for p in setup.model.parameters()):,} parameters"
+        apply_stage(setup.model, setup.stages, setup.stages.stage(state.epoch + 1))
+        callbacks.append(FineTuneStages(setup.model, setup.stages, console.info))  # first: it says the stage
+    console.info(f"model: {setup.info.architecture.label} ({count}) on {setup.device}; "
                  f"task: {task.name} ({task.num_outputs} outputs)")
-    callbacks: list[object] = [
+    callbacks += [
         cb.ProgressBar(task.headline_name, enabled=not console.quiet),
         cb.MetricsCsv(setup.run_dir / "metrics.csv"),
         cb.TrainingCurves(setup.run_dir / "training_curves.png", task.headline_name),
@@ -165,9 +260,13 @@ def _fit(setup: _Setup, state: FitState, console: Console) -> TrainResult:
         callbacks.append(cb.EarlyStopping(setup.config.patience, console.info))
     callbacks.append(cb.Checkpointer(setup.run_dir / WEIGHTS, _saver(setup)))
     normalizer = setup.info.input.normalizer().to(setup.device)
-    fit(model=setup.model, task=task, normalizer=normalizer, train_batches=setup.train_batches,
-        val_batches=setup.val_batches, optimizer=setup.optimizer, scheduler=setup.scheduler, state=state,
-        seed=setup.config.seed, callbacks=callbacks)
+    performance = resolve_performance(setup.device, precision=setup.config.precision,
+                                      channels_last=setup.config.channels_last, compile=setup.config.compile)
+    console.info(f"arithmetic: {performance.describe()}")
+    fit(model=performance.prepare_model(setup.model), task=task, normalizer=normalizer,
+        train_batches=setup.train_batches, val_batches=setup.val_batches, optimizer=setup.optimizer,
+        scheduler=setup.scheduler, state=state, seed=setup.config.seed, callbacks=callbacks,
+        performance=performance)
     skipped = setup.train_batches.skipped
     if skipped:
         console.warn(f"{skipped} image(s) failed to decode during training and were skipped")
@@ -198,7 +297,13 @@ def _resume(run: str | Path, fields: dict[str, Any], console: Console) -> TrainR
     save_config(config, run_dir / "config.yaml")
     data = prepare_training_data(config, console)
     info = replace(training_state.info, config=config.to_dict())
-    setup = _assemble(config, run_dir, data, task_from_json(info.task), info, resolve_device(config.device))
+    task, device = task_from_json(info.task), resolve_device(config.device)
+    model = build_model(info.architecture, in_channels=info.input.channels, num_outputs=task.num_outputs,
+                        image_size=info.input.size)
+    report = load_transfer_report(run_dir) if config.staged else None
+    plan = _stage_plan(config, model, info.architecture, report)
+    batches = training_batches(config, data, device)
+    setup = _assemble(config, run_dir, data, task, info, device, model, plan, batches)
     restore_training_state(training_state, setup.model, setup.optimizer, setup.scheduler)
     # metrics.csv may hold a row written after the state was saved; the state's history is the truth.
     cb.write_metrics_csv(run_dir / "metrics.csv", progress.history)

@@ -1,0 +1,193 @@
+"""What every benchmark script shares: the machine description, thread settings, Fashion-MNIST
+read straight from its IDX files, running one contender in a fresh process, and the result files.
+
+The scripts are run as `python benchmarks/NAME.py`, so this folder is on `sys.path` and they
+import this module as `_common`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gzip
+import json
+import os
+import platform
+import struct
+import subprocess
+import sys
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BENCHMARKS = Path(__file__).resolve().parent
+RESULTS = BENCHMARKS / "results"
+FASHION_MNIST = Path(os.environ.get("CNNLAB_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
+FASHION_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+                 "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
+
+
+# --- the machine ---------------------------------------------------------------------------------
+
+def cores() -> int:
+    """CPU cores this process may run on (what a container or `taskset` allows, not the host's)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _memory_gib() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return None
+
+
+def _version(package: str) -> str | None:
+    # From the installed metadata: importing TensorFlow just to read its version costs seconds.
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _cnnlab_revision() -> str | None:
+    """The commit the measured cnnlab came from, "+changes" when src/ differs from it."""
+    def git(*arguments: str) -> str:
+        return subprocess.run(["git", "-C", str(BENCHMARKS.parent), *arguments], capture_output=True,
+                              text=True, check=True).stdout.strip()
+    try:
+        changed = git("status", "--porcelain", "--", "src")
+        return git("rev-parse", "--short", "HEAD") + ("+changes" if changed else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def machine_info() -> dict[str, Any]:
+    """The machine a result was measured on; the load average says whether anything else was running."""
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "cpu": _cpu_model(),
+        "cores": cores(),
+        "memory_gib": _memory_gib(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "versions": {name: _version(name) for name in
+                     ("cnnlab", "torch", "torchvision", "numpy", "pillow", "tensorflow-cpu", "keras",
+                      "onnx", "onnxruntime")},
+        "cnnlab_revision": _cnnlab_revision(),
+        "load_average_1m_at_start": round(os.getloadavg()[0], 2),
+    }
+
+
+# --- threads -------------------------------------------------------------------------------------
+
+def use_threads(threads: int) -> None:
+    """Give PyTorch exactly `threads` threads (the other frameworks get the same number their way)."""
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+# --- Fashion-MNIST, read the way a tutorial reads it -------------------------------------------
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (gzip-compressed) -> numpy array: 4-byte magic, big-endian sizes, then the data."""
+    with gzip.open(path, "rb") as handle:
+        content = handle.read()
+    dimensions = content[3]
+    shape = struct.unpack(f">{dimensions}I", content[4 : 4 + 4 * dimensions])
+    return np.frombuffer(content, dtype=np.uint8, offset=4 + 4 * dimensions).reshape(shape)
+
+
+def fashion_mnist(split: str, limit: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 images (N, 28, 28) and int64 labels (N,) of one split; `limit` takes a seeded subset."""
+    images_name, labels_name = FASHION_FILES[split]
+    if not (FASHION_MNIST / images_name).is_file():
+        sys.exit(f"Fashion-MNIST not found in {FASHION_MNIST} (Debian: apt-get install "
+                 f"dataset-fashion-mnist, or set CNNLAB_FASHION_MNIST to a folder with the four .gz files)")
+    images = read_idx(FASHION_MNIST / images_name)
+    labels = read_idx(FASHION_MNIST / labels_name).astype(np.int64)
+    if limit is not None and limit < len(images):
+        taken = np.sort(np.random.default_rng(seed).permutation(len(images))[:limit])
+        images, labels = images[taken], labels[taken]
+    return images, labels
+
+
+# --- one contender per process -------------------------------------------------------------------
+
+def run_in_fresh_process(script: Path, arguments: list[str]) -> dict[str, Any]:
+    """Run `script --worker-output FILE ARGUMENTS` and return the JSON it wrote to FILE.
+
+    Each contender gets a process of its own, so no framework's thread pools, allocator caches or
+    compiled graphs from an earlier contender are around while the next one is timed.
+    """
+    with tempfile.TemporaryDirectory(prefix="cnnlab-bench-") as folder:
+        output = Path(folder) / "result.json"
+        command = [sys.executable, str(script), "--worker-output", str(output), *arguments]
+        completed = subprocess.run(command, stdout=sys.stderr)  # the worker's chatter goes to stderr
+        if completed.returncode != 0 or not output.is_file():
+            return {"error": f"{' '.join(command)} exited with status {completed.returncode}"}
+        return json.loads(output.read_text())
+
+
+def write_worker_output(path: str, result: dict[str, Any]) -> None:
+    Path(path).write_text(json.dumps(result, indent=2) + "\n")
+
+
+# --- command line and result files ---------------------------------------------------------------
+
+def common_arguments(parser: argparse.ArgumentParser, *, default_output: str) -> None:
+    parser.add_argument("--threads", type=int, default=cores(),
+                        help="threads for every framework [default: the cores this process may use]")
+    parser.add_argument("--output", type=Path, default=RESULTS / default_output,
+                        help="where to write OUTPUT.json and OUTPUT.md [default: %(default)s]")
+    parser.add_argument("--note", default="",
+                        help="a remark stored with the results, e.g. about machine load")
+    parser.add_argument("--worker-output", help=argparse.SUPPRESS)  # internal: run one contender
+
+
+def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def machine_markdown(machine: dict[str, Any], note: str) -> str:
+    versions = ", ".join(f"{name} {version}" for name, version in machine["versions"].items() if version)
+    text = (f"Measured {machine['date']} on {machine['cpu']}, {machine['cores']} cores used, "
+            f"{machine['memory_gib']} GiB RAM, {machine['platform']}, Python {machine['python']}; "
+            f"{versions} (cnnlab revision {machine.get('cnnlab_revision') or 'unknown'}). Load average (1 min) {machine['load_average_1m_at_start']} at the start, "
+            f"{machine.get('load_average_1m_at_end', '?')} at the end.")
+    return text + (f"\n\nNote: {note}" if note else "")
+
+
+def write_results(output: Path, title: str, results: dict[str, Any], body: str) -> None:
+    """OUTPUT.json (everything measured) and OUTPUT.md (the tables the README quotes)."""
+    results["machine"]["load_average_1m_at_end"] = round(os.getloadavg()[0], 2)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    json_path, markdown_path = output.with_suffix(".json"), output.with_suffix(".md")
+    json_path.write_text(json.dumps(results, indent=2) + "\n")
+    markdown = f"# {title}\n\n{body}\n\n{machine_markdown(results['machine'], results.get('note', ''))}\n"
+    markdown_path.write_text(markdown)
+    print(f"\nresults written to {json_path} and {markdown_path}", file=sys.stderr)
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    if not numerator or not denominator:
+        return None
+    return numerator / denominator

@@ -1,0 +1,140 @@
+"""`explain()`: what a trained model sees in each of your images.
+
+For every image, into `RUN/explain/<image-stem>/`:
+
+    filters.png                 the first convolution's learned filters
+    feature-maps/NN-<stage>.png  each stage's maps for this image (see `feature_maps` for the rule)
+    gradcam.png                 where the evidence for the predicted class (or --class) lies
+
+    >>> explanations = explain("runs/demo", ["shoe.png"])             # doctest: +SKIP
+    >>> explanations[0].prediction, explanations[0].files["gradcam"]   # doctest: +SKIP
+    ('Sneaker 97.1%', PosixPath('runs/demo/explain/shoe/gradcam.png'))
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from cnnlab.errors import ConfigError
+from cnnlab.explain.feature_maps import feature_maps, find_stages, plot_feature_maps
+from cnnlab.explain.filters import first_conv_weights, plot_filters
+from cnnlab.explain.gradcam import GradCam, grad_cam, plot_grad_cam
+from cnnlab.trained import TrainedModel, load
+
+
+@dataclass
+class Explanation:
+    name: str  # the image's file name (or dataset name)
+    folder: Path
+    prediction: str  # "Sneaker 97.1%" or "angle = 12.3"
+    target_label: str  # what Grad-CAM explains
+    cam: GradCam
+    files: dict[str, Path] = field(default_factory=dict)
+    feature_map_files: list[Path] = field(default_factory=list)
+
+
+def output_names(trained: TrainedModel) -> list[str]:
+    """One name per model output: the class names, or the regression target names."""
+    return list(trained.class_names or trained.task.to_json().get("target_names") or [])
+
+
+def resolve_target(trained: TrainedModel, target: str | None) -> int | None:
+    """--class as a class name (exact, then ignoring case) or an output index; None = the predicted one."""
+    if target is None:
+        return None
+    names = output_names(trained)
+    kinds = "classes" if trained.class_names else "targets"
+    if target in names:
+        return names.index(target)
+    folded = [name.lower() for name in names]
+    if target.lower() in folded:
+        return folded.index(target.lower())
+    if target.isdigit() and int(target) < len(names):
+        return int(target)
+    raise ConfigError(f"--class {target}: not one of the model's {kinds}: {', '.join(names)} "
+                      f"(or an index from 0 to {len(names) - 1})")
+
+
+def describe_prediction(trained: TrainedModel, outputs: torch.Tensor) -> str:
+    row = trained.task.predictions(outputs[:1])[0]
+    if "label" in row:
+        return f"{row['label']} {row['confidence']:.1%}"
+    return ", ".join(f"{name} = {value:.4g}" for name, value in row["values"].items())
+
+
+def prepare_image(trained: TrainedModel, path: str | Path) -> np.ndarray:
+    """An image file as uint8 (C, H, W) at the model's input size and channels."""
+    from cnnlab.data.images import load_image_array
+
+    return load_image_array(path, channels=trained.input.channels, size=trained.input.size)
+
+
+def explain_pixels(trained: TrainedModel, pixels: np.ndarray, folder: Path, *, name: str,
+                   target: int | None = None, layer: str | None = None, max_maps: int = 32,
+                   maps: bool = True, filters: bool = True, heading_extra: str = "",
+                   compact: bool = False) -> Explanation:
+    """Filters, feature maps and Grad-CAM for one image already at the model's geometry."""
+    images = trained.normalizer()(torch.from_numpy(pixels)[None].to(trained.device))
+    with torch.no_grad():
+        outputs = trained.model(images).float()
+    prediction = describe_prediction(trained, outputs)
+    cam = grad_cam(trained.model, images, target, layer)
+    names = output_names(trained)
+    target_label = names[cam.target] if cam.target < len(names) else f"output {cam.target}"
+    what = "predicted" if target is None else "asked for"
+    heading = f"{name}: predicted {prediction}; Grad-CAM for {target_label} ({what}){heading_extra}"
+    if compact:
+        heading = f"{name}: predicted {prediction}{heading_extra}"
+    explanation = Explanation(name, folder, prediction, target_label, cam)
+    explanation.files["gradcam"] = plot_grad_cam(pixels, cam, folder / "gradcam.png", heading=heading,
+                                                 target_label=target_label, compact=compact)
+    if filters:
+        layer_path, weights = first_conv_weights(trained.model, trained.info.architecture.name)
+        explanation.files["filters"] = plot_filters(weights, folder / "filters.png", layer=layer_path)
+    if maps:
+        stages = find_stages(trained.model)
+        for number, (stage, values) in enumerate(feature_maps(trained.model, images, stages), start=1):
+            path = folder / "feature-maps" / f"{number:02d}-{_slug(stage.path)}.png"
+            explanation.feature_map_files.append(plot_feature_maps(values[0], stage, path, max_maps=max_maps,
+                                                                   image_name=name))
+    return explanation
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "image"
+
+
+def _folders(root: Path, images: Sequence[str | Path]) -> list[Path]:
+    """One folder per image, named after it; a second `a.png` (from another folder) gets `a-2`."""
+    taken: set[str] = set()
+    folders = []
+    for image in images:
+        stem, name, number = _slug(Path(image).stem), _slug(Path(image).stem), 2
+        while name in taken:
+            name, number = f"{stem}-{number}", number + 1
+        taken.add(name)
+        folders.append(root / name)
+    return folders
+
+
+def explain(run: str | Path, images: Sequence[str | Path], *, target: str | None = None,
+            layer: str | None = None, max_maps: int = 32, output_dir: str | Path | None = None,
+            device: str = "auto", runs_dir: str | Path = "runs") -> list[Explanation]:
+    """Filters, feature maps and Grad-CAM for each image, written under RUN/explain/ (or `output_dir`)."""
+    if max_maps < 1:
+        raise ConfigError(f"--max-maps {max_maps}: show at least 1 map per stage")
+    trained = load(run, device=device, runs_dir=runs_dir)
+    target_index = resolve_target(trained, target)
+    root = Path(output_dir) if output_dir else trained.run_dir / "explain"
+    explanations = []
+    for image, folder in zip(images, _folders(root, images)):
+        pixels = prepare_image(trained, image)
+        explanations.append(explain_pixels(trained, pixels, folder, name=Path(image).name,
+                                           target=target_index, layer=layer, max_maps=max_maps))
+    return explanations

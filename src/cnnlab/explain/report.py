@@ -1,0 +1,245 @@
+"""`report()`: one self-contained HTML page about a run — `RUN/report.html` by default.
+
+Sections (their ids are the page's anchors): config, data (class counts, sample images per
+class), training (curves, per-epoch table), evaluation (metrics, confusion matrix or scatter
+plot), mistakes (the most confident wrong predictions — or the largest errors, for regression —
+with their file names and Grad-CAM), filters (the first convolution's) and feature-maps (one
+example image through every stage). Every picture is embedded as a data URI; the page loads
+nothing else and needs no JavaScript, so it can be mailed or archived as one file.
+
+    >>> path = report("runs/demo")        # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import tempfile
+from datetime import datetime
+from html import escape
+from pathlib import Path
+
+from cnnlab.console import Console
+from cnnlab.data.source import Source
+from cnnlab.evaluate.evaluate import summary_line
+from cnnlab.explain.explain import Explanation, explain_pixels, resolve_target
+from cnnlab.explain.filters import first_conv_weights, plot_filters
+from cnnlab.explain.html import Section, image, page, paragraph, table
+from cnnlab.explain.pictures import image_rows, save
+from cnnlab.explain.report_data import (Evaluation, RunRecord, find_or_run_evaluation, images_by_name,
+                                        open_source, read_run, samples_per_class, source_images,
+                                        worst_mistakes)
+from cnnlab.io import write_text_atomic
+from cnnlab.trained import TrainedModel, load
+
+
+def report(run: str | Path, *, output: str | Path | None = None, data: str | None = None,
+           split: str | None = None, limit: int | None = None, mistakes: int = 8, samples: int = 6,
+           max_maps: int = 32, layer: str | None = None, device: str = "auto", runs_dir: str | Path = "runs",
+           data_dir: str | None = None, quiet: bool = False) -> Path:
+    """Write the HTML report for `run` and return its path."""
+    console = Console(quiet=quiet)
+    trained = load(run, device=device, runs_dir=runs_dir)
+    record = read_run(trained.run_dir)
+    evaluation = find_or_run_evaluation(trained, data=data, split=split, limit=limit, data_dir=data_dir,
+                                        console=console)
+    eval_source = open_source(trained, evaluation.data, evaluation.split, data_dir)
+    with tempfile.TemporaryDirectory(prefix="cnnlab-report-") as temp:
+        work = Path(temp)
+        sections = [
+            _config_section(record),
+            _data_section(record, trained, samples, data_dir, work),
+            _training_section(record),
+            _evaluation_section(evaluation),
+            _mistakes_section(trained, evaluation, eval_source, mistakes, layer, work),
+            _filters_section(trained, work),
+            _feature_maps_section(_example(trained, evaluation, eval_source, work, layer, max_maps)),
+        ]
+    shape = "×".join(map(str, trained.input.shape))
+    subtitle = (f"{trained.info.architecture.short_name} · {trained.task.name} · input {shape} · "
+                f"checkpoint {trained.checkpoint.name} (epoch {trained.info.epoch}) · "
+                f"written {datetime.now():%Y-%m-%d %H:%M}")
+    path = Path(output) if output else trained.run_dir / "report.html"
+    write_text_atomic(path, page(f"cnnlab report: {trained.run_dir.name}", subtitle, sections))
+    console.info(f"report written to {path}")
+    return path
+
+
+# --- sections -----------------------------------------------------------------------------------
+
+
+def _config_section(record: RunRecord) -> Section:
+    rows = [(key, "" if value is None else value) for key, value in record.config.items()]
+    again = f"cnnlab train -c {record.run_dir / 'config.yaml'} --name <new name>"
+    body = paragraph(f"Reproduce the run with: {again}", "note") + table(["setting", "value"], rows)
+    return Section("config", "Configuration", body)
+
+
+def _data_section(record: RunRecord, trained: TrainedModel, samples: int, data_dir: str | None,
+                  work: Path) -> Section:
+    summary = record.data_summary
+    parts = []
+    for split in ("train", "val"):
+        described = summary.get(split)
+        if described:
+            count, origin = described.get("images", 0), described.get("source", "?")
+            parts.append(paragraph(f"{split}: {count:,} images from {origin}"))
+    if summary.get("val_origin"):
+        parts.append(paragraph(f"validation: {summary['val_origin']}", "note"))
+    counts = {split: (summary.get(split) or {}).get("class_counts") or {} for split in ("train", "val")}
+    if counts["train"]:
+        top = max(counts["train"].values()) or 1
+        rows = [(escape(name), f"{count:,}", f"{counts['val'].get(name, 0):,}",
+                 f'<span class="bar" style="width:{int(200 * count / top)}px"></span>')
+                for name, count in counts["train"].items()]
+        parts.append(table(["class", "train images", "validation images", ""], rows,
+                           numeric=[False, True, True, False], raw=True))
+    elif trained.task.name == "regression":
+        task = trained.task.to_json()
+        rows = zip(task["target_names"], (f"{v:.4g}" for v in task["target_mean"]),
+                   (f"{v:.4g}" for v in task["target_std"]))
+        parts.append(table(["target", "mean (training)", "standard deviation"], rows,
+                           numeric=[False, True, True]))
+    skipped = sum(len(files) for files in (summary.get("skipped_files") or {}).values())
+    if skipped:
+        note = f"{skipped} unreadable file(s) were skipped in training (see data.json)."
+        parts.append(paragraph(note, "note"))
+    parts.append(_samples(record, trained, samples, data_dir, work))
+    return Section("data", "Data", "\n".join(parts))
+
+
+def _samples(record: RunRecord, trained: TrainedModel, samples: int, data_dir: str | None, work: Path) -> str:
+    source = open_source(trained, None, record.config.get("split", "train"), data_dir)
+    if source is None or samples < 1:
+        return paragraph(f"Sample images: the training data ({record.config.get('data')}) could not be "
+                         "opened here, so none are shown.", "note")
+    rows, captions = [], None
+    for name, indices in samples_per_class(source, samples):
+        images = source_images(source, indices, trained)
+        if source.class_names is None:  # regression: one row, each image captioned with its targets
+            rows.append(("samples", images))
+            captions = [[", ".join(f"{value:.3g}" for value in source.targets[i]) for i in indices]]
+        else:
+            total = int((source.targets == source.class_names.index(name)).sum())
+            rows.append((f"{name} ({total:,})", images))
+    what = "class (images in the split)" if source.class_names else ", ".join(source.target_names or [])
+    shape = "×".join(map(str, trained.input.shape))
+    title = f"{source.description}\nas the model sees them ({shape}); rows: {what}"
+    figure = image_rows(rows, title, captions=captions, cell=0.7)
+    return image(save(figure, work / "samples.png"), "sample images per class")
+
+
+def _training_section(record: RunRecord) -> Section:
+    parts = []
+    if record.curves:
+        parts.append(image(record.curves, "training curves"))
+    else:
+        parts.append(paragraph("No training_curves.png in the run folder.", "note"))
+    if record.history:
+        headers = list(record.history[0])
+        rows = [[row[key] for key in headers] for row in record.history]
+        parts.append(f"<details><summary>per-epoch metrics ({len(rows)} epochs, metrics.csv)</summary>"
+                     f"{table(headers, rows, numeric=[True] * len(headers))}</details>")
+    return Section("training", "Training", "\n".join(parts))
+
+
+def _scores(values: dict) -> tuple[str, str, str]:
+    return f"{values['precision']:.3f}", f"{values['recall']:.3f}", f"{values['f1']:.3f}"
+
+
+def _evaluation_section(evaluation: Evaluation) -> Section:
+    metrics = evaluation.metrics
+    parts = [paragraph(f"{summary_line(metrics)} — {metrics.get('data', '')}, split {evaluation.split} "
+                       f"({evaluation.folder.name}/)")]
+    if "per_class" in metrics:
+        rows = [(name, *_scores(s), f"{s['support']:,}") for name, s in metrics["per_class"].items()]
+        rows += [(label, *_scores(metrics[key]), "")
+                 for label, key in (("macro average", "macro_avg"), ("weighted average", "weighted_avg"))]
+        parts.append(table(["class", "precision", "recall", "F1", "images"], rows,
+                           numeric=[False, True, True, True, True]))
+        picture = evaluation.folder / "confusion_matrix.png"
+    else:
+        rows = [(name, f"{s['mae']:.4g}", f"{s['rmse']:.4g}", f"{s['r2']:.4f}")
+                for name, s in metrics.get("per_target", {}).items()]
+        parts.append(table(["target", "MAE", "RMSE", "R²"], rows, numeric=[False, True, True, True]))
+        if "baseline_rmse" in metrics:
+            baseline = f"Always predicting the mean would give RMSE {metrics['baseline_rmse']:.4g}."
+            parts.append(paragraph(baseline, "note"))
+        picture = evaluation.folder / "predicted_vs_true.png"
+    if picture.is_file():
+        parts.append(image(picture, picture.stem.replace("_", " ")))
+    return Section("evaluation", "Evaluation", "\n".join(parts))
+
+
+def _mistakes_section(trained: TrainedModel, evaluation: Evaluation, source: Source | None, count: int,
+                      layer: str | None, work: Path) -> Section:
+    classification = trained.class_names is not None
+    title = "Worst mistakes" if classification else "Largest errors"
+    worst = worst_mistakes(trained, evaluation.rows, count)
+    if not worst:
+        return Section("mistakes", title, paragraph("No mistakes on this evaluation: every image was right."))
+    pixels = images_by_name(trained, [row["file"] for row in worst], source)
+    intro = ("The wrong predictions made with the highest confidence, with Grad-CAM for the predicted class: "
+             "where the network found its (misleading) evidence." if classification else
+             "The images with the largest errors, with Grad-CAM for the predicted value.")
+    cards = []
+    for number, row in enumerate(worst, start=1):
+        name = row["file"]
+        if name in pixels:
+            truth = f" (true: {row['true_label']})" if classification else ""
+            explained = explain_pixels(trained, pixels[name], work / "mistakes" / str(number),
+                                       name=_short(name), layer=layer, maps=False, filters=False,
+                                       heading_extra=truth, compact=True)
+            picture = image(explained.files["gradcam"], f"Grad-CAM for {name}")
+        else:
+            picture = paragraph("(image not found: it has moved, or its dataset is not available here)",
+                                "note")
+        facts = _mistake_facts(row, classification)
+        cards.append(f'<div class="card"><p><b>{number}. {escape(name)}</b></p>{facts}{picture}</div>')
+    return Section("mistakes", title, paragraph(intro, "note") + f'<div class="cards">{"".join(cards)}</div>')
+
+
+def _mistake_facts(row: dict[str, str], classification: bool) -> str:
+    if classification:
+        return (f'<p>true <b>{escape(row["true_label"])}</b>, predicted <span class="wrong">'
+                f'{escape(row["predicted_label"])}</span> with {float(row["confidence"]):.1%} confidence</p>')
+    targets = [key[len("true_"):] for key in row if key.startswith("true_")]
+    return "".join(f'<p>{escape(target)}: true {escape(row["true_" + target])}, predicted '
+                   f'<span class="wrong">{escape(row.get("predicted_" + target, "?"))}</span></p>'
+                   for target in targets)
+
+
+def _short(name: str) -> str:
+    """A file's own name; a dataset image's whole name ('fashion-mnist/test/00042')."""
+    return Path(name).name if Path(name).is_file() else name
+
+
+def _filters_section(trained: TrainedModel, work: Path) -> Section:
+    layer, weights = first_conv_weights(trained.model, trained.info.architecture.name)
+    text = ("The kernels the first convolution learned. Compare them with the classic ones (cnnlab kernels): "
+            "edge detectors have a negative and a positive side, blurs are all one sign.")
+    picture = image(plot_filters(weights, work / "filters.png", layer=layer), "first-layer filters")
+    return Section("filters", "First-layer filters", paragraph(text, "note") + picture)
+
+
+def _example(trained: TrainedModel, evaluation: Evaluation, source: Source | None, work: Path,
+             layer: str | None, max_maps: int) -> Explanation | None:
+    """Feature maps and Grad-CAM for one correctly predicted evaluation image (the first found)."""
+    rows = [row for row in evaluation.rows if row.get("correct", "1") == "1"][:20] or evaluation.rows[:20]
+    pixels = images_by_name(trained, [row["file"] for row in rows], source)
+    for row in rows:
+        if row["file"] in pixels:
+            target = resolve_target(trained, row["true_label"]) if "true_label" in row else None
+            return explain_pixels(trained, pixels[row["file"]], work / "example", name=_short(row["file"]),
+                                  target=target, layer=layer, max_maps=max_maps, filters=False)
+    return None
+
+
+def _feature_maps_section(example: Explanation | None) -> Section:
+    if example is None:
+        note = "None of the evaluated images could be found here, so there is no example to show."
+        return Section("feature-maps", "Feature maps", paragraph(note, "note"))
+    text = (f"One image, {example.name} (predicted {example.prediction}), through every stage of the "
+            "network: early stages respond to edges and textures, later ones to larger parts; pooling "
+            "shrinks the maps.")
+    pictures = "".join(image(path, path.stem) for path in example.feature_map_files)
+    gradcam = image(example.files["gradcam"], "Grad-CAM of the example")
+    return Section("feature-maps", "Feature maps", paragraph(text, "note") + gradcam + pictures)

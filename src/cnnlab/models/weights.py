@@ -1,0 +1,223 @@
+"""Pretrained weights: from `--weights` / `--init-from` to tensors plus how they were trained.
+
+Weights are data (as in torchvision's `_api.py`): torchvision's weights entry for a zoo model
+(`ResNet18_Weights.IMAGENET1K_V1`, named by the registry's `weights` metadata) carries the file's
+URL, its preprocessing (input size, mean and std) and its class names. `load_weights` turns any
+of the accepted sources into one `PretrainedWeights`:
+
+    imagenet                    the zoo model's default ImageNet weights
+    ResNet50_Weights.IMAGENET1K_V1   a particular torchvision weights entry for the model
+    runs/NAME (or NAME)         a cnnlab run folder: its best checkpoint
+    file.safetensors            a cnnlab checkpoint (with its sidecar) or plain safetensors
+    file.pth / .pt              a state dict in torchvision's format, read with
+                                `torch.load(weights_only=True)`, which refuses to run code
+
+Offline first: an ImageNet file is looked for where torch hub keeps it,
+`torch.hub.get_dir()/checkpoints/<file name from the URL>` (`$TORCH_HOME/hub/checkpoints/`), and
+only downloaded when it is not there; when that fails too, the error names the file, its URL, the
+folder to put it in and the `--weights PATH` alternative.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cnnlab.errors import CnnlabError, ConfigError
+from cnnlab.models.build import YAML_ARCHITECTURE, Architecture
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+IMAGENET = "imagenet"
+NONE = "none"
+_WEIGHTS_ENTRY = re.compile(r"^[A-Za-z0-9_]+_Weights\.[A-Za-z0-9_]+$")  # torchvision's "Enum.MEMBER" names
+
+
+@dataclass
+class PretrainedWeights:
+    """Weights to start from, and what is known about how they were trained."""
+
+    state_dict: dict[str, "Tensor"]
+    name: str  # what config.yaml records: a torchvision weights name or the file read
+    description: str  # for messages, e.g. "ImageNet weights ResNet18_Weights.IMAGENET1K_V1"
+    mean: tuple[float, ...] | None = None  # the normalisation they were trained with (0–1 scale)
+    std: tuple[float, ...] | None = None
+    image_size: tuple[int, int] | None = None  # the input size they were trained at
+    output_names: list[str] | None = None  # what their head predicts: class names, ImageNet categories
+    architecture: Architecture | None = None  # known for cnnlab checkpoints
+
+
+def load_weights(spec: str, architecture: Architecture, *, runs_dir: str | Path = "runs",
+                 flag: str = "--weights") -> PretrainedWeights | None:
+    """The weights `spec` names for a model of `architecture` (None for `none`).
+
+    >>> from cnnlab.models.build import resolve_architecture
+    >>> load_weights("none", resolve_architecture("resnet18")) is None
+    True
+    """
+    if spec == NONE:
+        return None
+    if spec == IMAGENET or (_WEIGHTS_ENTRY.match(spec) and not Path(spec).exists()):
+        return _torchvision_weights(spec, architecture, flag)
+    path = Path(spec)
+    if path.is_file():
+        return _file_weights(path, architecture, flag)
+    if path.is_dir() or (Path(runs_dir) / spec).is_dir():
+        from cnnlab.runs import find_checkpoint
+
+        return _cnnlab_checkpoint(find_checkpoint(spec, "best", runs_dir))
+    raise ConfigError(f"{flag} {spec}: no such file or run folder; pass imagenet, a torchvision weights name "
+                      f"such as ResNet18_Weights.IMAGENET1K_V1, a run folder, a .safetensors or .pth file, "
+                      f"or none")
+
+
+# --- torchvision's published weights --------------------------------------------------------
+
+def imagenet_weights_entry(spec: str, architecture: Architecture, flag: str = "--weights") -> Any:
+    """torchvision's weights entry (a `WeightsEnum` member) for `imagenet` or an entry's name."""
+    from torchvision.models import get_weight
+
+    default = _published_weights_name(architecture)
+    if default is None:
+        from cnnlab.models.registry import list_models
+
+        model = "a YAML network" if architecture.name == YAML_ARCHITECTURE else architecture.name
+        having = ", ".join(entry.name for entry in list_models() if entry.metadata.get("weights"))
+        raise ConfigError(f"{flag} {spec}: {model} has no published ImageNet weights; the models that have "
+                          f"them are {having}. Train it from scratch (--weights none), or start from one of "
+                          f"your runs with --weights RUN or --init-from RUN")
+    name = default if spec == IMAGENET else spec
+    try:
+        entry = get_weight(name)
+    except (ValueError, KeyError, AttributeError):
+        raise ConfigError(f"{flag} {spec}: torchvision has no weights of that name; "
+                          f"{architecture.name}'s default is {default} (--weights imagenet)") from None
+    if type(entry).__name__ != default.split(".")[0]:
+        raise ConfigError(f"{flag} {spec}: those weights are for another architecture than "
+                          f"{architecture.name} (its weights are {default.split('.')[0]}.*)")
+    return entry
+
+
+def _published_weights_name(architecture: Architecture) -> str | None:
+    if architecture.name == YAML_ARCHITECTURE:
+        return None
+    from cnnlab.models.registry import model_entry
+
+    return model_entry(architecture.name).metadata.get("weights")
+
+
+def weights_file_name(entry: Any) -> str:
+    """The file name torch hub stores a weights entry under: the last part of its URL."""
+    from urllib.parse import urlparse
+
+    return Path(urlparse(entry.url).path).name
+
+
+def hub_checkpoint_dir() -> Path:
+    """Where torch hub keeps downloaded weights: `$TORCH_HOME/hub/checkpoints` (~/.cache/torch/...)."""
+    import torch
+
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def _torchvision_weights(spec: str, architecture: Architecture, flag: str) -> PretrainedWeights:
+    entry = imagenet_weights_entry(spec, architecture, flag)
+    path = _local_or_downloaded(entry, flag, spec)
+    return _with_entry_preprocessing(read_torch_file(path), entry,
+                                     description=f"ImageNet weights {_entry_name(entry)} ({path})")
+
+
+def _entry_name(entry: Any) -> str:
+    return f"{type(entry).__name__}.{entry.name}"
+
+
+def _with_entry_preprocessing(state_dict: dict[str, "Tensor"], entry: Any, *, description: str,
+                              name: str | None = None) -> PretrainedWeights:
+    """The weights with the entry's own preprocessing: its crop size, mean and std, and categories."""
+    preset = entry.transforms()
+    crop = list(preset.crop_size)
+    return PretrainedWeights(
+        state_dict,
+        name=name or _entry_name(entry),
+        description=description,
+        mean=tuple(float(v) for v in preset.mean),
+        std=tuple(float(v) for v in preset.std),
+        image_size=(crop[0], crop[-1]),
+        output_names=list(entry.meta.get("categories") or []) or None,
+    )
+
+
+def _local_or_downloaded(entry: Any, flag: str, spec: str) -> Path:
+    """The entry's file from torch hub's cache, downloading it there if it is missing."""
+    import torch
+
+    folder = hub_checkpoint_dir()
+    path = folder / weights_file_name(entry)
+    if path.is_file():
+        return path
+    match = torch.hub.HASH_REGEX.search(path.name)  # torchvision's names carry a sha256 prefix
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(entry.url, str(path), hash_prefix=match.group(1) if match else None,
+                                       progress=True)
+    except (OSError, RuntimeError, ValueError) as error:  # no network (URLError is an OSError), bad hash
+        raise CnnlabError(
+            f"{flag} {spec}: {_entry_name(entry)} is not on this machine and could not be downloaded "
+            f"({error}). Download {entry.url} and put it in {folder}/ as {path.name} (the folder follows "
+            f"$TORCH_HOME), or pass the file itself with --weights PATH"
+        ) from None
+    return path
+
+
+# --- files and runs -------------------------------------------------------------------------
+
+def read_torch_file(path: Path) -> dict[str, "Tensor"]:
+    """A state dict saved with `torch.save`, read without running any code from the file."""
+    import pickle
+
+    import torch
+
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CnnlabError(f"{path}: not a PyTorch weights file that can be read safely "
+                          f"({first_line})") from None
+    for key in ("state_dict", "model"):  # training scripts often wrap the state dict
+        if isinstance(loaded, dict) and isinstance(loaded.get(key), dict):
+            loaded = loaded[key]
+    if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+        raise CnnlabError(f"{path}: expected a state dict (layer name → tensor), "
+                          f"found {type(loaded).__name__}")
+    return dict(loaded)
+
+
+def _file_weights(path: Path, architecture: Architecture, flag: str) -> PretrainedWeights:
+    if path.suffix == ".safetensors":
+        from cnnlab.train.checkpoint import has_cnnlab_metadata
+
+        if has_cnnlab_metadata(path):
+            return _cnnlab_checkpoint(path)
+        from safetensors.torch import load_file
+
+        return PretrainedWeights(load_file(str(path)), name=str(path), description=f"weights file {path}")
+    state_dict = read_torch_file(path)
+    if _published_weights_name(architecture) is not None:
+        # A .pth file for a zoo model is taken to be torchvision's: its ImageNet preprocessing applies.
+        entry = imagenet_weights_entry(IMAGENET, architecture, flag)
+        return _with_entry_preprocessing(state_dict, entry, name=str(path),
+                                         description=f"weights file {path} (torchvision format)")
+    return PretrainedWeights(state_dict, name=str(path), description=f"weights file {path}")
+
+
+def _cnnlab_checkpoint(path: Path) -> PretrainedWeights:
+    from cnnlab.train.checkpoint import load_model_checkpoint
+
+    state_dict, info = load_model_checkpoint(path)
+    names = info.task.get("class_names") or info.task.get("target_names")
+    return PretrainedWeights(state_dict, name=str(path), description=f"checkpoint {path}",
+                             mean=info.input.mean, std=info.input.std, image_size=info.input.size,
+                             output_names=list(names) if names else None, architecture=info.architecture)

@@ -1,0 +1,137 @@
+"""What a run starts from when it does not start from scratch: `--weights` and `--init-from`.
+
+    weights (models/weights.py) → image size and normalisation they were trained with
+    → a freshly initialised model → every layer that fits copied in (models/transfer.py)
+    → a report (transfer.json in the run folder) → the new layers: the head that --freeze trains
+
+`--weights` is strict: the weights must be this model's, up to its head (new classes) and its
+first convolution (another number of channels); anything else is an error that suggests
+`--init-from`, which transfers whatever fits and reports the rest.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cnnlab.config import TrainConfig
+from cnnlab.errors import CnnlabError, ConfigError
+from cnnlab.io import write_text_atomic
+from cnnlab.models.build import YAML_ARCHITECTURE, Architecture
+from cnnlab.models.transfer import SKIPPED, TransferReport, adapt_channel_values, transfer_weights
+from cnnlab.models.weights import PretrainedWeights, load_weights
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from cnnlab.data.normalize import InputSpec
+    from cnnlab.tasks import Task
+
+TRANSFER_REPORT = "transfer.json"
+
+
+def load_pretrained(config: TrainConfig, architecture: Architecture) -> PretrainedWeights | None:
+    """The weights `--weights` or `--init-from` names (None when the run starts from scratch)."""
+    if config.init_from is not None:
+        return load_weights(config.init_from, architecture, runs_dir=config.runs_dir, flag="--init-from")
+    return load_weights(config.weights, architecture, runs_dir=config.runs_dir, flag="--weights")
+
+
+def with_weights_defaults(config: TrainConfig, pretrained: PretrainedWeights | None) -> TrainConfig:
+    """Images at the size the weights were trained at (224 for ImageNet) unless --image-size says."""
+    if pretrained is None or pretrained.image_size is None or config.image_size is not None:
+        return config
+    height, width = pretrained.image_size
+    return replace(config, image_size=f"{height},{width}")
+
+
+def recorded_weights(config: TrainConfig, pretrained: PretrainedWeights | None) -> TrainConfig:
+    """The config naming exactly what the run started from: a weights entry or a checkpoint file."""
+    if pretrained is None:
+        return config
+    if config.init_from is not None:
+        return replace(config, init_from=pretrained.name)
+    return replace(config, weights=pretrained.name)
+
+
+def pretrained_normalisation(pretrained: PretrainedWeights | None, channels: int) -> tuple | None:
+    """(mean, std) the weights were trained with, for `channels`-channel images; None if unknown.
+    Pretrained filters expect inputs scaled the way they saw them, so this beats the new data's own."""
+    if pretrained is None or pretrained.mean is None or pretrained.std is None:
+        return None
+    return adapt_channel_values(pretrained.mean, channels), adapt_channel_values(pretrained.std, channels)
+
+
+def _part_paths(model: "nn.Module", architecture: Architecture) -> tuple[str, str | None]:
+    """(classifier path, first convolution path or None) from the registry or the model itself."""
+    from cnnlab.models.parts import classifier_path, first_conv_path
+
+    entry = None if architecture.name == YAML_ARCHITECTURE else architecture.name
+    try:
+        first = first_conv_path(model, entry)
+    except ConfigError:  # a network without convolutions
+        first = None
+    return classifier_path(model, entry), first
+
+
+def _output_names(task: "Task") -> list[str] | None:
+    values = task.to_json()
+    return values.get("class_names") or values.get("target_names")
+
+
+def transfer_pretrained(model: "nn.Module", architecture: Architecture, task: "Task",
+                        pretrained: PretrainedWeights, config: TrainConfig) -> TransferReport:
+    """Copy the pretrained layers that fit into `model`; check `--weights` fit as a whole."""
+    classifier, first_conv = _part_paths(model, architecture)
+    same_outputs = pretrained.output_names is not None and pretrained.output_names == _output_names(task)
+    report = transfer_weights(model, pretrained.state_dict, source=pretrained.description,
+                              classifier=classifier, first_conv=first_conv, keep_classifier=same_outputs)
+    if config.init_from is not None:
+        flag, spec = "--init-from", config.init_from
+    else:
+        flag, spec = "--weights", config.weights
+    trained_as = f" (they were trained as {pretrained.architecture.label})" if pretrained.architecture else ""
+    if not report.names("loaded") and not report.names("adapted"):
+        raise ConfigError(f"{flag} {spec}: no layer of --model {architecture.label} fits those weights"
+                          f"{trained_as}; pass the --model they were trained with")
+    misfits = [layer for layer in report.new_layers if layer != classifier]
+    if flag == "--weights" and (misfits or report.unused):
+        layer = next((item for item in report.layers if item.layer in misfits), None)
+        example = (f"{layer.layer}: {layer.detail}" if layer
+                   else f"{report.unused[0]} has no place in the model")
+        size = " and --image-size" if layer is not None and layer.status == SKIPPED else ""
+        raise ConfigError(f"--weights {spec} do not fit --model {architecture.label}{trained_as}: "
+                          f"{len(misfits) + len(report.unused)} difference(s), e.g. {example}. "
+                          f"Pass the --model{size} they were trained with, or --init-from {spec} to transfer "
+                          f"only the layers that fit")
+    return report
+
+
+def head_layers(model: "nn.Module", architecture: Architecture, report: TransferReport) -> tuple[str, ...]:
+    """The layers that --freeze trains: the classifier and every layer the weights did not provide."""
+    classifier, _ = _part_paths(model, architecture)
+    return tuple(sorted({classifier, *report.new_layers}))
+
+
+def save_transfer_report(run_dir: Path, report: TransferReport) -> None:
+    write_text_atomic(run_dir / TRANSFER_REPORT, json.dumps(report.to_json(), indent=2) + "\n")
+
+
+def load_transfer_report(run_dir: Path) -> TransferReport:
+    path = run_dir / TRANSFER_REPORT
+    try:
+        return TransferReport.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise CnnlabError(f"{path}: cannot read which layers came from the pretrained weights ({error}); "
+                          f"it is needed to --resume a run with --freeze or --fine-tune") from None
+
+
+def describe_input(spec: "InputSpec", pretrained: PretrainedWeights | None) -> str:
+    mean = ", ".join(f"{v:.3f}" for v in spec.mean)
+    std = ", ".join(f"{v:.3f}" for v in spec.std)
+    from_weights = pretrained is not None and pretrained.mean is not None
+    origin = "the pretrained weights'" if from_weights else "the data's"
+    return f"normalisation: {origin} mean ({mean}), std ({std})"
+

@@ -1,0 +1,148 @@
+"""`cnnlab report`: one self-contained HTML page per run, checked by parsing it and by opening it in
+headless Chromium (every image decoded, no console errors, every section there)."""
+
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.explain.chromium import CHROMIUM, check_page
+from tests.helpers import run_cli
+
+SECTIONS = ["config", "data", "training", "evaluation", "mistakes", "filters", "feature-maps"]
+requires_chromium = pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                                       reason="Chromium not installed: apt-get install chromium")
+
+
+class _Resources(HTMLParser):
+    """Every src/href in the page, and the number of <script> elements."""
+
+    def __init__(self):
+        super().__init__()
+        self.links: list[str] = []
+        self.scripts = 0
+
+    def handle_starttag(self, tag, attrs):
+        self.scripts += tag == "script"
+        self.links += [value for name, value in attrs if name in ("src", "href") and value]
+
+
+def _check_self_contained(html: str) -> None:
+    parser = _Resources()
+    parser.feed(html)
+    assert parser.scripts == 0
+    assert parser.links and all(link.startswith(("data:image/png;base64,", "#")) for link in parser.links)
+    assert not re.search(r"url\(|@import|https?://", html.split("<body>")[0])  # the style loads nothing
+
+
+@pytest.fixture(scope="module")
+def guide_report(guide_run, tmp_path_factory) -> Path:
+    outcome = run_cli("report", guide_run, "--limit", 600, "--mistakes", 4)
+    assert outcome.exit_code == 0, outcome.stderr
+    assert "no evaluation in the run folder yet: evaluating now" in outcome.stderr
+    return guide_run / "report.html"
+
+
+def test_guide_report_has_every_section_and_is_self_contained(guide_report, guide_run):
+    html = guide_report.read_text(encoding="utf-8")
+    for section in SECTIONS:
+        assert f'<section id="{section}">' in html
+    _check_self_contained(html)
+    assert "fashion-mnist/test/" in html  # the mistakes are named
+    assert html.count('<div class="card">') == 4
+    assert "Sandal" in html and "accuracy" in html
+    assert (guide_run / "eval-fashion-mnist-test" / "predictions.csv").is_file()
+
+
+@requires_chromium
+def test_guide_report_opens_in_chromium(guide_report):
+    page = check_page(guide_report)
+    assert page.console_errors == []
+    assert page.sections == SECTIONS
+    assert page.title.startswith("cnnlab report: ")
+    assert len(page.images) >= 4 + 1 + 1 + 1 + 5  # mistakes, samples, curves, filters, feature maps...
+    broken = [image["alt"] for image in page.images if not (image["complete"] and image["width"] > 0)]
+    assert broken == []
+
+
+@requires_chromium
+def test_the_chromium_check_sees_broken_images_and_console_errors(tmp_path):
+    page = tmp_path / "bad.html"
+    page.write_text('<!DOCTYPE html><html><head><title>bad</title></head><body><section id="a">'
+                    '<img alt="broken" src="data:image/png;base64,AAAA"></section>'
+                    '<script>console.error("boom")</script></body></html>')
+    checked = check_page(page)
+    assert checked.images == [{"alt": "broken", "complete": True, "width": 0}]
+    assert "boom" in checked.console_errors and checked.sections == ["a"]
+
+
+def test_a_second_report_reuses_the_evaluation(guide_report, guide_run, tmp_path):
+    outcome = run_cli("report", guide_run, "-o", tmp_path / "again.html", "--samples", 1, "--mistakes", 1,
+                      "--max-maps", 4)
+    assert outcome.exit_code == 0, outcome.stderr
+    assert "using the evaluation in" in outcome.stderr
+    assert (tmp_path / "again.html").stat().st_size > 50_000
+
+
+@pytest.fixture(scope="module")
+def resnet_report(resnet_run, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("report") / "resnet.html"
+    outcome = run_cli("report", resnet_run, "--limit", 200, "-o", path, "--max-maps", 16, "--mistakes", 3)
+    assert outcome.exit_code == 0, outcome.stderr
+    return path
+
+
+def test_resnet18_report(resnet_report):
+    html = resnet_report.read_text(encoding="utf-8")
+    _check_self_contained(html)
+    for section in SECTIONS:
+        assert f'<section id="{section}">' in html
+    assert html.count('<div class="card">') == 3
+
+
+@requires_chromium
+def test_resnet18_report_opens_in_chromium(resnet_report):
+    page = check_page(resnet_report)
+    assert page.console_errors == [] and page.sections == SECTIONS
+    assert all(image["complete"] and image["width"] > 0 for image in page.images)
+
+
+def _brightness_csv(folder: Path, count: int) -> Path:
+    """Fashion-MNIST images with a real numeric target: their mean brightness."""
+    from cnnlab.data.named import open_named
+
+    source = open_named("fashion-mnist", split="test")
+    folder.mkdir(parents=True)
+    lines = ["path,brightness"]
+    for index in range(count):
+        Image.fromarray(source.pixels[index]).save(folder / f"{index:04d}.png")
+        lines.append(f"{index:04d}.png,{source.pixels[index].mean():.3f}")
+    (folder / "brightness.csv").write_text("\n".join(lines) + "\n")
+    return folder / "brightness.csv"
+
+
+def test_regression_run_explain_and_report(tmp_path, fashion_pngs):
+    import cnnlab
+
+    csv_path = _brightness_csv(tmp_path / "data", 300)
+    run = cnnlab.train(data=str(csv_path), task="regression", model="guide-cnn", epochs=1,
+                       runs_dir=str(tmp_path), name="brightness", quiet=True).run_dir
+    explained = run_cli("explain", run, fashion_pngs[0])
+    assert explained.exit_code == 0, explained.stderr
+    assert "predicted brightness = " in explained.stdout and "Grad-CAM for brightness" in explained.stdout
+
+    no_test_split = run_cli("report", run)
+    assert no_test_split.exit_code == 2 and "pass --data" in no_test_split.stderr
+
+    outcome = run_cli("report", run, "--data", csv_path, "--mistakes", 3)
+    assert outcome.exit_code == 0, outcome.stderr
+    html = (run / "report.html").read_text(encoding="utf-8")
+    _check_self_contained(html)
+    assert "Largest errors" in html and "R²" in html and "predicted vs true" in html
+    assert html.count('<div class="card">') == 3
+    for section in SECTIONS:
+        assert f'<section id="{section}">' in html
