@@ -9,11 +9,13 @@ from typing import TextIO
 
 @dataclass
 class Console:
-    quiet: bool = False
+    quiet: bool = False  # no progress or information; warnings still show
     stream: TextIO | None = None
+    mute: bool = False  # nothing at all: the extra processes of a distributed run
 
     def _write(self, text: str) -> None:
-        print(text, file=self.stream or sys.stderr, flush=True)
+        if not self.mute:
+            print(text, file=self.stream or sys.stderr, flush=True)
 
     def info(self, text: str) -> None:
         if not self.quiet:

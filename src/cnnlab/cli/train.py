@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
 from typing import Any, Callable, Collection, get_args, get_type_hints
 
 import click
@@ -45,8 +47,11 @@ def config_options(function: Callable, *, only: Collection[str] | None = None) -
 @click.option("--resume", type=str, default=None,
               help="continue a run folder where it stopped (may raise --epochs or --patience)")
 @click.option("-q", "--quiet", is_flag=True, help="no progress output")
+@click.option("--nproc", type=int, default=None,
+              help="train with N processes on this machine (DistributedDataParallel via torchrun)")
 @config_options
-def train_command(config_file: str | None, resume: str | None, quiet: bool, **flags: Any) -> None:
+def train_command(config_file: str | None, resume: str | None, quiet: bool, nproc: int | None,
+                  **flags: Any) -> None:
     """Train a CNN on images: writes a run folder with config, metrics, curves and checkpoints.
 
     \b
@@ -56,8 +61,29 @@ def train_command(config_file: str | None, resume: str | None, quiet: bool, **fl
       cnnlab train --data labels.csv --task regression --model net.yaml
       cnnlab train --resume runs/guide-cnn-fashion-mnist --epochs 10
     """
+    overrides = {name: value for name, value in flags.items() if value is not None}
+    if nproc is not None and nproc != 1 and "WORLD_SIZE" not in os.environ:
+        from cnnlab.train.distributed import launch
+
+        status = launch(nproc, _as_arguments(config_file, resume, quiet, overrides))
+        if status:
+            sys.exit(status)
+        return
     from cnnlab.train.trainer import train
 
-    overrides = {name: value for name, value in flags.items() if value is not None}
     result = train(config_file, resume=resume, quiet=quiet, **overrides)
-    click.echo(f"run folder: {result.run_dir}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one process answers
+        click.echo(f"run folder: {result.run_dir}")
+
+
+def _as_arguments(config_file: str | None, resume: str | None, quiet: bool, overrides: dict[str, Any]) -> list[str]:
+    """The same `cnnlab train` arguments again, for the processes torchrun starts."""
+    arguments = (["--config", config_file] if config_file else []) + (["--resume", resume] if resume else [])
+    arguments += ["--quiet"] if quiet else []
+    for name, value in overrides.items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            arguments.append(flag if value else f"--no-{flag[2:]}")
+        else:
+            arguments += [flag, str(value)]
+    return arguments

@@ -84,6 +84,17 @@ def sum_across_processes(values: torch.Tensor) -> torch.Tensor:
     return total
 
 
+def share_from_main(value: object) -> object:
+    """Rank 0's `value`, on every process (for decisions only rank 0 makes: the run folder, --lr auto)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def barrier() -> None:
     import torch.distributed as dist
 
@@ -108,9 +119,29 @@ def per_process_batch(batch_size: int, context: DistributedContext) -> int:
 
 
 def launch(nproc: int, train_arguments: Sequence[str]) -> int:
-    """Run `cnnlab train ARGS` as `nproc` processes on this machine via torchrun; return its exit status."""
+    """Run `cnnlab train ARGS` as `nproc` processes on this machine via torchrun; return its exit status.
+
+    The processes' output passes through. When they stop on a user error (each prints the same
+    `error: ...` line), the line is shown once and torchrun's own traceback about the failed
+    children is left out: it says nothing the error line doesn't.
+    """
     if nproc < 1:
         raise ConfigError(f"--nproc must be at least 1 (got {nproc})")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
                "-m", "cnnlab", "train", *train_arguments]
-    return subprocess.call(command)
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, bufsize=1)
+    assert process.stderr is not None
+    errors_seen: set[str] = set()
+    for line in process.stderr:
+        if line.startswith("error: "):
+            if line in errors_seen:
+                continue
+            errors_seen.add(line)
+        elif errors_seen and line.startswith("Traceback (most recent call last):"):
+            break  # torchrun reporting the children that stopped on that error
+        elif errors_seen and "torch/distributed/elastic" in line:
+            continue  # torchrun's log line about the same failure
+        sys.stderr.write(line)
+    process.stderr.close()
+    status = process.wait()
+    return 2 if errors_seen and status else status

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from cnnlab.data.loader import Batches, epoch_seed
 from cnnlab.tasks.base import Task
-from cnnlab.train.distributed import sum_across_processes
+from cnnlab.train.distributed import context_from_environment, sum_across_processes
 from cnnlab.train.performance import Performance
 
 
@@ -159,9 +159,11 @@ def fit(*, model: nn.Module, task: Task, normalizer: nn.Module, train_batches: B
     (default: `model`) is what scores the validation set.
     """
     eval_model = eval_model or model
+    process_rank = context_from_environment().rank
     _call(callbacks, "on_train_begin", state)
     for epoch in range(state.epoch + 1, state.epochs + 1):
-        seed_everything(epoch_seed(seed, epoch))
+        # Each process of a distributed run augments and drops out differently, reproducibly.
+        seed_everything(epoch_seed(seed, epoch) + process_rank)
         model.train()  # before the callbacks, so one may keep some layers in eval mode (frozen batch norm)
         _call(callbacks, "on_epoch_begin", state, epoch, train_batches.num_images)
         started = time.perf_counter()

@@ -63,10 +63,14 @@ class Performance:
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def prepare_model(self, model: nn.Module) -> nn.Module:
-        """The module to call in the loop (channels-last, compiled); `model` itself keeps its state_dict keys."""
+        """Put `model` in the chosen memory layout (in place; its state_dict keys are unchanged)."""
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
-        return torch.compile(model) if self.compile else model
+        return model
+
+    def compiled(self, module: nn.Module) -> nn.Module:
+        """The module the training loop calls: compiled when asked (after any DDP wrapping)."""
+        return torch.compile(module) if self.compile else module
 
     def prepare_inputs(self, images: torch.Tensor) -> torch.Tensor:
         return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images

@@ -39,6 +39,8 @@ from cnnlab.train.pretrained import (describe_input, head_layers, load_pretraine
                                      pretrained_normalisation, recorded_weights, save_transfer_report,
                                      transfer_pretrained, with_weights_defaults)
 from cnnlab.train.stages import FineTuneStages, StagePlan, apply_stage, parameter_groups, staged_schedule
+from cnnlab.train import distributed
+from cnnlab.train.distributed import DistributedContext
 from cnnlab.train.performance import resolve_performance
 
 # Flags that may change when a run is resumed; anything else would make it a different run.
@@ -77,6 +79,7 @@ class _Setup:
     val_batches: Batches | None
     device: torch.device
     stages: StagePlan | None = None
+    context: DistributedContext = DistributedContext()
 
 
 @dataclass
@@ -84,7 +87,7 @@ class RunStart:
     """What a run (or the learning-rate finder) starts from, prepared once from its config."""
 
     config: TrainConfig  # the image size defaults to the pretrained weights' own
-    device: torch.device
+    device: torch.device  # this process's device
     architecture: Architecture
     pretrained: PretrainedWeights | None
     data: TrainingData
@@ -109,9 +112,11 @@ class RunStart:
         return _stage_plan(self.config, model, self.architecture, report)
 
 
-def prepare_run(config: TrainConfig, console: Console) -> RunStart:
-    """Weights, data, task and normalisation for a validated config."""
-    device = resolve_device(config.device)
+def prepare_run(config: TrainConfig, console: Console,
+                context: DistributedContext = DistributedContext()) -> RunStart:
+    """Weights, data, task and normalisation for a validated config (joining the process group, if any)."""
+    _check_distributed(config, context)
+    device = distributed.start(context, resolve_device(config.device))
     architecture = resolve_architecture(config.model)
     pretrained = load_pretrained(config, architecture)
     config = with_weights_defaults(config, pretrained)
@@ -137,32 +142,61 @@ def train(config: TrainConfig | str | Path | None = None, *, resume: str | Path 
     `config` may be a TrainConfig or a YAML file with the same keys; `fields` override it.
     `resume` continues the run folder where it stopped (fields may change epochs/patience/device/workers).
     """
-    console = Console(quiet=quiet)
-    if resume is not None:
-        return _resume(resume, fields, console)
-    start = prepare_run(merge_config(config, fields).validate(), console)
-    data, task = start.data, start.task
-    run_dir = create_run_dir(start.config.runs_dir, start.config.name,
-                             default_run_name(start.architecture.label, start.config.data),
-                             exist_ok=start.config.exist_ok)
-    config = _resolved(start.config, run_dir, data, start.pretrained)
-    save_config(config, run_dir / "config.yaml")
-    write_text_atomic(run_dir / "data.json", json.dumps(data.summary(), indent=2) + "\n")
-    model, report = start.initial_model(console)
-    if report is not None:
-        save_transfer_report(run_dir, report)
-    plan = start.stage_plan(model, report)
-    batches = training_batches(config, data, start.device)
-    if config.lr == "auto":
-        from cnnlab.train.lr_find import sweep_for_training
+    context = distributed.context_from_environment()
+    # Under torchrun, only rank 0 speaks and writes; the other processes just train.
+    console = Console(quiet=quiet, mute=not context.is_main)
+    try:
+        if resume is not None:
+            return _resume(resume, fields, console, context)
+        return _start(merge_config(config, fields).validate(), console, context)
+    finally:
+        if context.enabled:
+            distributed.stop()
 
-        finding = sweep_for_training(start, model, plan, batches[0], run_dir, console)
-        config = replace(config, lr=finding.suggestion)
-        save_config(config, run_dir / "config.yaml")  # the rate actually used, so -c reproduces the run
+
+def _start(config: TrainConfig, console: Console, context: DistributedContext) -> TrainResult:
+    start = prepare_run(config, console, context)
+    data, task = start.data, start.task
+    run_dir = None
+    if context.is_main:
+        run_dir = create_run_dir(start.config.runs_dir, start.config.name,
+                                 default_run_name(start.architecture.label, start.config.data),
+                                 exist_ok=start.config.exist_ok)
+    run_dir = distributed.share_from_main(run_dir)
+    config = _resolved(start.config, run_dir, data, start.pretrained)
+    model, report = start.initial_model(console)
+    if context.is_main:
+        save_config(config, run_dir / "config.yaml")
+        write_text_atomic(run_dir / "data.json", json.dumps(data.summary(), indent=2) + "\n")
+        if report is not None:
+            save_transfer_report(run_dir, report)
+    plan = start.stage_plan(model, report)
+    batches = training_batches(config, data, start.device, context)
+    if config.lr == "auto":
+        config = replace(config, lr=distributed.share_from_main(
+            _find_learning_rate(start, model, plan, batches[0], run_dir, console) if context.is_main else None))
+        if context.is_main:
+            save_config(config, run_dir / "config.yaml")  # the rate actually used, so -c reproduces the run
     info = ModelInfo(start.architecture, task.to_json(), start.input_spec, config=config.to_dict())
-    setup = _assemble(config, run_dir, data, task, info, start.device, model, plan, batches)
+    setup = _assemble(config, run_dir, data, task, info, start.device, model, plan, batches, context)
     console.info(f"run folder: {run_dir}")
     return _fit(setup, FitState(epochs=config.epochs), console)
+
+
+def _find_learning_rate(start: RunStart, model: torch.nn.Module, plan: StagePlan | None, batches: Batches,
+                        run_dir: Path, console: Console) -> float:
+    from cnnlab.train.lr_find import sweep_for_training
+
+    return sweep_for_training(start, model, plan, batches, run_dir, console).suggestion
+
+
+def _check_distributed(config: TrainConfig, context: DistributedContext) -> None:
+    if not context.enabled:
+        return
+    distributed.per_process_batch(config.batch_size, context)
+    if config.fine_tune:
+        raise ConfigError(f"--fine-tune unfreezes the backbone mid-run, which DistributedDataParallel cannot "
+                          f"follow; run it on one process, or use --freeze with {context.world_size} processes")
 
 
 def merge_config(config: TrainConfig | str | Path | None, fields: dict[str, Any]) -> TrainConfig:
@@ -192,23 +226,25 @@ def _stage_plan(config: TrainConfig, model: torch.nn.Module, architecture: Archi
                      config.backbone_lr_factor)
 
 
-def training_batches(config: TrainConfig, data: TrainingData,
-                     device: torch.device) -> tuple[Batches, Batches | None]:
-    """(training batches: shuffled, augmented; validation batches or None)."""
+def training_batches(config: TrainConfig, data: TrainingData, device: torch.device,
+                     context: DistributedContext = DistributedContext()) -> tuple[Batches, Batches | None]:
+    """(training batches: shuffled, augmented; validation batches or None) for this process's share."""
     augmentation = build_augmentation(config.augment)
-    train_batches = Batches(data.train, batch_size=config.batch_size, device=device, shuffle=True,
+    batch_size = distributed.per_process_batch(config.batch_size, context)
+    shares = {"rank": context.rank, "world_size": context.world_size}
+    train_batches = Batches(data.train, batch_size=batch_size, device=device, shuffle=True,
                             seed=config.seed, augment=augmentation, workers=config.workers,
-                            drop_last=len(data.train) % config.batch_size == 1)  # a batch of 1 breaks batch norm
+                            drop_last=len(data.train) % batch_size == 1, **shares)  # a batch of 1 breaks batch norm
     val_batches = None
     if data.val is not None:
-        val_batches = Batches(data.val, batch_size=max(config.batch_size, 256), device=device, shuffle=False,
-                              workers=config.workers)
+        val_batches = Batches(data.val, batch_size=max(batch_size, 256), device=device, shuffle=False,
+                              workers=config.workers, **shares)
     return train_batches, val_batches
 
 
 def _assemble(config: TrainConfig, run_dir: Path, data: TrainingData, task: Task, info: ModelInfo,
               device: torch.device, model: torch.nn.Module, plan: StagePlan | None,
-              batches: tuple[Batches, Batches | None]) -> _Setup:
+              batches: tuple[Batches, Batches | None], context: DistributedContext) -> _Setup:
     train_batches, val_batches = batches
     model = model.to(device)
     lr = config.resolved_lr()
@@ -222,7 +258,7 @@ def _assemble(config: TrainConfig, run_dir: Path, data: TrainingData, task: Task
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, staged_schedule(config.schedule, plan, len(train_batches), config.epochs))
     return _Setup(config, run_dir, data, task, info, model, optimizer, scheduler, train_batches, val_batches,
-                  device, plan)
+                  device, plan, context)
 
 
 def _saver(setup: _Setup):
@@ -251,22 +287,27 @@ def _fit(setup: _Setup, state: FitState, console: Console) -> TrainResult:
         callbacks.append(FineTuneStages(setup.model, setup.stages, console.info))  # first: it says the stage
     console.info(f"model: {setup.info.architecture.label} ({count}) on {setup.device}; "
                  f"task: {task.name} ({task.num_outputs} outputs)")
-    callbacks += [
-        cb.ProgressBar(task.headline_name, enabled=not console.quiet),
-        cb.MetricsCsv(setup.run_dir / "metrics.csv"),
-        cb.TrainingCurves(setup.run_dir / "training_curves.png", task.headline_name),
-    ]
+    if setup.context.is_main:
+        callbacks += [
+            cb.ProgressBar(task.headline_name, enabled=not console.quiet),
+            cb.MetricsCsv(setup.run_dir / "metrics.csv"),
+            cb.TrainingCurves(setup.run_dir / "training_curves.png", task.headline_name),
+        ]
     if setup.config.patience:
+        # Every process decides alike: the metrics it sees are summed over all of them.
         callbacks.append(cb.EarlyStopping(setup.config.patience, console.info))
-    callbacks.append(cb.Checkpointer(setup.run_dir / WEIGHTS, _saver(setup)))
+    if setup.context.is_main:
+        callbacks.append(cb.Checkpointer(setup.run_dir / WEIGHTS, _saver(setup)))
     normalizer = setup.info.input.normalizer().to(setup.device)
     performance = resolve_performance(setup.device, precision=setup.config.precision,
                                       channels_last=setup.config.channels_last, compile=setup.config.compile)
-    console.info(f"arithmetic: {performance.describe()}")
-    fit(model=performance.prepare_model(setup.model), task=task, normalizer=normalizer,
-        train_batches=setup.train_batches, val_batches=setup.val_batches, optimizer=setup.optimizer,
-        scheduler=setup.scheduler, state=state, seed=setup.config.seed, callbacks=callbacks,
-        performance=performance)
+    processes = f"; {setup.context.world_size} processes (DDP)" if setup.context.enabled else ""
+    console.info(f"arithmetic: {performance.describe()}{processes}")
+    model = performance.prepare_model(setup.model)
+    fit(model=performance.compiled(distributed.wrap(model, setup.context, setup.device)), eval_model=model,
+        task=task, normalizer=normalizer, train_batches=setup.train_batches, val_batches=setup.val_batches,
+        optimizer=setup.optimizer, scheduler=setup.scheduler, state=state, seed=setup.config.seed,
+        callbacks=callbacks, performance=performance)
     skipped = setup.train_batches.skipped
     if skipped:
         console.warn(f"{skipped} image(s) failed to decode during training and were skipped")
@@ -275,7 +316,7 @@ def _fit(setup: _Setup, state: FitState, console: Console) -> TrainResult:
     return TrainResult(setup.run_dir, state.history, state.best_epoch, state.stop_reason)
 
 
-def _resume(run: str | Path, fields: dict[str, Any], console: Console) -> TrainResult:
+def _resume(run: str | Path, fields: dict[str, Any], console: Console, context: DistributedContext) -> TrainResult:
     run_dir = find_run(run, fields.get("runs_dir", "runs"))
     saved = TrainConfig.from_dict(load_config_file(run_dir / "config.yaml"), origin=str(run_dir / "config.yaml"))
     overrides = coerce_fields(TrainConfig, fields, origin="--resume")
@@ -294,19 +335,23 @@ def _resume(run: str | Path, fields: dict[str, Any], console: Console) -> TrainR
         console.info(f"note: the run had stopped ({progress.stop_reason}); continuing anyway")
         progress.stop_reason = None
     progress.epochs = config.epochs
-    save_config(config, run_dir / "config.yaml")
+    _check_distributed(config, context)
+    device = distributed.start(context, resolve_device(config.device))
+    if context.is_main:
+        save_config(config, run_dir / "config.yaml")
     data = prepare_training_data(config, console)
     info = replace(training_state.info, config=config.to_dict())
-    task, device = task_from_json(info.task), resolve_device(config.device)
+    task = task_from_json(info.task)
     model = build_model(info.architecture, in_channels=info.input.channels, num_outputs=task.num_outputs,
                         image_size=info.input.size)
     report = load_transfer_report(run_dir) if config.staged else None
     plan = _stage_plan(config, model, info.architecture, report)
-    batches = training_batches(config, data, device)
-    setup = _assemble(config, run_dir, data, task, info, device, model, plan, batches)
+    batches = training_batches(config, data, device, context)
+    setup = _assemble(config, run_dir, data, task, info, device, model, plan, batches, context)
     restore_training_state(training_state, setup.model, setup.optimizer, setup.scheduler)
-    # metrics.csv may hold a row written after the state was saved; the state's history is the truth.
-    cb.write_metrics_csv(run_dir / "metrics.csv", progress.history)
+    if context.is_main:
+        # metrics.csv may hold a row written after the state was saved; the state's history is the truth.
+        cb.write_metrics_csv(run_dir / "metrics.csv", progress.history)
     console.info(f"resuming {run_dir} after epoch {progress.epoch} of {config.epochs}")
     return _fit(setup, progress, console)
 
