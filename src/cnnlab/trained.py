@@ -30,6 +30,7 @@ class TrainedModel:
     task: Task
     device: torch.device
     checkpoint: Path
+    tta_override: str | None = None  # evaluate/predict --tta
     _normalizer: nn.Module | None = field(default=None, repr=False)
 
     @property
@@ -49,18 +50,31 @@ class TrainedModel:
             self._normalizer = self.input.normalizer().to(self.device)
         return self._normalizer
 
+    @property
+    def tta(self) -> str:
+        """The test-time augmentation this model was trained to use ("none" or "flip")."""
+        return self.tta_override or self.info.config.get("tta", "none")
+
     @torch.inference_mode()
     def outputs(self, images: Tensor) -> Tensor:
-        """Raw outputs (logits, or standardised values) for uint8 images (B, C, H, W)."""
-        images = images.to(self.device)
-        return self.model(self.normalizer()(images)).float()
+        """Raw outputs (logits, or standardised values) for uint8 images (B, C, H, W), with test-time
+        augmentation when the model asks for it (flip: the image and its mirror image, combined)."""
+        inputs = self.normalizer()(images.to(self.device))
+        if self.tta == "flip":
+            return self.task.combine_views([self.model(inputs).float(), self.model(inputs.flip(-1)).float()])
+        return self.model(inputs).float()
 
     def predict_arrays(self, images: Tensor, top_k: int = 1) -> list[dict[str, Any]]:
         return self.task.predictions(self.outputs(images), top_k=top_k)
 
 
-def load(run: str | Path, *, which: str = "best", device: str = "auto", runs_dir: str | Path = "runs") -> TrainedModel:
-    """Load a run folder (its best checkpoint by default), a run name, or a .safetensors file."""
+def load(run: str | Path, *, which: str = "best", device: str = "auto", runs_dir: str | Path = "runs",
+         tta: str | None = None) -> TrainedModel:
+    """Load a run folder (its best checkpoint by default), a run name, or a .safetensors file.
+
+    `tta` ("none" or "flip") overrides the test-time augmentation recorded with the model."""
+    if tta not in (None, "none", "flip"):
+        raise CnnlabError(f"--tta must be none or flip (got {tta!r})")
     checkpoint = find_checkpoint(run, which, runs_dir)
     state_dict, info = load_model_checkpoint(checkpoint)
     task = task_from_json(info.task)
@@ -71,4 +85,4 @@ def load(run: str | Path, *, which: str = "best", device: str = "auto", runs_dir
     except RuntimeError as error:
         raise CnnlabError(f"{checkpoint}: weights do not fit the architecture in its sidecar ({error})") from None
     target = resolve_device(device)
-    return TrainedModel(model.to(target).eval(), info, task, target, checkpoint)
+    return TrainedModel(model.to(target).eval(), info, task, target, checkpoint, tta_override=tta)

@@ -73,5 +73,5 @@ def test_presets_keep_shape_and_are_reproducible(preset, photos):
 
 def test_none_and_unknown_presets():
     assert build_augmentation("none") is None
-    with pytest.raises(ConfigError, match="--augment must be one of none, light, standard"):
+    with pytest.raises(ConfigError, match="--augment must be one of none, flip, light, standard"):
         build_augmentation("heavy")

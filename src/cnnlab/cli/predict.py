@@ -16,13 +16,15 @@ import click
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--workers", type=int, help="decoding processes [default: up to 4 for 256+ files]")
 @click.option("--runs-dir", default="runs", show_default=True, help="where run names are looked up")
+@click.option("--tta", type=click.Choice(["none", "flip"]),
+              help="test-time augmentation [default: what the model was trained with]")
 def predict_command(run: str, paths: tuple[str, ...], top_k: int, output: str | None, device: str,
-                    batch_size: int, workers: int | None, runs_dir: str) -> None:
+                    batch_size: int, workers: int | None, runs_dir: str, tta: str | None) -> None:
     """Predict PATHS (files, folders, globs) with RUN's best model; unreadable files get an error row."""
     from cnnlab.evaluate.predict import format_table, predict, write_predictions
 
     rows = predict(run, list(paths), top_k=top_k, device=device, batch_size=batch_size, workers=workers,
-                   runs_dir=runs_dir)
+                   runs_dir=runs_dir, tta=tta)
     click.echo(format_table(rows, top_k))
     if output:
         click.echo(f"predictions written to {write_predictions(rows, output)}", err=True)

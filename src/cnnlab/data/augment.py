@@ -11,6 +11,7 @@ few tensor operations, with no per-image Python. Geometry goes through one affin
 
 Presets, applied to batches of pixel values 0–255 before normalisation:
   none      nothing (the default: right for digits, documents and anything orientation-sensitive)
+  flip      horizontal mirror images only: for things that look the same mirrored (clothes, animals)
   light     shifts of up to 10% and zoom 0.9–1.1; no flips, so text and digits stay readable
   standard  random crops (60–100% of the area, aspect 3:4–4:3) resized back, horizontal flips and
             brightness/contrast/saturation jitter of ±20%: the usual recipe for photos of objects
@@ -26,9 +27,10 @@ from torch import Tensor
 from torch.nn import functional as F
 from torchvision.transforms import v2
 
+from cnnlab.config import AUGMENTATIONS
 from cnnlab.errors import ConfigError
 
-PRESETS = ("none", "light", "standard")
+PRESETS = AUGMENTATIONS
 
 
 def _uniform(count: int, low: float, high: float, device: torch.device) -> Tensor:
@@ -144,6 +146,8 @@ def build_augmentation(preset: str) -> Callable | None:
     """
     if preset == "none":
         return None
+    if preset == "flip":
+        return BatchRandomHorizontalFlip()
     if preset == "light":
         return BatchRandomAffine(translate=0.1, scale=(0.9, 1.1))
     if preset == "standard":

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import Tensor
 
 from cnnlab.console import Console
@@ -29,7 +30,6 @@ from cnnlab.data.sources import find_split_folders, open_data
 from cnnlab.errors import DataError
 from cnnlab.io import write_text_atomic
 from cnnlab.trained import TrainedModel, load
-from cnnlab.train.loop import predict_batches
 
 
 @dataclass
@@ -55,10 +55,12 @@ def summary_line(metrics: dict[str, Any]) -> str:
 def evaluate(run: str | Path, data: str | None = None, *, split: str = "test", batch_size: int = 256,
              device: str = "auto", limit: int | None = None, data_dir: str | None = None,
              output_dir: str | Path | None = None, workers: int | None = None, runs_dir: str | Path = "runs",
-             quiet: bool = False) -> EvaluationResult:
-    """Evaluate a run's best model on `data` (default: the data it was trained on) at `split`."""
+             tta: str | None = None, quiet: bool = False) -> EvaluationResult:
+    """Evaluate a run's best model on `data` (default: the data it was trained on) at `split`.
+
+    `tta` overrides the model's own test-time augmentation ("none" or "flip")."""
     console = Console(quiet=quiet)
-    trained = load(run, device=device, runs_dir=runs_dir)
+    trained = load(run, device=device, runs_dir=runs_dir, tta=tta)
     data = data or _default_data(trained, split)
     source = open_data(data, split=split, task=trained.task.name, data_dir=data_dir)
     source = _align_classes(source, trained)
@@ -71,14 +73,26 @@ def evaluate(run: str | Path, data: str | None = None, *, split: str = "test", b
     if report.unreadable:
         console.warn(report.summary())
     batches = Batches(imageset, batch_size=batch_size, device=trained.device, shuffle=False, workers=workers)
-    outputs, targets = predict_batches(trained.model, trained.normalizer(), batches)
+    outputs, targets = _outputs(trained, batches)
     metrics = trained.task.evaluate(outputs, targets)
     metrics.update({"data": source.description, "split": split, "checkpoint": str(trained.checkpoint),
+                    "tta": trained.tta,
                     "skipped_files": [{"path": e.path, "reason": e.reason} for e in report.unreadable]})
     folder = Path(output_dir) if output_dir else trained.run_dir / f"eval-{_slug(data)}-{split}"
     result = EvaluationResult(metrics, folder, _write_outputs(trained, imageset.source, outputs, targets, metrics, folder))
     console.info(f"evaluation written to {folder}")
     return result
+
+
+def _outputs(trained: TrainedModel, batches: Batches) -> tuple[Tensor, Tensor]:
+    """The model's outputs for every batch, in order (with its test-time augmentation), on the CPU."""
+    outputs, targets = [], []
+    for images, batch_targets in batches.epoch(0):
+        outputs.append(trained.outputs(images).cpu())
+        targets.append(batch_targets.cpu())
+    if not outputs:
+        raise DataError("no image could be evaluated")
+    return torch.cat(outputs), torch.cat(targets)
 
 
 def _default_data(trained: TrainedModel, split: str) -> str:

@@ -47,7 +47,7 @@ def expand_paths(patterns: Iterable[str | Path]) -> list[tuple[str, Path | None,
 
 def predict(run: str | Path | TrainedModel, paths: Sequence[str | Path], *, top_k: int = 1,
             device: str = "auto", batch_size: int = 64, workers: int | None = None,
-            runs_dir: str | Path = "runs") -> list[dict[str, Any]]:
+            runs_dir: str | Path = "runs", tta: str | None = None) -> list[dict[str, Any]]:
     """One dict per file: {"file", "label", "confidence", "top_k"} (or {"file", "values"}), or {"file", "error"}.
 
     Files are decoded in worker processes while the model runs on the batches already decoded.
@@ -58,7 +58,7 @@ def predict(run: str | Path | TrainedModel, paths: Sequence[str | Path], *, top_
     """
     if top_k < 1:
         raise CnnlabError(f"--top-k must be at least 1 (got {top_k})")
-    trained = run if isinstance(run, TrainedModel) else load(run, device=device, runs_dir=runs_dir)
+    trained = run if isinstance(run, TrainedModel) else load(run, device=device, runs_dir=runs_dir, tta=tta)
     found = expand_paths(paths)
     rows: list[dict[str, Any]] = [{"file": name} if error is None else {"file": name, "error": error}
                                   for name, _, error in found]

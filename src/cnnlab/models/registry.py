@@ -24,7 +24,9 @@ ModelBuilder = Callable[..., "nn.Module"]
 
 def _load_builtin_models() -> None:
     # Imported here, not at module top, so that `import cnnlab` does not import torch.
-    from cnnlab.models import guide, zoo  # noqa: F401
+    from cnnlab.models import guide  # noqa: F401  (registration order is the listing order)
+    from cnnlab.models import fast  # noqa: F401
+    from cnnlab.models import zoo  # noqa: F401
 
 
 MODELS: Registry[ModelBuilder] = Registry("model", loader=_load_builtin_models)

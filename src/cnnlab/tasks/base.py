@@ -15,6 +15,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor
 
 
@@ -34,6 +35,10 @@ class Task(ABC):
     @abstractmethod
     def headline_sum(self, outputs: Tensor, targets: Tensor) -> Tensor:
         """Sum over the batch of the headline metric's per-image value, left on the device."""
+
+    def combine_views(self, outputs: list[Tensor]) -> Tensor:
+        """One output from the outputs for several views of the same images (test-time augmentation)."""
+        return torch.stack(outputs).mean(dim=0)
 
     def headline(self, total: float, count: int) -> float:
         return total / max(count, 1)

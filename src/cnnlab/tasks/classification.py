@@ -37,6 +37,12 @@ class Classification(Task):
         # lives here, applied to the raw scores (logits) for numerical stability.
         return F.cross_entropy(outputs, targets, label_smoothing=self.label_smoothing)
 
+    def combine_views(self, outputs: list[Tensor]) -> Tensor:
+        # Average the probabilities, not the logits; returned as log-probabilities, whose softmax
+        # is that average.
+        probabilities = torch.stack([torch.softmax(o.float(), dim=1) for o in outputs]).mean(dim=0)
+        return probabilities.clamp_min(1e-12).log()
+
     def headline_sum(self, outputs: Tensor, targets: Tensor) -> Tensor:
         return (outputs.argmax(dim=1) == targets).sum()
 

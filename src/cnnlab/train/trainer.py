@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from cnnlab.config import TrainConfig, coerce_fields, load_config_file, save_config
+from cnnlab.config import TrainConfig, coerce_fields, load_config_file, save_config, with_recipe
 from cnnlab.console import Console
 from cnnlab.data.augment import build_augmentation
 from cnnlab.data.loader import Batches
@@ -200,10 +200,17 @@ def _check_distributed(config: TrainConfig, context: DistributedContext) -> None
 
 
 def merge_config(config: TrainConfig | str | Path | None, fields: dict[str, Any]) -> TrainConfig:
+    """A config file or object, overridden by `fields`, with its recipe filling what nobody set."""
+    overrides = coerce_fields(TrainConfig, fields, origin="train()")
+    explicit = set(overrides)
     if isinstance(config, (str, Path)):
-        config = TrainConfig.from_dict(load_config_file(config), origin=str(config))
-    base = config or TrainConfig()
-    return replace(base, **coerce_fields(TrainConfig, fields, origin="train()"))
+        values = load_config_file(config)
+        explicit |= set(coerce_fields(TrainConfig, values, origin=str(config)))
+        config = TrainConfig.from_dict(values, origin=str(config))
+    elif config is not None:
+        defaults = TrainConfig()
+        explicit |= {f for f in TrainConfig.__dataclass_fields__ if getattr(config, f) != getattr(defaults, f)}
+    return with_recipe(replace(config or TrainConfig(), **overrides), explicit)
 
 
 def _resolved(config: TrainConfig, run_dir: Path, data: TrainingData,

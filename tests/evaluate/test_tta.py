@@ -1,0 +1,26 @@
+"""Flip test-time augmentation: the prediction averages the image's and its mirror image's probabilities."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+import cnnlab
+from tests.helpers import run_cli
+
+
+def test_flip_tta_averages_probabilities(digits_split_folder, tmp_path):
+    result = cnnlab.train(data=str(digits_split_folder), model="fast-cnn", image_size="16", epochs=2, tta="flip",
+                          runs_dir=str(tmp_path), quiet=True)
+    trained = cnnlab.load(result.run_dir)
+    assert trained.tta == "flip"
+    pixels = torch.randint(0, 256, (5, 1, 16, 16), dtype=torch.uint8)
+    combined = torch.softmax(trained.outputs(pixels), dim=1)
+    plain = cnnlab.load(result.run_dir, tta="none")
+    expected = (torch.softmax(plain.outputs(pixels), 1) + torch.softmax(plain.outputs(pixels.flip(-1)), 1)) / 2
+    torch.testing.assert_close(combined, expected, atol=1e-5, rtol=1e-4)
+
+    with_tta = json.loads(run_cli("evaluate", result.run_dir, "--json").stdout)
+    without = json.loads(run_cli("evaluate", result.run_dir, "--json", "--tta", "none").stdout)
+    assert with_tta["tta"] == "flip" and without["tta"] == "none"
