@@ -21,6 +21,7 @@ from cnnlab.models.build import build_model
 from cnnlab.runs import find_checkpoint
 from cnnlab.tasks import Task, task_from_json
 from cnnlab.train.checkpoint import ModelInfo, load_model_checkpoint
+from cnnlab.train.performance import Performance, resolve_performance
 
 
 @dataclass
@@ -31,6 +32,7 @@ class TrainedModel:
     device: torch.device
     checkpoint: Path
     tta_override: str | None = None  # evaluate/predict --tta
+    performance: Performance | None = None  # the arithmetic for inference (precision, memory layout)
     _normalizer: nn.Module | None = field(default=None, repr=False)
 
     @property
@@ -60,19 +62,26 @@ class TrainedModel:
         """Raw outputs (logits, or standardised values) for uint8 images (B, C, H, W), with test-time
         augmentation when the model asks for it (flip: the image and its mirror image, combined)."""
         inputs = self.normalizer()(images.to(self.device))
-        if self.tta == "flip":
-            return self.task.combine_views([self.model(inputs).float(), self.model(inputs.flip(-1)).float()])
-        return self.model(inputs).float()
+        views = [inputs, inputs.flip(-1)] if self.tta == "flip" else [inputs]
+        outputs = [self._forward(view) for view in views]
+        return self.task.combine_views(outputs) if len(outputs) > 1 else outputs[0]
+
+    def _forward(self, inputs: Tensor) -> Tensor:
+        performance = self.performance or Performance(self.device)
+        with performance.autocast():
+            return self.model(performance.prepare_inputs(inputs)).float()
 
     def predict_arrays(self, images: Tensor, top_k: int = 1) -> list[dict[str, Any]]:
         return self.task.predictions(self.outputs(images), top_k=top_k)
 
 
 def load(run: str | Path, *, which: str = "best", device: str = "auto", runs_dir: str | Path = "runs",
-         tta: str | None = None) -> TrainedModel:
+         tta: str | None = None, precision: str = "auto") -> TrainedModel:
     """Load a run folder (its best checkpoint by default), a run name, or a .safetensors file.
 
-    `tta` ("none" or "flip") overrides the test-time augmentation recorded with the model."""
+    `tta` ("none" or "flip") overrides the test-time augmentation recorded with the model.
+    `precision` as for training: "auto" runs bfloat16 where the CPU or GPU has it natively (several
+    times faster; about 1 prediction in 1,000, the near ties, can differ from "fp32")."""
     if tta not in (None, "none", "flip"):
         raise CnnlabError(f"--tta must be none or flip (got {tta!r})")
     checkpoint = find_checkpoint(run, which, runs_dir)
@@ -85,4 +94,6 @@ def load(run: str | Path, *, which: str = "best", device: str = "auto", runs_dir
     except RuntimeError as error:
         raise CnnlabError(f"{checkpoint}: weights do not fit the architecture in its sidecar ({error})") from None
     target = resolve_device(device)
-    return TrainedModel(model.to(target).eval(), info, task, target, checkpoint, tta_override=tta)
+    performance = resolve_performance(target, precision=precision)
+    model = performance.prepare_model(model.to(target).eval())
+    return TrainedModel(model, info, task, target, checkpoint, tta_override=tta, performance=performance)

@@ -19,18 +19,20 @@ import click
 @click.option("--output-dir", help="where to write the results [default: RUN/eval-<data>-<split>]")
 @click.option("--workers", type=int, help="data-loading processes")
 @click.option("--runs-dir", default="runs", show_default=True, help="where run names are looked up")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto",
+              show_default=True, help="arithmetic: auto = bfloat16 where the CPU/GPU has it natively, else fp32")
 @click.option("--tta", type=click.Choice(["none", "flip"]),
               help="test-time augmentation [default: what the model was trained with, e.g. --recipe fast: flip]")
 def evaluate_command(run: str, data: str | None, split: str, as_json: bool, batch_size: int, device: str,
                      limit: int | None, data_dir: str | None, output_dir: str | None, workers: int | None,
-                     runs_dir: str, tta: str | None) -> None:
+                     runs_dir: str, precision: str, tta: str | None) -> None:
     """Score RUN's best model: accuracy, top-5, per-class precision/recall/F1, confusion matrix,
     and a predictions CSV (or MAE/RMSE/R² and a scatter plot for regression)."""
     from cnnlab.evaluate.evaluate import evaluate
 
     result = evaluate(run, data, split=split, batch_size=batch_size, device=device, limit=limit,
                       data_dir=data_dir, output_dir=output_dir, workers=workers, runs_dir=runs_dir, tta=tta,
-                      quiet=as_json)
+                      precision=precision, quiet=as_json)
     if as_json:
         click.echo(json.dumps(result.metrics))
     else:

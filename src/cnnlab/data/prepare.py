@@ -200,6 +200,21 @@ class _DecodeFiles:
             return index, error
 
 
+_WORKER_THRESHOLD_BYTES = 32 * 1024**2
+
+
+def _total_bytes(paths: Sequence[Path]) -> int:
+    total = 0
+    for path in paths:
+        try:
+            total += os.stat(path).st_size
+        except OSError:
+            pass  # reported when the file is decoded
+        if total > _WORKER_THRESHOLD_BYTES:
+            break
+    return total
+
+
 def _default_workers(workers: int | None) -> int:
     return min(4, os.cpu_count() or 1) if workers is None else workers
 
@@ -212,11 +227,12 @@ def decode_files(paths: Sequence[Path], geometry: Geometry, *, workers: int | No
                  full_decode: bool = True) -> Iterator[list[tuple[int, "np.ndarray | UnreadableImageError | None"]]]:
     """Decode files in worker processes, in order, a batch at a time: [(index, pixels or the error)].
 
-    Few files are decoded in this process: starting workers costs more than it saves.
+    By default small jobs are decoded in this process: starting workers costs a few tenths of a
+    second, more than decoding a few megabytes of images takes.
     """
     from torch.utils.data import DataLoader
 
-    count = _default_workers(workers) if len(paths) >= 256 else 0
+    count = _default_workers(workers) if workers is not None or _total_bytes(paths) > _WORKER_THRESHOLD_BYTES else 0
     loader = DataLoader(_DecodeFiles(paths, geometry, full_decode), batch_size=batch_size, num_workers=count,
                         collate_fn=_as_list)
     yield from loader

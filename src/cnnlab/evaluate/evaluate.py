@@ -55,12 +55,12 @@ def summary_line(metrics: dict[str, Any]) -> str:
 def evaluate(run: str | Path, data: str | None = None, *, split: str = "test", batch_size: int = 256,
              device: str = "auto", limit: int | None = None, data_dir: str | None = None,
              output_dir: str | Path | None = None, workers: int | None = None, runs_dir: str | Path = "runs",
-             tta: str | None = None, quiet: bool = False) -> EvaluationResult:
+             tta: str | None = None, precision: str = "auto", quiet: bool = False) -> EvaluationResult:
     """Evaluate a run's best model on `data` (default: the data it was trained on) at `split`.
 
     `tta` overrides the model's own test-time augmentation ("none" or "flip")."""
     console = Console(quiet=quiet)
-    trained = load(run, device=device, runs_dir=runs_dir, tta=tta)
+    trained = load(run, device=device, runs_dir=runs_dir, tta=tta, precision=precision)
     data = data or _default_data(trained, split)
     source = open_data(data, split=split, task=trained.task.name, data_dir=data_dir)
     source = _align_classes(source, trained)

@@ -46,8 +46,9 @@ def expand_paths(patterns: Iterable[str | Path]) -> list[tuple[str, Path | None,
 
 
 def predict(run: str | Path | TrainedModel, paths: Sequence[str | Path], *, top_k: int = 1,
-            device: str = "auto", batch_size: int = 64, workers: int | None = None,
-            runs_dir: str | Path = "runs", tta: str | None = None) -> list[dict[str, Any]]:
+            device: str = "auto", batch_size: int = 256, workers: int | None = None,
+            runs_dir: str | Path = "runs", tta: str | None = None,
+            precision: str = "auto") -> list[dict[str, Any]]:
     """One dict per file: {"file", "label", "confidence", "top_k"} (or {"file", "values"}), or {"file", "error"}.
 
     Files are decoded in worker processes while the model runs on the batches already decoded.
@@ -58,7 +59,9 @@ def predict(run: str | Path | TrainedModel, paths: Sequence[str | Path], *, top_
     """
     if top_k < 1:
         raise CnnlabError(f"--top-k must be at least 1 (got {top_k})")
-    trained = run if isinstance(run, TrainedModel) else load(run, device=device, runs_dir=runs_dir, tta=tta)
+    if not isinstance(run, TrainedModel):
+        run = load(run, device=device, runs_dir=runs_dir, tta=tta, precision=precision)
+    trained = run
     found = expand_paths(paths)
     rows: list[dict[str, Any]] = [{"file": name} if error is None else {"file": name, "error": error}
                                   for name, _, error in found]
