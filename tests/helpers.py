@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,3 +44,18 @@ def run_process(*args: object, cwd: Path | None = None, timeout: float = 600) ->
     """`python -m cnnlab ARGS` as a separate process."""
     return subprocess.run([sys.executable, "-m", "cnnlab", *map(str, args)], cwd=cwd, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def kill_after_first_epoch(args: list[object], run: Path) -> None:
+    """Start `cnnlab ARGS` and SIGKILL it (with its data-loading workers) once epoch 1's state is saved."""
+    process = subprocess.Popen([sys.executable, "-m", "cnnlab", *map(str, args)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, start_new_session=True)
+    state = run / "weights" / "train-state.safetensors"
+    deadline = time.monotonic() + 300
+    while not state.exists():
+        assert process.poll() is None, process.stderr.read().decode()
+        assert time.monotonic() < deadline, "epoch 1 never finished"
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL

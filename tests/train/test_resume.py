@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import csv
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.helpers import run_process
+from tests.helpers import kill_after_first_epoch, run_process
 
 TIMING_COLUMNS = {"seconds", "images_per_s"}  # wall-clock, different on every run by nature
 
@@ -29,19 +24,6 @@ def _train_args(data: Path, runs: Path, name: str) -> list[str]:
             "--quiet"]
 
 
-def _kill_after_first_epoch(args: list[str], run: Path) -> None:
-    process = subprocess.Popen([sys.executable, "-m", "cnnlab", *args], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, start_new_session=True)
-    state = run / "weights" / "train-state.safetensors"
-    deadline = time.monotonic() + 300
-    while not state.exists():
-        assert process.poll() is None, process.stderr.read().decode()
-        assert time.monotonic() < deadline, "epoch 1 never finished"
-        time.sleep(0.02)
-    os.killpg(process.pid, signal.SIGKILL)  # the trainer and its data-loading workers
-    process.wait()
-    assert process.returncode == -signal.SIGKILL
-
 
 @pytest.mark.slow
 def test_sigkill_then_resume_matches_an_uninterrupted_run(digits_split_folder, tmp_path):
@@ -49,7 +31,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(digits_split_folder, t
     straight = run_process(*_train_args(digits_split_folder, runs, "straight"))
     assert straight.returncode == 0, straight.stderr
 
-    _kill_after_first_epoch(_train_args(digits_split_folder, runs, "killed"), runs / "killed")
+    kill_after_first_epoch(_train_args(digits_split_folder, runs, "killed"), runs / "killed")
     interrupted = _rows(runs / "killed")
     assert 1 <= len(interrupted) < 4, "the kill must land before the run finished"
 
