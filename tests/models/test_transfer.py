@@ -42,14 +42,20 @@ def test_grey_filters_repeated_for_colour_images_keep_the_grey_response():
 
 def test_new_classes_get_a_new_head_and_everything_else_is_loaded():
     source, target = _guide(10, seed=1), _guide(5, seed=2)
-    fresh_head = target.head.fc2.weight.clone()
     report = transfer_weights(target, source.state_dict(), source="a run", classifier="head.fc2",
                               first_conv="features.conv1")
     assert report.names(LOADED) == ["features.conv1", "features.conv2", "features.conv3", "head.fc1"]
     assert report.names(REINITIALISED) == ["head.fc2"] and report.new_layers == ["head.fc2"]
     assert torch.equal(target.features.conv2.weight, source.features.conv2.weight)
-    assert torch.equal(target.head.fc2.weight, fresh_head)  # untouched: its fresh initialisation
     assert report.unused == []
+    # the new head starts at zero: every class scores the same, the loss starts at log(classes)
+    assert not target.head.fc2.weight.any() and not target.head.fc2.bias.any()
+    logits = target(torch.rand(4, 1, 28, 28))
+    assert torch.equal(logits, torch.zeros(4, 5))
+    loss = nn.functional.cross_entropy(logits, torch.tensor([0, 1, 2, 3]))
+    assert abs(loss.item() - torch.log(torch.tensor(5.0)).item()) < 1e-6
+    loss.backward()
+    assert target.head.fc2.weight.grad.abs().sum() > 0  # and it learns: zero is not a dead start
 
 
 def test_same_classes_keep_the_classifier():
@@ -93,4 +99,4 @@ def test_report_round_trips_through_json_and_lists_layers():
     text = report.summary()
     assert text.splitlines()[0] == "weights: checkpoint runs/pre"
     assert "loaded (4): features.conv1, features.conv2, features.conv3, head.fc1" in text
-    assert "re-initialised (1): head.fc2 (new head, 5 outputs)" in text
+    assert "re-initialised (1): head.fc2 (new head, 5 outputs, starting at zero)" in text

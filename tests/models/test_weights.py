@@ -73,7 +73,7 @@ def test_imagenet_weights_are_loaded_from_the_hub_cache_with_no_network(torch_ho
     assert outcome.exit_code == 0, outcome.stderr
     assert "ImageNet weights ResNet18_Weights.IMAGENET1K_V1" in outcome.stderr
     assert "adapted (1): conv1 (the weights' 3 input channels summed into 1)" in outcome.stderr
-    assert "re-initialised (1): fc (new head, 10 outputs)" in outcome.stderr
+    assert "re-initialised (1): fc (new head, 10 outputs, starting at zero)" in outcome.stderr
     assert "stage 1/1: head only (5,130 trainable parameters)" in outcome.stderr
 
     from safetensors.torch import load_file

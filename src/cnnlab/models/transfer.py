@@ -135,17 +135,24 @@ def transfer_weights(model: "nn.Module", weights: dict[str, "Tensor"], *, source
 
     taken: dict[str, Tensor] = {}
     layers: list[LayerTransfer] = []
+    new_head: list[Tensor] = []
     model_layers = _layer_tensors(model)
     for layer, tensors in model_layers.items():
         if _is_inside(layer, classifier) and not keep_classifier:
             outputs = next(iter(tensors.values())).shape[0]
-            layers.append(LayerTransfer(layer, REINITIALISED, f"new head, {outputs} outputs"))
+            layers.append(LayerTransfer(layer, REINITIALISED, f"new head, {outputs} outputs, starting at zero"))
+            new_head.extend(tensors.values())
             continue
         outcome = _fit_layer(layer, tensors, weights, adapt=layer == first_conv)
         layers.append(outcome[0])
         taken.update(outcome[1])
     with torch.no_grad():
         model.load_state_dict(taken, strict=False)
+        # A new head starts at zero (as Big Transfer's does): every class gets the same score at first.
+        # Randomly initialised, it turns the pretrained features — large, since they were trained — into
+        # large random scores, confidently wrong, which a few fine-tuning steps cannot undo.
+        for tensor in new_head:
+            tensor.zero_()
     unused = [key for key in weights
               if key.rpartition(".")[2] not in model_layers.get(key.rpartition(".")[0], {})]
     return TransferReport(source, layers, unused)
