@@ -318,8 +318,8 @@ def _fit(setup: _Setup, state: FitState, console: Console) -> TrainResult:
     skipped = setup.train_batches.skipped
     if skipped:
         console.warn(f"{skipped} image(s) failed to decode during training and were skipped")
-    console.info(f"best epoch {state.best_epoch} (validation loss {state.best_val_loss:.4f}); "
-                 f"run folder: {setup.run_dir}")
+    # The run folder was named when training started; `cnnlab train` prints it again on stdout.
+    console.info(f"best epoch {state.best_epoch} (validation loss {state.best_val_loss:.4f})")
     return TrainResult(setup.run_dir, state.history, state.best_epoch, state.stop_reason)
 
 
