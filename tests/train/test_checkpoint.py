@@ -105,3 +105,35 @@ def test_training_state_restores_optimizer_and_schedule_exactly(tmp_path):
     assert optimizer.param_groups[0]["lr"] == clone_optimizer.param_groups[0]["lr"]
     for a, b in zip(model.parameters(), clone.parameters()):
         assert torch.equal(a, b)
+
+
+def test_the_float16_loss_scale_survives_a_resume(tmp_path):
+    """A resumed fp16 run goes on with the loss scale it had, not the initial 65,536 (which would skip
+    steps again while it backs off). The scaler is real; CPU stands in for CUDA, where cnnlab uses one."""
+    from cnnlab.train.performance import Performance
+
+    model = create_model("guide-cnn", in_channels=1, num_outputs=3, image_size=(28, 28))
+    optimizer = build_optimizer(model, "sgd", lr=0.1)
+    before = Performance(torch.device("cpu"))
+    before.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16, growth_interval=3)
+    loss = model(torch.rand(2, 1, 28, 28)).sum() * float("inf")  # an overflow: the scale backs off
+    before.backward_and_step(loss, optimizer)
+    saved = before.loss_scaler_state()
+    assert saved["scale"] == 2.0**15
+    path = tmp_path / "train-state.safetensors"
+    save_training_state(path, model_state=model.state_dict(), optimizer_state=optimizer.state_dict(),
+                        scheduler_state={}, progress={"epoch": 1}, info=_info(), loss_scaler=saved)
+
+    after = Performance(torch.device("cpu"))
+    after.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16, growth_interval=3)
+    after.restore_loss_scaler(load_training_state(path).loss_scaler)
+    assert after.scaler.get_scale() == 2.0**15
+    assert after.loss_scaler_state() == saved
+
+
+def test_a_run_without_a_loss_scaler_saves_none():
+    from cnnlab.train.performance import Performance
+
+    performance = Performance(torch.device("cpu"), torch.bfloat16)
+    assert performance.scaler is None and performance.loss_scaler_state() is None
+    performance.restore_loss_scaler({"scale": 8.0})  # nothing to restore into: ignored

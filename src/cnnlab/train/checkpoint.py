@@ -150,12 +150,16 @@ def _join_optimizer_state(tensors: dict[str, Tensor], plain: dict[str, Any]) -> 
 
 
 def save_training_state(path: Path, *, model_state: dict[str, Tensor], optimizer_state: dict[str, Any],
-                        scheduler_state: dict[str, Any], progress: dict[str, Any], info: ModelInfo) -> None:
+                        scheduler_state: dict[str, Any], progress: dict[str, Any], info: ModelInfo,
+                        loss_scaler: dict[str, Any] | None = None) -> None:
+    """`loss_scaler`: the float16 GradScaler's state (its scale and growth tracker: plain numbers), if any."""
     optimizer_tensors, optimizer_plain = _split_optimizer_state(optimizer_state)
     tensors = {f"model/{k}": v for k, v in _cpu_tensors(model_state).items()}
     tensors.update(_cpu_tensors(optimizer_tensors))
     metadata = {"model": info.to_json(), "optimizer": optimizer_plain, "scheduler": scheduler_state,
                 "progress": progress}
+    if loss_scaler:
+        metadata["loss_scaler"] = loss_scaler
     _write_safetensors(path, tensors, metadata)
 
 
@@ -166,6 +170,7 @@ class TrainingState:
     scheduler_state: dict[str, Any]
     progress: dict[str, Any]
     info: ModelInfo
+    loss_scaler: dict[str, Any] | None = None
 
 
 def load_training_state(path: Path) -> TrainingState:
@@ -177,6 +182,7 @@ def load_training_state(path: Path) -> TrainingState:
         scheduler_state=metadata["scheduler"],
         progress=metadata["progress"],
         info=ModelInfo.from_json(metadata["model"], origin=str(path)),
+        loss_scaler=metadata.get("loss_scaler"),
     )
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -83,6 +85,16 @@ class Performance:
             self.scaler.scale(loss).backward()
             self.scaler.step(optimizer)
             self.scaler.update()
+
+    def loss_scaler_state(self) -> dict[str, Any] | None:
+        """The float16 loss scale and its growth tracker, for the training state (None without one)."""
+        return None if self.scaler is None else self.scaler.state_dict()
+
+    def restore_loss_scaler(self, state: dict[str, Any] | None) -> None:
+        """Continue with a resumed run's loss scale rather than the initial 65,536, which would skip
+        the first steps again while the scale backs off."""
+        if self.scaler is not None and state:
+            self.scaler.load_state_dict(state)
 
     def describe(self) -> str:
         parts = [self.precision_name]

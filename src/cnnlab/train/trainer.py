@@ -41,7 +41,7 @@ from cnnlab.train.pretrained import (describe_input, head_layers, load_pretraine
 from cnnlab.train.stages import FineTuneStages, StagePlan, apply_stage, parameter_groups, staged_schedule
 from cnnlab.train import distributed
 from cnnlab.train.distributed import DistributedContext
-from cnnlab.train.performance import resolve_performance
+from cnnlab.train.performance import Performance, resolve_performance
 
 # Flags that may change when a run is resumed; anything else would make it a different run.
 RESUMABLE_OVERRIDES = frozenset({"epochs", "patience", "device", "workers"})
@@ -268,7 +268,7 @@ def _assemble(config: TrainConfig, run_dir: Path, data: TrainingData, task: Task
                   device, plan, context)
 
 
-def _saver(setup: _Setup):
+def _saver(setup: _Setup, performance: Performance):
     def save(path: Path, kind: str, state: FitState) -> None:
         row = state.history[-1]
         info = replace(setup.info, epoch=state.epoch, metrics=row)
@@ -278,12 +278,17 @@ def _saver(setup: _Setup):
             save_training_state(path, model_state=setup.model.state_dict(),
                                 optimizer_state=setup.optimizer.state_dict(),
                                 scheduler_state=scheduler_state(setup.scheduler), progress=state.to_json(),
-                                info=info)
+                                info=info, loss_scaler=performance.loss_scaler_state())
     return save
 
 
-def _fit(setup: _Setup, state: FitState, console: Console) -> TrainResult:
+def _fit(setup: _Setup, state: FitState, console: Console,
+         loss_scaler: dict[str, Any] | None = None) -> TrainResult:
+    """Train from `state` on; `loss_scaler` is a resumed run's float16 loss-scaler state."""
     task = setup.task
+    performance = resolve_performance(setup.device, precision=setup.config.precision,
+                                      channels_last=setup.config.channels_last, compile=setup.config.compile)
+    performance.restore_loss_scaler(loss_scaler)
     callbacks: list[object] = []
     if setup.stages is None:
         trainable = sum(p.numel() for p in setup.model.parameters() if p.requires_grad)
@@ -304,10 +309,8 @@ def _fit(setup: _Setup, state: FitState, console: Console) -> TrainResult:
         # Every process decides alike: the metrics it sees are summed over all of them.
         callbacks.append(cb.EarlyStopping(setup.config.patience, console.info))
     if setup.context.is_main:
-        callbacks.append(cb.Checkpointer(setup.run_dir / WEIGHTS, _saver(setup)))
+        callbacks.append(cb.Checkpointer(setup.run_dir / WEIGHTS, _saver(setup, performance)))
     normalizer = setup.info.input.normalizer().to(setup.device)
-    performance = resolve_performance(setup.device, precision=setup.config.precision,
-                                      channels_last=setup.config.channels_last, compile=setup.config.compile)
     processes = f"; {setup.context.world_size} processes (DDP)" if setup.context.enabled else ""
     console.info(f"arithmetic: {performance.describe()}{processes}")
     model = performance.prepare_model(setup.model)
@@ -360,5 +363,5 @@ def _resume(run: str | Path, fields: dict[str, Any], console: Console, context: 
         # metrics.csv may hold a row written after the state was saved; the state's history is the truth.
         cb.write_metrics_csv(run_dir / "metrics.csv", progress.history)
     console.info(f"resuming {run_dir} after epoch {progress.epoch} of {config.epochs}")
-    return _fit(setup, progress, console)
+    return _fit(setup, progress, console, loss_scaler=training_state.loss_scaler)
 
