@@ -15,6 +15,8 @@ Real files are messier than that, so this module turns every mode Pillow can ope
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, TypeVar
@@ -38,6 +40,16 @@ _HIGH_BIT_DEPTH_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 
 def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def image_files_below(folder: Path) -> list[Path]:
+    """Every image file anywhere below `folder` (by suffix; hidden files such as macOS' `._x.jpg`
+    left out), in a stable order: sorted by path components."""
+    found = []
+    for root, _, names in os.walk(folder):
+        found.extend(Path(root, name) for name in names
+                     if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES)
+    return sorted(found, key=lambda path: path.parts)
 
 
 def _decoded(path: Path, convert: Callable[["Image.Image"], T]) -> T:
@@ -155,4 +167,59 @@ def image_to_array(image: "Image.Image", *, channels: int, size: tuple[int, int]
 
 def load_image_array(path: str | Path, *, channels: int, size: tuple[int, int]) -> np.ndarray:
     """Read `path` and return uint8 (channels, H, W) pixels; UnreadableImageError names the file."""
-    return _decoded(Path(path), lambda image: image_to_array(image, channels=channels, size=size))
+    path = path if isinstance(path, Path) else Path(path)
+    if "torchvision" in sys.modules:  # importing it costs a second: worth it only for big jobs
+        pixels = _decode_ready_png(path, channels=channels, size=size)
+        if pixels is not None:
+            return pixels
+    return _decoded(path, lambda image: image_to_array(image, channels=channels, size=size))
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_COLOUR_TYPE = {1: 0, 3: 2}  # channels -> IHDR colour type: 0 greyscale, 2 truecolour
+
+
+NATIVE_DECODE_MIN_FILES = 30_000  # ~35 µs saved per file pays for torchvision's ~1 s import
+
+
+def prefer_native_decoding(file_count: int) -> None:
+    """Load torchvision's decoders up front when `file_count` files make it worth it."""
+    if file_count >= NATIVE_DECODE_MIN_FILES and "torchvision" not in sys.modules:
+        import torchvision.io  # noqa: F401
+
+
+def _decode_ready_png(path: Path, *, channels: int, size: tuple[int, int]) -> np.ndarray | None:
+    """Pixels of an 8-bit PNG that already has the model's size and channels, decoded by
+    torchvision's libpng (35 µs instead of Pillow's 70 for a 28×28 file: no per-file Python parsing);
+    None for everything else, and for any file libpng refuses, so that Pillow's path — the
+    reference, with its conversions and error messages — handles those.
+
+    The header is checked before decoding: the file's own size must be the target size, so a
+    forged huge image never reaches the decoder unchecked (Pillow's path guards against those).
+    """
+    try:
+        with open(path, "rb") as file:
+            data = file.read()
+    except OSError:
+        return None  # Pillow's path reports it
+    height, width = size
+    if (len(data) < 33 or not data.startswith(_PNG_SIGNATURE) or data[12:16] != b"IHDR"
+            or int.from_bytes(data[16:20], "big") != width or int.from_bytes(data[20:24], "big") != height
+            or data[24] != 8 or data[25] != _PNG_COLOUR_TYPE.get(channels)):
+        return None
+    import torch
+
+    try:
+        from torchvision.io import ImageReadMode, decode_png
+    except ImportError:  # deprecated in torchvision 0.29 in favour of TorchCodec: Pillow does it all then
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # that deprecation, once per file
+            decoded = decode_png(torch.frombuffer(bytearray(data), dtype=torch.uint8),
+                                 mode=ImageReadMode.UNCHANGED, apply_exif_orientation=True)
+    except (RuntimeError, TypeError, ValueError):
+        return None
+    if decoded.dtype != torch.uint8 or tuple(decoded.shape) != (channels, height, width):
+        return None  # transparency made it grey+alpha or RGBA, or EXIF turned it sideways
+    return decoded.numpy()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnlab.data.images import is_image_file
+from cnnlab.data.images import image_files_below
 from cnnlab.data.source import Source
 from cnnlab.errors import DataError
 
@@ -123,7 +123,7 @@ def open_class_folders(root: Path) -> Source:
     paths: list[Path] = []
     targets: list[int] = []
     for index, class_dir in enumerate(class_dirs):
-        files = sorted(p for p in class_dir.rglob("*") if p.is_file() and is_image_file(p) and _visible(p))
+        files = image_files_below(class_dir)
         paths.extend(files)
         targets.extend([index] * len(files))
     if not paths:

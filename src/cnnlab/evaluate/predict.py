@@ -16,7 +16,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
-from cnnlab.data.images import is_image_file
+from cnnlab.data.images import image_files_below
 from cnnlab.data.prepare import Geometry, decode_files
 from cnnlab.errors import CnnlabError, UnreadableImageError
 from cnnlab.io import write_text_atomic
@@ -29,7 +29,7 @@ def expand_paths(patterns: Iterable[str | Path]) -> list[tuple[str, Path | None,
     for pattern in patterns:
         path = Path(pattern).expanduser()
         if path.is_dir():
-            images = sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p))
+            images = image_files_below(path)
             found.extend((str(p), p, None) for p in images)
             if not images:
                 found.append((str(path), None, "folder holds no image files"))

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from cnnlab.errors import ConfigError
+from cnnlab.train.host_memory import keep_freed_memory
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -115,4 +116,6 @@ def resolve_performance(device: torch.device, *, precision: str = "auto", channe
         raise ConfigError("--precision bf16: this CPU has no native bfloat16 (AVX512-BF16/AMX), so it would be "
                           "slower than fp32; use --precision fp32 or auto")
     layout = device.type in ("cpu", "cuda") if channels_last is None else channels_last
+    if device.type == "cpu":
+        keep_freed_memory()  # batch-sized tensors reuse pages instead of faulting in fresh ones
     return Performance(device, _autocast_dtype(precision, device), layout, compile)
