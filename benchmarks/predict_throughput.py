@@ -218,7 +218,8 @@ def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--files", type=int, default=2000, help="PNG files to predict [default: %(default)s]")
-    parser.add_argument("--batch-size", type=int, default=64, help="[default: %(default)s, cnnlab predict's]")
+    parser.add_argument("--batch-size", type=int, default=256,
+                        help="the same for both pipelines [default: %(default)s, as `cnnlab predict`]")
     parser.add_argument("--repeats", type=int, default=5,
                         help="timed passes per pipeline [default: %(default)s]")
     parser.add_argument("--run", help="a trained guide-cnn run folder; default: train one for --epochs")

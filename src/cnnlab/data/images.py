@@ -16,7 +16,6 @@ Real files are messier than that, so this module turns every mode Pillow can ope
 from __future__ import annotations
 
 import os
-import sys
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, TypeVar
@@ -60,12 +59,9 @@ def _decoded(path: Path, convert: Callable[["Image.Image"], T]) -> T:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with warnings.catch_warnings():
-            # Pillow warns (rather than fails) on some broken EXIF blocks; the pixels are fine.
-            warnings.simplefilter("ignore", UserWarning)
-            with Image.open(path) as image:
-                image.load()  # decode now: a truncated file fails here, not in the middle of training
-                return convert(_apply_exif_orientation(image))
+        with Image.open(path) as image:
+            image.load()  # decode now: a truncated file fails here, not in the middle of training
+            return convert(_apply_exif_orientation(image))
     except UnidentifiedImageError:
         empty = path.is_file() and path.stat().st_size == 0
         reason = "file is empty (0 bytes)" if empty else "not an image file Pillow can identify"
@@ -98,13 +94,22 @@ def probe_image(path: str | Path) -> tuple[int, int, bool]:
         raise UnreadableImageError(path, reason) from None
 
 
+# Where Pillow looks for an orientation: EXIF (also as ImageMagick's PNG text chunk) and XMP.
+_ORIENTATION_METADATA = ("exif", "Raw profile type exif", "xmp", "XML:com.adobe.xmp")
+
+
 def _apply_exif_orientation(image: "Image.Image") -> "Image.Image":
+    if image.format in ("PNG", "JPEG") and not any(key in image.info for key in _ORIENTATION_METADATA):
+        return image  # nothing in the file can say it is rotated: skip parsing (most files)
     from PIL import ImageOps
 
     try:
-        if image.getexif().get(0x0112, 1) == 1:
-            return image  # already upright: no copy (most files)
-        return ImageOps.exif_transpose(image)
+        with warnings.catch_warnings():
+            # Pillow warns (rather than fails) on some broken EXIF blocks; the pixels are fine.
+            warnings.simplefilter("ignore", UserWarning)
+            if image.getexif().get(0x0112, 1) == 1:
+                return image  # already upright: no copy
+            return ImageOps.exif_transpose(image)
     except Exception:  # a corrupt EXIF block should not cost the user an otherwise good image
         return image
 
@@ -151,14 +156,14 @@ def normalize_mode(image: "Image.Image") -> "Image.Image":
 
 def image_to_array(image: "Image.Image", *, channels: int, size: tuple[int, int]) -> np.ndarray:
     """A decoded image -> uint8 array of shape (channels, height, width), resized to `size` (H, W)."""
-    from PIL import Image
-
     image = normalize_mode(image)
     target_mode = "L" if channels == 1 else "RGB"
     if image.mode != target_mode:
         image = image.convert(target_mode)
     height, width = size
     if image.size != (width, height):
+        from PIL import Image
+
         # Bilinear with Pillow's support scaling: anti-aliased when shrinking, like torchvision.
         image = image.resize((width, height), Image.Resampling.BILINEAR)
     pixels = np.array(image, dtype=np.uint8)  # a writable copy, safe to hand to torch
@@ -168,58 +173,5 @@ def image_to_array(image: "Image.Image", *, channels: int, size: tuple[int, int]
 def load_image_array(path: str | Path, *, channels: int, size: tuple[int, int]) -> np.ndarray:
     """Read `path` and return uint8 (channels, H, W) pixels; UnreadableImageError names the file."""
     path = path if isinstance(path, Path) else Path(path)
-    if "torchvision" in sys.modules:  # importing it costs a second: worth it only for big jobs
-        pixels = _decode_ready_png(path, channels=channels, size=size)
-        if pixels is not None:
-            return pixels
     return _decoded(path, lambda image: image_to_array(image, channels=channels, size=size))
 
-
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_PNG_COLOUR_TYPE = {1: 0, 3: 2}  # channels -> IHDR colour type: 0 greyscale, 2 truecolour
-
-
-NATIVE_DECODE_MIN_FILES = 30_000  # ~35 µs saved per file pays for torchvision's ~1 s import
-
-
-def prefer_native_decoding(file_count: int) -> None:
-    """Load torchvision's decoders up front when `file_count` files make it worth it."""
-    if file_count >= NATIVE_DECODE_MIN_FILES and "torchvision" not in sys.modules:
-        import torchvision.io  # noqa: F401
-
-
-def _decode_ready_png(path: Path, *, channels: int, size: tuple[int, int]) -> np.ndarray | None:
-    """Pixels of an 8-bit PNG that already has the model's size and channels, decoded by
-    torchvision's libpng (35 µs instead of Pillow's 70 for a 28×28 file: no per-file Python parsing);
-    None for everything else, and for any file libpng refuses, so that Pillow's path — the
-    reference, with its conversions and error messages — handles those.
-
-    The header is checked before decoding: the file's own size must be the target size, so a
-    forged huge image never reaches the decoder unchecked (Pillow's path guards against those).
-    """
-    try:
-        with open(path, "rb") as file:
-            data = file.read()
-    except OSError:
-        return None  # Pillow's path reports it
-    height, width = size
-    if (len(data) < 33 or not data.startswith(_PNG_SIGNATURE) or data[12:16] != b"IHDR"
-            or int.from_bytes(data[16:20], "big") != width or int.from_bytes(data[20:24], "big") != height
-            or data[24] != 8 or data[25] != _PNG_COLOUR_TYPE.get(channels)):
-        return None
-    import torch
-
-    try:
-        from torchvision.io import ImageReadMode, decode_png
-    except ImportError:  # deprecated in torchvision 0.29 in favour of TorchCodec: Pillow does it all then
-        return None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # that deprecation, once per file
-            decoded = decode_png(torch.frombuffer(bytearray(data), dtype=torch.uint8),
-                                 mode=ImageReadMode.UNCHANGED, apply_exif_orientation=True)
-    except (RuntimeError, TypeError, ValueError):
-        return None
-    if decoded.dtype != torch.uint8 or tuple(decoded.shape) != (channels, height, width):
-        return None  # transparency made it grey+alpha or RGBA, or EXIF turned it sideways
-    return decoded.numpy()

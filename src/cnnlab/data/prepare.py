@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 
-from cnnlab.data.images import load_image_array, prefer_native_decoding, probe_image
+from cnnlab.data.images import load_image_array, probe_image
 from cnnlab.data.source import Source
 from cnnlab.errors import DataError, UnreadableImageError
 
@@ -232,7 +232,6 @@ def decode_files(paths: Sequence[Path], geometry: Geometry, *, workers: int | No
     """
     from torch.utils.data import DataLoader
 
-    prefer_native_decoding(len(paths))
     count = _default_workers(workers) if workers is not None or _total_bytes(paths) > _WORKER_THRESHOLD_BYTES else 0
     dataset = _DecodeFiles(paths, geometry, full_decode)
     if count == 0:  # in this process: a plain loop, without the DataLoader's per-batch machinery
