@@ -164,3 +164,13 @@ def test_exif_orientation_in_a_png_is_applied(tmp_path):
     image.save(tmp_path / "upside_down.png", exif=exif.tobytes())
     array = load_image_array(tmp_path / "upside_down.png", channels=1, size=(16, 16))
     assert array[0, 8:].min() == 255 and array[0, :8].max() == 0  # white is now at the bottom
+
+
+def test_image_files_below_in_a_stable_order_without_hidden_or_other_files(tmp_path):
+    from cnnlab.data.images import image_files_below
+
+    for name in ["b.png", "a.JPG", "notes.txt", "._a.jpg", "z/c.png", "z/y/d.png", "m/e.webp", ".cache/f.png"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    found = [path.relative_to(tmp_path).as_posix() for path in image_files_below(tmp_path)]
+    assert found == ["a.JPG", "b.png", "m/e.webp", "z/c.png", "z/y/d.png"]

@@ -42,13 +42,16 @@ def is_image_file(path: Path) -> bool:
 
 
 def image_files_below(folder: Path) -> list[Path]:
-    """Every image file anywhere below `folder` (by suffix; hidden files such as macOS' `._x.jpg`
-    left out), in a stable order: sorted by path components."""
-    found = []
-    for root, _, names in os.walk(folder):
-        found.extend(Path(root, name) for name in names
+    """Every image file anywhere below `folder` (by suffix; hidden files and folders such as macOS'
+    `._x.jpg` or `.ipynb_checkpoints/` left out), in a stable order: a folder's own files by name,
+    then its sub-folders by name."""
+    found: list[Path] = []
+    for root, subfolders, names in os.walk(folder):
+        subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))  # os.walk's next visits
+        base = Path(root)
+        found.extend(base / name for name in sorted(names)
                      if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES)
-    return sorted(found, key=lambda path: path.parts)
+    return found
 
 
 def _decoded(path: Path, convert: Callable[["Image.Image"], T]) -> T:
