@@ -50,3 +50,15 @@ def test_mixed_precision_and_layout_reach_fp32_accuracy(digits_split_folder, tmp
         accuracies[precision] = cnnlab.evaluate(result.run_dir, quiet=True).metrics["accuracy"]
     assert accuracies["fp32"] > 0.93
     assert abs(accuracies["auto"] - accuracies["fp32"]) < 0.02, accuracies
+
+
+def test_training_without_augmentation_does_not_load_torchvision(tmp_path):
+    # torchvision takes about a second to import; a guide-cnn run on ready-sized images needs none of it.
+    import subprocess
+    import sys
+
+    script = (f"import sys, cnnlab; cnnlab.train(data='fashion-mnist', model='guide-cnn', epochs=1, limit=300, "
+              f"device='cpu', runs_dir={str(tmp_path)!r}, name='t', quiet=True); "
+              f"print('torchvision' in sys.modules)")
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert completed.stdout.strip().splitlines()[-1] == "False"

@@ -165,10 +165,15 @@ def load_images(
 def array_to_tensor(pixels: np.ndarray, geometry: Geometry, chunk: int = 4096) -> "torch.Tensor":
     """(N,H,W[,C]) uint8 array -> (N,C,H,W) uint8 tensor at `geometry`, converting channels and size."""
     import torch
-    from torchvision.transforms.v2 import functional as F
 
     images = torch.from_numpy(np.ascontiguousarray(pixels))
     images = images[:, None] if images.ndim == 3 else images.permute(0, 3, 1, 2)
+    if images.shape[1] == geometry.channels and tuple(images.shape[2:]) == geometry.size:
+        # Nothing to convert (and torchvision, a second to import, not needed). A copy all the
+        # same: the caller's array may be read-only or reused.
+        return images.clone(memory_format=torch.contiguous_format)
+    from torchvision.transforms.v2 import functional as F
+
     parts = []
     for start in range(0, len(images), chunk):
         part = images[start : start + chunk]

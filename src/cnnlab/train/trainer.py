@@ -17,7 +17,6 @@ import torch
 
 from cnnlab.config import TrainConfig, coerce_fields, load_config_file, save_config, with_recipe
 from cnnlab.console import Console
-from cnnlab.data.augment import build_augmentation
 from cnnlab.data.loader import Batches
 from cnnlab.data.normalize import InputSpec
 from cnnlab.data.pipeline import TrainingData, prepare_training_data
@@ -233,10 +232,18 @@ def _stage_plan(config: TrainConfig, model: torch.nn.Module, architecture: Archi
                      config.backbone_lr_factor)
 
 
+def _augmentation(preset: str):
+    if preset == "none":
+        return None  # and torchvision, which costs a second to import, stays unloaded
+    from cnnlab.data.augment import build_augmentation
+
+    return build_augmentation(preset)
+
+
 def training_batches(config: TrainConfig, data: TrainingData, device: torch.device,
                      context: DistributedContext = DistributedContext()) -> tuple[Batches, Batches | None]:
     """(training batches: shuffled, augmented; validation batches or None) for this process's share."""
-    augmentation = build_augmentation(config.augment)
+    augmentation = _augmentation(config.augment)
     batch_size = distributed.per_process_batch(config.batch_size, context)
     shares = {"rank": context.rank, "world_size": context.world_size}
     train_batches = Batches(data.train, batch_size=batch_size, device=device, shuffle=True,
