@@ -184,8 +184,9 @@ def test_early_stopping_with_patience(digits_split_folder, runs_dir):
 
 
 def test_predict_reading_ahead_gives_the_same_rows_and_restores_threads(trained_digits, tmp_path):
-    # 20 files a batch: decoding runs ahead on a thread (with a core of its own) from the 2nd batch;
-    # one batch of everything: no thread. Same rows, broken files included, thread count restored.
+    # 20 files a batch: the first two one after the other, then decoding runs ahead on a thread
+    # (with a core of its own where that pays); one batch of everything: no thread. Same rows,
+    # broken files in both parts included, thread count restored.
     import torch
 
     import cnnlab
@@ -194,10 +195,24 @@ def test_predict_reading_ahead_gives_the_same_rows_and_restores_threads(trained_
     files = sorted((data / "test").rglob("*.png"))[::6]
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n")
-    paths = [*files[:30], broken, *files[30:]]
+    paths = [*files[:30], broken, *files[30:44], broken, *files[44:]]
+    assert len(paths) > 60
     threads = torch.get_num_threads()
     ahead = cnnlab.predict(run, paths, batch_size=20, top_k=2, device="cpu")
     assert torch.get_num_threads() == threads
     at_once = cnnlab.predict(run, paths, batch_size=len(paths), top_k=2, device="cpu")
     assert ahead == at_once
-    assert "error" in ahead[30] and all("error" not in row for i, row in enumerate(ahead) if i != 30)
+    assert [i for i, row in enumerate(ahead) if "error" in row] == [30, 45]
+
+
+@pytest.mark.parametrize("decode, model, threads, expected", [
+    (14.0, 9.0, 2, True),     # small PNGs, small CNN on 2 cores: decoding is the larger part
+    (1.3, 3.0, 2, False),     # photos through a ResNet on 2 cores: the model needs both threads
+    (1.0, 3.0, 8, True),      # 8 cores: one for decoding costs the model only 1/7
+    (0.1, 3.0, 4, False),     # almost nothing to decode
+    (5.0, 1.0, 1, False),     # one thread: nothing to give
+])
+def test_decoding_gets_a_core_only_when_that_finishes_sooner(decode, model, threads, expected):
+    from cnnlab.evaluate.predict import _worth_a_core
+
+    assert _worth_a_core(decode, model, threads) is expected
