@@ -13,7 +13,7 @@ import io
 import json
 import time
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -87,28 +87,33 @@ def predict(run: str | Path | TrainedModel, paths: Sequence[str | Path], *, top_
             for (row, _), prediction in zip(decoded, trained.predict_arrays(images, top_k=top_k)):
                 row.update(prediction)
 
-    if not (decodes_in_process(files, workers) and len(files) > batch_size):  # one batch, or worker processes
+    if decodes_in_process(files, workers) and len(files) > batch_size:
+        _decode_ahead_and_predict(files, geometry, batch_size, trained.device, predict_batch)
+    else:  # one batch, or worker processes decoding
         for batch in decode_files(files, geometry, workers=workers, batch_size=batch_size):
             predict_batch(batch, 0)
-        return rows
-    # In this process: the first two batches one after the other, the second one timed (the first
-    # also wakes the thread pools); then the rest with the next batch decoded on a thread while the
-    # model runs, on a core of its own if that pays (see `_worth_a_core`).
-    sequential = decode_files(files[: 2 * batch_size], geometry, workers=0, batch_size=batch_size)
-    predict_batch(next(sequential), 0)
+    return rows
+
+
+def _decode_ahead_and_predict(files: list[Path], geometry: Geometry, batch_size: int, device: torch.device,
+                              predict_batch: Callable[[list, int], None]) -> None:
+    """Decoding in this process: the first two batches one after the other, the second timed (the
+    first also wakes the thread pools); then the rest with the next batch decoded on a thread while
+    the model runs, on a core of its own if that pays (see `_worth_a_core`)."""
+    first_two = decode_files(files[: 2 * batch_size], geometry, workers=0, batch_size=batch_size)
+    predict_batch(next(first_two), 0)
     started = time.perf_counter()
-    second = next(sequential, [])
+    second = next(first_two, [])
     decoded_at = time.perf_counter()
     predict_batch(second, 0)
     decode_seconds, model_seconds = decoded_at - started, time.perf_counter() - decoded_at
     if len(files) <= 2 * batch_size:
-        return rows
-    give_core = trained.device.type == "cpu" and _worth_a_core(decode_seconds, model_seconds, torch.get_num_threads())
-    with _threads(torch.get_num_threads() - 1) if give_core else contextlib.nullcontext():
-        rest = decode_files(files[2 * batch_size :], geometry, workers=0, batch_size=batch_size, ahead=True)
-        for batch in rest:
+        return
+    threads = torch.get_num_threads()
+    give_core = device.type == "cpu" and _worth_a_core(decode_seconds, model_seconds, threads)
+    with _threads(threads - 1) if give_core else contextlib.nullcontext():
+        for batch in decode_files(files[2 * batch_size :], geometry, workers=0, batch_size=batch_size, ahead=True):
             predict_batch(batch, 2 * batch_size)  # positions count from the third batch's first file
-    return rows
 
 
 def _worth_a_core(decode_seconds: float, model_seconds: float, threads: int) -> bool:
