@@ -66,10 +66,17 @@ def start(context: DistributedContext, device: torch.device) -> torch.device:
     return device
 
 
-def stop() -> None:
+def stop(*, wait_for_others: bool = True) -> None:
+    """Leave the process group. After a run that ended normally, together: a process that tears its
+    connections down while another is still finishing (rank 0 writes the last checkpoint and plots)
+    made gloo abort that other process at exit ("terminate called without an active exception",
+    2 of 6 two-process resumes in tests/train/test_distributed.py). After an error, at once: the
+    others may be mid-epoch, and torchrun stops them when this process exits with the error."""
     import torch.distributed as dist
 
     if dist.is_initialized():
+        if wait_for_others:
+            dist.barrier()
         dist.destroy_process_group()
 
 

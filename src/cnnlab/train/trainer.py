@@ -146,11 +146,16 @@ def train(config: TrainConfig | str | Path | None = None, *, resume: str | Path 
     console = Console(quiet=quiet, mute=not context.is_main)
     try:
         if resume is not None:
-            return _resume(resume, fields, console, context)
-        return _start(merge_config(config, fields).validate(), console, context)
-    finally:
-        if context.enabled:
-            distributed.stop()
+            result = _resume(resume, fields, console, context)
+        else:
+            result = _start(merge_config(config, fields).validate(), console, context)
+    except BaseException:
+        if context.enabled:  # the others may be mid-epoch: leave without waiting for them
+            distributed.stop(wait_for_others=False)
+        raise
+    if context.enabled:
+        distributed.stop()
+    return result
 
 
 def _start(config: TrainConfig, console: Console, context: DistributedContext) -> TrainResult:
