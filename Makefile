@@ -46,7 +46,7 @@ test: dev fashion-mnist
 # for the time to the Keras model's accuracy).
 .PHONY: bench
 BENCH_VENV := .venv-bench
-TTA_ARGS ?= --epochs 7 --set recipe=fast
+TTA_ARGS ?= --epochs 5 --set recipe=fast
 # The shortest fast-recipe run that reaches the guide-Keras model's 10-epoch accuracy.
 TTA_SHORT_ARGS ?= --epochs 1 --set recipe=fast
 

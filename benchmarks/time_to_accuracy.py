@@ -5,7 +5,7 @@ guide's Keras code takes for 10 epochs.
     python benchmarks/time_to_accuracy.py                                 # cnnlab's defaults, 10 epochs
     python benchmarks/time_to_accuracy.py --epochs 4 --set lr=0.01        # any cnnlab.train option
     python benchmarks/time_to_accuracy.py --epochs 1 --limit 3000         # a quick check
-    python benchmarks/time_to_accuracy.py --epochs 7 --set recipe=fast    # the fast recipe (fast-cnn)
+    python benchmarks/time_to_accuracy.py --epochs 5 --set recipe=fast    # the fast recipe (fast-cnn)
 
 One run of `cnnlab.train` with the given epochs; the test accuracy after each epoch comes from
 that same run. cnnlab keeps only the best and the last checkpoint, so a thread keeps a hard link to

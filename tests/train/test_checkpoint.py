@@ -12,8 +12,8 @@ from cnnlab.data.normalize import InputSpec
 from cnnlab.errors import CnnlabError
 from cnnlab.models.build import Architecture, create_model
 from cnnlab.train.checkpoint import (ModelInfo, load_model_checkpoint, load_training_state,
-                                     restore_training_state, save_model_checkpoint, save_training_state,
-                                     scheduler_state)
+                                     match_parameter_layouts, restore_training_state, save_model_checkpoint,
+                                     save_training_state, scheduler_state)
 from cnnlab.train.optim import build_optimizer, build_scheduler
 
 
@@ -105,6 +105,69 @@ def test_training_state_restores_optimizer_and_schedule_exactly(tmp_path):
     assert optimizer.param_groups[0]["lr"] == clone_optimizer.param_groups[0]["lr"]
     for a, b in zip(model.parameters(), clone.parameters()):
         assert torch.equal(a, b)
+
+
+def test_adam_is_fused_and_a_channels_last_resume_continues_exactly(tmp_path):
+    """The fused Adam step pairs weight i with moment i in memory order; a channels-last weight's
+    moments come back from the file contiguous, so they must be given its layout before a step."""
+    torch.manual_seed(0)
+    images, targets = torch.randn(8, 1, 28, 28), torch.randint(0, 3, (8,))
+
+    def build():
+        net = create_model("guide-cnn", in_channels=1, num_outputs=3, image_size=(28, 28))
+        opt = build_optimizer(net, "adamw", lr=0.01, weight_decay=0.1)
+        return net, opt, build_scheduler(opt, "onecycle", total_steps=20)
+
+    def step(m, o, s):
+        o.zero_grad()
+        inputs = images.contiguous(memory_format=torch.channels_last)
+        torch.nn.functional.cross_entropy(m(inputs), targets).backward()
+        o.step()
+        s.step()
+
+    model, optimizer, scheduler = build()
+    assert optimizer.param_groups[0]["fused"] is True
+    model.to(memory_format=torch.channels_last)
+    for _ in range(3):
+        step(model, optimizer, scheduler)
+    save_training_state(tmp_path / "state.safetensors", model_state=model.state_dict(),
+                        optimizer_state=optimizer.state_dict(), scheduler_state=scheduler_state(scheduler),
+                        progress={"epoch": 1}, info=_info())
+    clone, clone_optimizer, clone_scheduler = build()
+    restore_training_state(load_training_state(tmp_path / "state.safetensors"), clone, clone_optimizer,
+                           clone_scheduler)
+    clone.to(memory_format=torch.channels_last)  # as training does, after restoring
+    moment = clone_optimizer.state[clone.features.conv2.weight]["exp_avg"]
+    assert moment.is_contiguous() and not moment.is_contiguous(memory_format=torch.channels_last)
+    match_parameter_layouts(clone_optimizer)
+    assert clone_optimizer.state[clone.features.conv2.weight]["exp_avg"].is_contiguous(
+        memory_format=torch.channels_last)
+    for _ in range(2):
+        step(model, optimizer, scheduler)
+        step(clone, clone_optimizer, clone_scheduler)
+    for a, b in zip(model.parameters(), clone.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_without_matching_layouts_the_fused_step_would_go_wrong(tmp_path):
+    """The reason for match_parameter_layouts: the same state in the wrong layout gives other weights."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(4, 8, 3).to(memory_format=torch.channels_last)
+    twin = torch.nn.Conv2d(4, 8, 3).to(memory_format=torch.channels_last)
+    twin.load_state_dict(conv.state_dict())
+    optimizers = [torch.optim.Adam(m.parameters(), lr=0.01, fused=True) for m in (conv, twin)]
+    inputs = torch.randn(2, 4, 6, 6).contiguous(memory_format=torch.channels_last)
+    for module, optimizer in zip((conv, twin), optimizers):
+        module(inputs).square().sum().backward()
+        optimizer.step()
+    moments = optimizers[1].state[twin.weight]
+    for name in ("exp_avg", "exp_avg_sq"):
+        moments[name] = moments[name].contiguous()  # as read back from a file
+    for module, optimizer in zip((conv, twin), optimizers):
+        optimizer.zero_grad()
+        module(inputs).square().sum().backward()
+        optimizer.step()
+    assert not torch.equal(conv.weight, twin.weight)
 
 
 def test_the_float16_loss_scale_survives_a_resume(tmp_path):

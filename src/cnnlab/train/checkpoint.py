@@ -195,6 +195,21 @@ def restore_training_state(state: TrainingState, model: torch.nn.Module, optimiz
     scheduler.load_state_dict({**scheduler.state_dict(), **state.scheduler_state})
 
 
+def match_parameter_layouts(optimizer: torch.optim.Optimizer) -> None:
+    """Give each per-parameter state tensor (Adam's moments…) its parameter's memory layout; call it
+    once the model has its final layout.
+
+    Saved tensors come back contiguous while a channels-last model's convolution weights are not.
+    The fused Adam kernels walk a parameter and its moments as flat arrays, element i with element i,
+    so a moment in another layout would be applied to the wrong weights."""
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            values = optimizer.state.get(param, {})
+            for name, value in values.items():
+                if isinstance(value, Tensor) and value.shape == param.shape and value.stride() != param.stride():
+                    values[name] = torch.empty_like(param, dtype=value.dtype).copy_(value)
+
+
 def scheduler_state(scheduler: Any) -> dict[str, Any]:
     """A LambdaLR's state without its lambdas (stored as None anyway): the step count is what matters."""
     return {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}

@@ -30,8 +30,8 @@ from cnnlab.models.weights import PretrainedWeights
 from cnnlab.runs import TRAIN_STATE, WEIGHTS, create_run_dir, default_run_name, find_run
 from cnnlab.tasks import Task, task_for_training, task_from_json
 from cnnlab.train import callbacks as cb
-from cnnlab.train.checkpoint import (ModelInfo, load_training_state, restore_training_state,
-                                     save_model_checkpoint, save_training_state, scheduler_state)
+from cnnlab.train.checkpoint import (ModelInfo, load_training_state, match_parameter_layouts,
+                                     restore_training_state, save_model_checkpoint, save_training_state, scheduler_state)
 from cnnlab.train.loop import FitState, fit, seed_everything
 from cnnlab.train.optim import build_optimizer, build_scheduler
 from cnnlab.train.pretrained import (describe_input, head_layers, load_pretrained, load_transfer_report,
@@ -326,6 +326,7 @@ def _fit(setup: _Setup, state: FitState, console: Console,
     processes = f"; {setup.context.world_size} processes (DDP)" if setup.context.enabled else ""
     console.info(f"arithmetic: {performance.describe()}{processes}")
     model = performance.prepare_model(setup.model)
+    match_parameter_layouts(setup.optimizer)  # a resumed optimizer's moments, as its weights now are
     fit(model=performance.compiled(distributed.wrap(model, setup.context, setup.device)), eval_model=model,
         task=task, normalizer=normalizer, train_batches=setup.train_batches, val_batches=setup.val_batches,
         optimizer=setup.optimizer, scheduler=setup.scheduler, state=state, seed=setup.config.seed,
