@@ -53,7 +53,8 @@ def test_a_global_hook_also_keeps_the_guides_order():
     finally:
         handle.remove()
     assert shapes == [(2, 32, 26, 26)]
-    assert list(model.features)[1:3] == [model.features.relu1, model.features.pool1]  # printed in the guide's order
+    # and it prints in the guide's order
+    assert list(model.features)[1:3] == [model.features.relu1, model.features.pool1]
 
 
 def test_both_orders_agree_under_bfloat16_autocast_with_channels_last_inputs():

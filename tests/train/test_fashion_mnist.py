@@ -31,7 +31,8 @@ def test_fast_recipe_learns_more_per_epoch_than_the_guides_network(tmp_path):
     """Same images, same 2 epochs, same batch size: --recipe fast (fast-cnn, one-cycle AdamW, flips)
     against guide-cnn with cnnlab's defaults. Measured: 87.9–88.5% against 80.8–81.0% (seeds 0–2)."""
     accuracy = {}
-    for name, flags in {"fast": ["--recipe", "fast"], "guide": ["--model", "guide-cnn", "--batch-size", 128]}.items():
+    contenders = {"fast": ["--recipe", "fast"], "guide": ["--model", "guide-cnn", "--batch-size", 128]}
+    for name, flags in contenders.items():
         trained = run_cli("train", "--data", "fashion-mnist", *flags, "--epochs", 2, "--limit", 12000,
                           "--name", name, "--runs-dir", tmp_path / "runs", "--quiet")
         assert trained.exit_code == 0, trained.stderr

@@ -206,7 +206,8 @@ def match_parameter_layouts(optimizer: torch.optim.Optimizer) -> None:
         for param in group["params"]:
             values = optimizer.state.get(param, {})
             for name, value in values.items():
-                if isinstance(value, Tensor) and value.shape == param.shape and value.stride() != param.stride():
+                same_shape = isinstance(value, Tensor) and value.shape == param.shape
+                if same_shape and value.stride() != param.stride():
                     values[name] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 
 

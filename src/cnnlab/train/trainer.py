@@ -31,7 +31,8 @@ from cnnlab.runs import TRAIN_STATE, WEIGHTS, create_run_dir, default_run_name, 
 from cnnlab.tasks import Task, task_for_training, task_from_json
 from cnnlab.train import callbacks as cb
 from cnnlab.train.checkpoint import (ModelInfo, load_training_state, match_parameter_layouts,
-                                     restore_training_state, save_model_checkpoint, save_training_state, scheduler_state)
+                                     restore_training_state, save_model_checkpoint, save_training_state,
+                                     scheduler_state)
 from cnnlab.train.loop import FitState, fit, seed_everything
 from cnnlab.train.optim import build_optimizer, build_scheduler
 from cnnlab.train.pretrained import (describe_input, head_layers, load_pretrained, load_transfer_report,
