@@ -170,6 +170,21 @@ def test_without_matching_layouts_the_fused_step_would_go_wrong(tmp_path):
     assert not torch.equal(conv.weight, twin.weight)
 
 
+def test_a_training_state_that_does_not_fit_the_model_names_its_file(tmp_path):
+    model = create_model("guide-cnn", in_channels=1, num_outputs=3, image_size=(28, 28))
+    optimizer = build_optimizer(model, "adam", lr=0.01)
+    scheduler = build_scheduler(optimizer, "constant", total_steps=4)
+    path = tmp_path / "train-state.safetensors"
+    save_training_state(path, model_state=model.state_dict(), optimizer_state=optimizer.state_dict(),
+                        scheduler_state=scheduler_state(scheduler), progress={"epoch": 1}, info=_info())
+    other = create_model("fast-cnn", in_channels=1, num_outputs=3, image_size=(28, 28))
+    other_optimizer = build_optimizer(other, "adam", lr=0.01)
+    with pytest.raises(CnnlabError, match=r"train-state\.safetensors: the saved weights do not fit the "
+                                          r"architecture 'guide-cnn'"):
+        restore_training_state(load_training_state(path), other, other_optimizer,
+                               build_scheduler(other_optimizer, "constant", total_steps=4))
+
+
 def test_the_float16_loss_scale_survives_a_resume(tmp_path):
     """A resumed fp16 run goes on with the loss scale it had, not the initial 65,536 (which would skip
     steps again while it backs off). The scaler is real; CPU stands in for CUDA, where cnnlab uses one."""

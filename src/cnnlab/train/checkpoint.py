@@ -171,6 +171,7 @@ class TrainingState:
     progress: dict[str, Any]
     info: ModelInfo
     loss_scaler: dict[str, Any] | None = None
+    origin: str = ""  # the file it was read from, for error messages
 
 
 def load_training_state(path: Path) -> TrainingState:
@@ -183,6 +184,7 @@ def load_training_state(path: Path) -> TrainingState:
         progress=metadata["progress"],
         info=ModelInfo.from_json(metadata["model"], origin=str(path)),
         loss_scaler=metadata.get("loss_scaler"),
+        origin=str(path),
     )
 
 
@@ -190,7 +192,11 @@ def restore_training_state(state: TrainingState, model: torch.nn.Module, optimiz
                            scheduler: Any) -> None:
     """Put a saved state back into freshly built objects. The scheduler must already exist: creating
     a LambdaLR resets the optimizer's learning rate, so the optimizer's saved state goes in after it."""
-    model.load_state_dict(state.model_state)
+    try:
+        model.load_state_dict(state.model_state)
+    except RuntimeError as error:  # e.g. a run saved by a cnnlab whose model of that name differed
+        raise CnnlabError(f"{state.origin or 'training state'}: the saved weights do not fit the "
+                          f"architecture {state.info.architecture.label!r} builds now ({error})") from None
     optimizer.load_state_dict(state.optimizer_state)
     scheduler.load_state_dict({**scheduler.state_dict(), **state.scheduler_state})
 
