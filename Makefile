@@ -62,5 +62,11 @@ bench: $(BENCH_VENV)/.installed fashion-mnist
 		--output benchmarks/results/time_to_keras_accuracy
 	$(BENCH_VENV)/bin/python benchmarks/predict_throughput.py $(BENCH_ARGS)
 
+# The GPU benchmarks and the CUDA tests (a machine with a CUDA GPU; benchmarks/README.md, "On a GPU"):
+# results in benchmarks/results/gpu/. GPU_NOTE='...' is stored with them.
+.PHONY: bench-gpu
+bench-gpu: $(VENV)/.installed-dev fashion-mnist
+	PYTHON=$(BIN)/python NOTE="$(GPU_NOTE)" benchmarks/gpu.sh
+
 clean:
 	rm -rf runs .pytest_cache build src/*.egg-info

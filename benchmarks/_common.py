@@ -77,9 +77,29 @@ def _cnnlab_revision() -> str | None:
         return None
 
 
-def machine_info() -> dict[str, Any]:
+def gpu_info(device: str) -> dict[str, Any] | None:
+    """The GPU a `cuda` run used (name, memory, CUDA and driver versions); None for other devices."""
+    if not device.startswith("cuda"):
+        return None
+    import torch
+
+    index = torch.device(device).index or 0
+    properties = torch.cuda.get_device_properties(index)
+    try:
+        driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                capture_output=True, text=True, check=True).stdout.split()[0]
+    except (OSError, subprocess.CalledProcessError, IndexError):
+        driver = None
+    return {"name": properties.name, "memory_gib": round(properties.total_memory / 2**30, 1),
+            "multiprocessors": properties.multi_processor_count, "cuda": torch.version.cuda,
+            "driver": driver}
+
+
+def machine_info(device: str = "cpu") -> dict[str, Any]:
     """The machine a result was measured on; the load average says whether anything else was running."""
     return {
+        "device": device,
+        "gpu": gpu_info(device),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "cpu": _cpu_model(),
         "cores": cores(),
@@ -95,6 +115,14 @@ def machine_info() -> dict[str, Any]:
 
 
 # --- threads -------------------------------------------------------------------------------------
+
+def synchronize(device: str) -> None:
+    """Wait for the device's queued work, so that a host clock read next includes it."""
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize(device)
+
 
 def use_threads(threads: int) -> None:
     """Give PyTorch exactly `threads` threads (the other frameworks get the same number their way)."""
@@ -151,6 +179,12 @@ def write_worker_output(path: str, result: dict[str, Any]) -> None:
 
 # --- command line and result files ---------------------------------------------------------------
 
+def device_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="cpu",
+                        help="where PyTorch trains: cpu, cuda or cuda:N (the test split is scored on the CPU) "
+                             "[default: %(default)s]")
+
+
 def common_arguments(parser: argparse.ArgumentParser, *, default_output: str) -> None:
     parser.add_argument("--threads", type=int, default=cores(),
                         help="threads for every framework [default: the cores this process may use]")
@@ -169,7 +203,10 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
 
 def machine_markdown(machine: dict[str, Any], note: str) -> str:
     versions = ", ".join(f"{name} {version}" for name, version in machine["versions"].items() if version)
-    text = (f"Measured {machine['date']} on {machine['cpu']}, {machine['cores']} cores used, "
+    gpu = machine.get("gpu")
+    on_gpu = (f"the GPU {gpu['name']} ({gpu['memory_gib']} GiB, CUDA {gpu['cuda']}, driver {gpu['driver']}) "
+              f"and ") if gpu else ""
+    text = (f"Measured {machine['date']} on {on_gpu}{machine['cpu']}, {machine['cores']} cores used, "
             f"{machine['memory_gib']} GiB RAM, {machine['platform']}, Python {machine['python']}; "
             f"{versions} (cnnlab revision {machine.get('cnnlab_revision') or 'unknown'}). Load average (1 min) {machine['load_average_1m_at_start']} at the start, "
             f"{machine.get('load_average_1m_at_end', '?')} at the end.")

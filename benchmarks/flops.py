@@ -22,7 +22,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from _common import cores, use_threads
+from _common import cores, synchronize, use_threads
 
 
 def _guide_cnn(image_size: int) -> torch.nn.Module:
@@ -49,32 +49,39 @@ def forward_flops_per_image(image_size: int = 28) -> float:
     return float(counter.get_total_flops())
 
 
-def matmul_peak_gflops(threads: int, size: int = 2048, repeats: int = 10) -> float:
-    """Best-of-`repeats` float32 GFLOP/s of a size×size matrix product (2·size³ FLOPs each)."""
+def matmul_peak_gflops(threads: int, device: str = "cpu", size: int | None = None, repeats: int = 10) -> float:
+    """Best-of-`repeats` float32 GFLOP/s of a size×size matrix product (2·size³ FLOPs each).
+
+    On a GPU the product is 8192² (a 2048² one leaves most of a large GPU idle) and plain float32,
+    as PyTorch computes it by default (TF32 off), with the clock read after the GPU has finished."""
     use_threads(threads)
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    for _ in range(2):  # warm up: thread pool start, page faults on first touch
+    size = size or (8192 if device.startswith("cuda") else 2048)
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+    for _ in range(2):  # warm up: thread pool start, page faults on first touch, kernel selection
         torch.mm(a, b)
     best = float("inf")
     for _ in range(repeats):
+        synchronize(device)
         started = time.perf_counter()
         torch.mm(a, b)
+        synchronize(device)
         best = min(best, time.perf_counter() - started)
     return 2 * size**3 / best / 1e9
 
 
-def measure(batch_size: int, threads: int) -> dict[str, float]:
+def measure(batch_size: int, threads: int, device: str = "cpu") -> dict[str, float | str]:
     return {"train_flops_per_image": training_flops_per_image(batch_size),
             "forward_flops_per_image": forward_flops_per_image(),
-            "matmul_peak_gflops": matmul_peak_gflops(threads), "threads": threads}
+            "matmul_peak_gflops": matmul_peak_gflops(threads, device), "threads": threads, "device": device}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--threads", type=int, default=cores())
+    parser.add_argument("--device", default="cpu", help="where to measure the matmul peak: cpu, cuda, cuda:N")
     args = parser.parse_args()
-    print(json.dumps(measure(args.batch_size, args.threads), indent=2))
+    print(json.dumps(measure(args.batch_size, args.threads, args.device), indent=2))
 
 
 if __name__ == "__main__":

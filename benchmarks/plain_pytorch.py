@@ -2,8 +2,9 @@
 
 This is the "(a) plain hand-written PyTorch loop" that cnnlab is measured against: tensors in a
 `TensorDataset`, a shuffling `DataLoader`, the network as an `nn.Sequential`, Adam at its default
-learning rate, cross-entropy, and the usual `zero_grad / backward / step` loop. Nothing in it is
-tuned — a benchmark that made the baseline slow on purpose would measure nothing.
+learning rate, cross-entropy, and the usual `zero_grad / backward / step` loop; on a GPU, the model
+moved there and each batch sent to it with `.to(device)`. Nothing in it is tuned — a benchmark that
+made the baseline slow on purpose would measure nothing.
 
     python benchmarks/plain_pytorch.py --epochs 2 --limit 3000     # on its own, prints the result
 """
@@ -19,7 +20,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset, random_split
 
-from _common import cores, fashion_mnist, use_threads
+from _common import cores, fashion_mnist, synchronize, use_threads
 
 
 def guide_cnn() -> nn.Sequential:
@@ -39,18 +40,19 @@ def to_tensors(images, labels, mean: float, std: float) -> TensorDataset:
     return TensorDataset((pixels - mean) / std, torch.tensor(labels))
 
 
-def accuracy(model: nn.Module, loader: DataLoader) -> float:
+def accuracy(model: nn.Module, loader: DataLoader, device: str = "cpu") -> float:
     model.eval()
     correct = total = 0
     with torch.no_grad():
         for images, labels in loader:
+            images, labels = images.to(device), labels.to(device)
             correct += (model(images).argmax(dim=1) == labels).sum().item()
             total += len(labels)
     return correct / total
 
 
 def train_and_test(*, epochs: int, batch_size: int, limit: int | None = None, threads: int = 1,
-                   seed: int = 0) -> dict[str, Any]:
+                   device: str = "cpu", seed: int = 0) -> dict[str, Any]:
     """Train on 90% of the training split, validate on 10% each epoch, then score the test split."""
     use_threads(threads)
     torch.manual_seed(seed)
@@ -65,7 +67,7 @@ def train_and_test(*, epochs: int, batch_size: int, limit: int | None = None, th
     val_loader = DataLoader(val_set, batch_size=batch_size)
     test_loader = DataLoader(to_tensors(test_images, test_labels, mean, std), batch_size=batch_size)
 
-    model = guide_cnn()
+    model = guide_cnn().to(device)
     optimizer = torch.optim.Adam(model.parameters())
     loss_fn = nn.CrossEntropyLoss()
     epoch_seconds, history = [], []
@@ -74,18 +76,21 @@ def train_and_test(*, epochs: int, batch_size: int, limit: int | None = None, th
         started = time.perf_counter()
         running_loss = 0.0
         for images, labels in train_loader:
+            images, labels = images.to(device), labels.to(device)
             optimizer.zero_grad()
             loss = loss_fn(model(images), labels)
             loss.backward()
             optimizer.step()
             running_loss += loss.item()
+        synchronize(device)  # the last step's work queued on a GPU belongs to this epoch
         epoch_seconds.append(time.perf_counter() - started)  # training only, as for the others
         history.append({"epoch": epoch, "train_loss": running_loss / len(train_loader),
-                        "val_accuracy": accuracy(model, val_loader)})
+                        "val_accuracy": accuracy(model, val_loader, device)})
 
     return {"name": "plain PyTorch loop", "epochs": epochs, "batch_size": batch_size, "threads": threads,
-            "train_images": len(train_set), "epoch_train_seconds": epoch_seconds, "history": history,
-            "test_accuracy": accuracy(model, test_loader), "wall_seconds": time.perf_counter() - wall_start}
+            "device": device, "train_images": len(train_set), "epoch_train_seconds": epoch_seconds,
+            "history": history, "test_accuracy": accuracy(model, test_loader, device),
+            "wall_seconds": time.perf_counter() - wall_start}
 
 
 def main() -> None:
@@ -94,9 +99,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--threads", type=int, default=cores())
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     args = parser.parse_args()
     print(json.dumps(train_and_test(epochs=args.epochs, batch_size=args.batch_size, limit=args.limit,
-                                    threads=args.threads), indent=2))
+                                    threads=args.threads, device=args.device), indent=2))
 
 
 if __name__ == "__main__":

@@ -28,8 +28,8 @@ from typing import Any
 import yaml
 
 import guide_keras
-from _common import (common_arguments, machine_info, markdown_table, ratio, run_in_fresh_process, use_threads,
-                     write_results, write_worker_output)
+from _common import (common_arguments, device_argument, machine_info, markdown_table, ratio, run_in_fresh_process,
+                     use_threads, write_results, write_worker_output)
 
 CONTENDERS = ("cnnlab", "plain", "keras")
 # The settings the report names (those this cnnlab has); the JSON keeps the whole resolved config.
@@ -48,15 +48,15 @@ def parse_settings(pairs: list[str]) -> dict[str, Any]:
     return settings
 
 
-def train_cnnlab(*, epochs: int, batch_size: int, limit: int | None, threads: int, seed: int = 0,
-                 settings: dict[str, Any] | None = None) -> dict[str, Any]:
+def train_cnnlab(*, epochs: int, batch_size: int, limit: int | None, threads: int, device: str = "cpu",
+                 seed: int = 0, settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """`cnnlab.train` (the public API), then `cnnlab.evaluate` of the last epoch's weights on the test set."""
     use_threads(threads)
     import cnnlab
 
     wall_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="cnnlab-bench-runs-") as runs_dir:
-        fields = {"device": "cpu", "seed": seed, **(settings or {})}
+        fields = {"device": device, "seed": seed, **(settings or {})}
         result = cnnlab.train(data="fashion-mnist", model="guide-cnn", epochs=epochs, batch_size=batch_size,
                               limit=limit, runs_dir=runs_dir, name="bench", quiet=True, **fields)
         train_wall = time.perf_counter() - wall_start
@@ -64,7 +64,7 @@ def train_cnnlab(*, epochs: int, batch_size: int, limit: int | None, threads: in
         rows = list(csv.DictReader((result.run_dir / "metrics.csv").open()))
         train_images = json.loads((result.run_dir / "data.json").read_text())["train"]["images"]
         config = yaml.safe_load((result.run_dir / "config.yaml").read_text())
-    return {"name": "cnnlab", "epochs": epochs, "batch_size": batch_size, "threads": threads,
+    return {"name": "cnnlab", "epochs": epochs, "batch_size": batch_size, "threads": threads, "device": device,
             "train_images": train_images,
             "epoch_train_seconds": [train_images / float(row["images_per_s"]) for row in rows],
             "history": [{"epoch": int(row["epoch"]), "train_loss": float(row["train_loss"]),
@@ -78,6 +78,8 @@ def run_worker(args: argparse.Namespace) -> None:
     """Inside the fresh process: train one contender and write its result."""
     common = {"epochs": args.epochs, "batch_size": args.batch_size, "limit": args.limit,
               "threads": args.threads}
+    if args.worker != "keras":
+        common["device"] = args.device
     if args.worker == "cnnlab":
         result = train_cnnlab(**common, settings=parse_settings(args.set))
     elif args.worker == "plain":
@@ -106,13 +108,17 @@ def summarise(result: dict[str, Any], flops: dict[str, float]) -> dict[str, Any]
 
 
 def run_contender(name: str, args: argparse.Namespace, epochs: int) -> dict[str, Any]:
+    if name == "keras" and args.device != "cpu":
+        reason = f"the guide's Keras code is timed on the CPU only (not on {args.device})"
+        print(reason, file=sys.stderr)
+        return {"name": "guide Keras code", "skipped": reason}
     if name == "keras" and not guide_keras.available():
         print(guide_keras.MISSING, file=sys.stderr)
         return {"name": "guide Keras code", "skipped": guide_keras.MISSING}
-    print(f"\n== {name}: {epochs} epoch(s), batch {args.batch_size}, {args.threads} thread(s)",
+    print(f"\n== {name}: {epochs} epoch(s), batch {args.batch_size}, {args.threads} thread(s), {args.device}",
           file=sys.stderr)
     arguments = ["--worker", name, "--epochs", str(epochs), "--batch-size", str(args.batch_size),
-                 "--threads", str(args.threads)]
+                 "--threads", str(args.threads), "--device", args.device]
     arguments += ["--limit", str(args.limit)] if args.limit else []
     for pair in args.set:
         arguments += ["--set", pair]
@@ -166,6 +172,7 @@ def report(results: dict[str, Any]) -> str:
     train_images = next((r["train_images"] for r in results["contenders"].values() if "train_images" in r), 0)
     lines = [
         f"guide-cnn on Fashion-MNIST, batch size {results['batch_size']}, {results['threads']} thread(s), "
+        f"device {results.get('device', 'cpu')}, "
         f"{train_images:,} training images "
         f"(10% of the training split held out for validation). Test accuracy on the 10,000 test images "
         f"with the weights after the last epoch.",
@@ -178,7 +185,8 @@ def report(results: dict[str, Any]) -> str:
                     found["cnnlab_over_keras_best_epoch"], found["cnnlab_minus_keras_test_accuracy"]),
         f"- FLOPs per training image (forward + backward, convolutions and matmuls): "
         f"{flops['train_flops_per_image'] / 1e6:.2f} M ({flops['forward_flops_per_image'] / 1e6:.2f} M "
-        f"forward); float32 matmul peak measured with {flops['threads']} thread(s): "
+        f"forward); float32 matmul peak measured on {flops.get('device', 'cpu')} "
+        f"({flops['threads']} CPU thread(s)): "
         f"{flops['matmul_peak_gflops']:.1f} GFLOP/s",
         f"- cnnlab's settings: {', '.join(f'{k} {v}' for k, v in cnnlab_config.items())}; the plain loop and "
         f"Keras use Adam at its default rate (0.001), constant.",
@@ -206,6 +214,7 @@ def parse_arguments() -> argparse.Namespace:
                         help="a cnnlab.train option for the cnnlab contender, e.g. --set lr=0.01 "
                              "(repeatable)")
     parser.add_argument("--worker", choices=CONTENDERS, help=argparse.SUPPRESS)
+    device_argument(parser)
     common_arguments(parser, default_output="train_throughput")
     return parser.parse_args()
 
@@ -218,17 +227,18 @@ def main() -> None:
 
     if "cnnlab" not in (args.only or CONTENDERS):
         raise SystemExit("--only without cnnlab: nothing to compare against")
-    machine = machine_info()
-    flops = flop_counting.measure(args.batch_size, args.threads)
+    machine = machine_info(args.device)
+    flops = flop_counting.measure(args.batch_size, args.threads, args.device)
     contenders = {name: run_contender(name, args, args.epochs) for name in args.only or CONTENDERS}
     wanted_keras = "keras" in (args.only or CONTENDERS) and guide_keras.available()
     if args.keras_epochs and args.keras_epochs != args.epochs and wanted_keras:
         contenders["keras_reference"] = run_contender("keras", args, args.keras_epochs)
     # The peak is a ceiling: measured again at the end, the better of the two counts.
-    peak_at_end = flop_counting.matmul_peak_gflops(args.threads)
+    peak_at_end = flop_counting.matmul_peak_gflops(args.threads, args.device)
     flops["matmul_peak_gflops"] = max(flops["matmul_peak_gflops"], peak_at_end)
     contenders = {name: summarise(result, flops) for name, result in contenders.items()}
-    results = {"benchmark": "train_throughput", "epochs": args.epochs, "batch_size": args.batch_size,
+    results = {"benchmark": "train_throughput", "device": args.device, "epochs": args.epochs,
+               "batch_size": args.batch_size,
                "limit": args.limit, "threads": args.threads, "cnnlab_settings": parse_settings(args.set),
                "note": args.note, "machine": machine, "flops": flops, "contenders": contenders,
                "ratios": ratios(contenders)}
