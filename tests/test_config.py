@@ -37,3 +37,21 @@ def test_a_saved_resolved_config_reproduces_itself():
 def test_unknown_recipe_is_refused():
     with pytest.raises(ConfigError, match="--recipe must be one of fast"):
         merge_config(None, {"data": "digits", "recipe": "fastest"})
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"beta2": 1.0}, "--beta2 must be between 0 and 1, e.g. 0.99 (got 1.0)"),
+    ({"beta2": 0.99, "optimizer": "sgd"}, "--beta2 is Adam's setting; with --optimizer sgd set --momentum instead"),
+    ({"warmup": 1.0}, "--warmup is a share of the run's steps, from 0 up to (not including) 1 (got 1.0)"),
+    ({"warmup": -0.1}, "--warmup is a share"),
+])
+def test_bad_adam_and_warmup_settings_name_the_flag(fields, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        TrainConfig(data="digits", **fields).validate()
+
+
+def test_a_run_saved_before_beta2_and_warmup_existed_trains_as_it_did():
+    saved = TrainConfig(data="digits").to_dict()
+    del saved["beta2"], saved["warmup"]
+    config = TrainConfig.from_dict(saved).validate()
+    assert config.beta2 == 0.999 and config.warmup is None  # PyTorch's β2; the schedule's own warm-up

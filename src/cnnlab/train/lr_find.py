@@ -175,7 +175,7 @@ def sweep(model: nn.Module, task: Task, normalizer: nn.Module, batches: Batches,
     if plan is not None:
         apply_stage(trial, plan, 1)
     optimizer = build_optimizer(trial, config.optimizer, lr=start_lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay)
+                                weight_decay=config.weight_decay, beta2=config.beta2)
     quiet = console is None or console.quiet
     bar = tqdm(total=steps, desc="learning-rate sweep", unit="step", leave=False, disable=True if quiet else None)
     with bar:

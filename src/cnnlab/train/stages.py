@@ -74,13 +74,15 @@ def apply_stage(model: nn.Module, plan: StagePlan, stage: int) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def staged_schedule(name: str, plan: StagePlan, steps_per_epoch: int, epochs: int) -> Callable[[int], float]:
-    """The schedule `name` run once over each stage: a multiplier of the base rate per step."""
+def staged_schedule(name: str, plan: StagePlan, steps_per_epoch: int, epochs: int,
+                    warmup: float | None = None) -> Callable[[int], float]:
+    """The schedule `name` (with its `warmup` share) run once over each stage: a multiplier of the
+    base rate per step."""
     if plan.head_epochs is None:
-        return schedule_factor(name, epochs * steps_per_epoch)
+        return schedule_factor(name, epochs * steps_per_epoch, warmup)
     boundary = plan.head_epochs * steps_per_epoch
-    first = schedule_factor(name, boundary)
-    second = schedule_factor(name, (epochs - plan.head_epochs) * steps_per_epoch)
+    first = schedule_factor(name, boundary, warmup)
+    second = schedule_factor(name, (epochs - plan.head_epochs) * steps_per_epoch, warmup)
     return lambda step: first(step) if step < boundary else second(step - boundary)
 
 

@@ -269,14 +269,15 @@ def _assemble(config: TrainConfig, run_dir: Path, data: TrainingData, task: Task
     model = model.to(device)
     lr = config.resolved_lr()
     optimizer = build_optimizer(model, config.optimizer, lr=lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay,
+                                weight_decay=config.weight_decay, beta2=config.beta2,
                                 groups=parameter_groups(model, plan, lr) if plan else None)
     if plan is None:
         scheduler = build_scheduler(optimizer, config.schedule,
-                                    total_steps=config.epochs * len(train_batches))
+                                    total_steps=config.epochs * len(train_batches), warmup=config.warmup)
     else:
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, staged_schedule(config.schedule, plan, len(train_batches), config.epochs))
+            optimizer, staged_schedule(config.schedule, plan, len(train_batches), config.epochs,
+                                       warmup=config.warmup))
     return _Setup(config, run_dir, data, task, info, model, optimizer, scheduler, train_batches, val_batches,
                   device, plan, context)
 
