@@ -6,7 +6,7 @@ guide's Keras code takes for 10 epochs.
     python benchmarks/time_to_accuracy.py --epochs 4 --set lr=0.01        # any cnnlab.train option
     python benchmarks/time_to_accuracy.py --epochs 1 --limit 3000         # a quick check
     python benchmarks/time_to_accuracy.py --epochs 5 --set recipe=fast    # the fast recipe (fast-cnn)
-    python benchmarks/time_to_accuracy.py --device cuda --epochs 5 --set recipe=fast   # on a GPU
+    python benchmarks/time_to_accuracy.py --device cuda --set recipe=fast-gpu          # on a GPU
 
 One run of `cnnlab.train` with the given epochs; the test accuracy after each epoch comes from
 that same run. cnnlab keeps only the best and the last checkpoint, so a thread keeps a hard link to
@@ -92,10 +92,15 @@ def train_with_snapshots(args: argparse.Namespace,
     watcher.start()
     try:
         fields = {"device": args.device, "seed": 0, **parse_settings(args.set)}
-        if "recipe" not in fields:  # a recipe chooses its own model unless --set model=... says otherwise
+        # A recipe chooses its own model, epochs and batch size unless --set/--epochs/--batch-size say otherwise.
+        given = {"epochs": args.epochs, "batch_size": args.batch_size}
+        fields.update({key: value for key, value in given.items() if value is not None})
+        if "recipe" not in fields:
             fields.setdefault("model", "guide-cnn")
-        result = cnnlab.train(data="fashion-mnist", epochs=args.epochs, batch_size=args.batch_size,
-                              limit=args.limit, runs_dir=str(runs_dir), name="tta", quiet=True, **fields)
+            fields.setdefault("epochs", 10)
+            fields.setdefault("batch_size", 128)
+        result = cnnlab.train(data="fashion-mnist", limit=args.limit, runs_dir=str(runs_dir), name="tta",
+                              quiet=True, **fields)
     finally:
         snapshots = watcher.finish()
     return result, snapshots, time.perf_counter() - started
@@ -198,8 +203,8 @@ def _percent(value: float | None) -> str:
 def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--epochs", type=int, default=10, help="[default: %(default)s]")
-    parser.add_argument("--batch-size", type=int, default=128, help="[default: %(default)s]")
+    parser.add_argument("--epochs", type=int, default=None, help="[default: the recipe's, else 10]")
+    parser.add_argument("--batch-size", type=int, default=None, help="[default: the recipe's, else 128]")
     parser.add_argument("--limit", type=int, default=None,
                         help="train on a seeded subset of N images (quick checks)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -227,17 +232,17 @@ def main() -> None:
               file=sys.stderr)
         epochs = score_epochs(result, snapshots, Path(folder))
         train_images = json.loads((result.run_dir / "data.json").read_text())["train"]["images"]
-        model = yaml.safe_load((result.run_dir / "config.yaml").read_text())["model"]
-    results = {"benchmark": "time_to_accuracy", "model": model, "device": args.device,
-               "epochs_requested": args.epochs,
-               "batch_size": args.batch_size, "limit": args.limit, "threads": args.threads,
+        config = yaml.safe_load((result.run_dir / "config.yaml").read_text())
+    results = {"benchmark": "time_to_accuracy", "model": config["model"], "device": args.device,
+               "epochs_requested": config["epochs"],
+               "batch_size": config["batch_size"], "limit": args.limit, "threads": args.threads,
                "cnnlab_settings": parse_settings(args.set), "train_images": train_images,
                "train_wall_seconds": wall, "note": args.note, "machine": machine,
                "epochs": epochs, "keras_reference": keras,
                "targets": targets_reached(epochs, [float(t) for t in args.targets.split(",")], keras)}
     text = report(results)
     print("\n" + text)
-    write_results(args.output, f"Time to accuracy: {model} on Fashion-MNIST with cnnlab", results, text)
+    write_results(args.output, f"Time to accuracy: {results['model']} on Fashion-MNIST with cnnlab", results, text)
 
 
 if __name__ == "__main__":

@@ -10,10 +10,18 @@ from cnnlab.errors import ConfigError
 from cnnlab.train.trainer import merge_config
 
 
-def test_recipe_fills_the_defaults():
-    config = merge_config(None, {"data": "fashion-mnist", "recipe": "fast"})
-    for key, value in RECIPES["fast"].items():
+@pytest.mark.parametrize("recipe", ["fast", "fast-gpu"])
+def test_recipe_fills_the_defaults(recipe):
+    config = merge_config(None, {"data": "fashion-mnist", "recipe": recipe})
+    for key, value in RECIPES[recipe].items():
         assert getattr(config, key) == value
+
+
+def test_the_gpu_recipe_is_the_fast_one_in_larger_batches():
+    fast, gpu = RECIPES["fast"], RECIPES["fast-gpu"]
+    assert (gpu["batch_size"], gpu["lr"], gpu["epochs"]) == (512, 0.008, 6)
+    assert {k: v for k, v in gpu.items() if k not in ("batch_size", "lr", "epochs")} == \
+        {k: v for k, v in fast.items() if k not in ("batch_size", "lr", "epochs")}
 
 
 def test_flags_override_the_recipe():
