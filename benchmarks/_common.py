@@ -17,6 +17,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -171,6 +172,91 @@ def run_in_fresh_process(script: Path, arguments: list[str]) -> dict[str, Any]:
         if completed.returncode != 0 or not output.is_file():
             return {"error": f"{' '.join(command)} exited with status {completed.returncode}"}
         return json.loads(output.read_text())
+
+
+# --- contenders taking turns ---------------------------------------------------------------------
+#
+# This machine's speed drifts by 15-25% over minutes, so contenders timed one after another can
+# each meet a different machine. Taking turns, one epoch each, all of them meet every phase of the
+# drift alike: exactly one process computes at any moment; the others are blocked on a pipe.
+
+TURNS_ENVIRONMENT = "CNNLAB_BENCH_TURN_FDS"  # "READ,WRITE": the worker's ends of its two pipes
+
+
+class Turns:
+    """Worker side. `wait(label)` says "I am ready for <label>" and blocks until it is this
+    process's turn; without a coordinator (a contender run on its own) it returns at once."""
+
+    def __init__(self) -> None:
+        fds = os.environ.get(TURNS_ENVIRONMENT)
+        self.enabled = bool(fds)
+        if self.enabled:
+            read_fd, write_fd = (int(fd) for fd in fds.split(","))
+            for fd in (read_fd, write_fd):  # a child of the worker must not hold the pipes open
+                os.set_inheritable(fd, False)
+            self._from_coordinator = os.fdopen(read_fd, "r", buffering=1)
+            self._to_coordinator = os.fdopen(write_fd, "w", buffering=1)
+        self.waited_seconds = 0.0
+
+    def wait(self, label: str) -> None:
+        if not self.enabled:
+            return
+        started = time.perf_counter()
+        self._to_coordinator.write(f"{label}\n")
+        if self._from_coordinator.readline().strip() != "go":
+            raise SystemExit("the benchmark's coordinator went away")
+        self.waited_seconds += time.perf_counter() - started
+
+
+def run_taking_turns(script: Path, arguments: dict[str, list[str]]) -> dict[str, dict[str, Any]]:
+    """Run `script --worker-output FILE ARGUMENTS` for every contender at once, letting one at a time
+    run from one `Turns.wait` to its next (an epoch, with its validation); the order rotates each
+    round. Returns each contender's JSON result, as `run_in_fresh_process` does."""
+    with tempfile.TemporaryDirectory(prefix="cnnlab-bench-") as folder:
+        workers = {name: _start_turn_taker(script, Path(folder) / f"{name}.json", extra)
+                   for name, extra in arguments.items()}
+        waiting = {name: worker for name, worker in workers.items() if _next_request(worker)}
+        names, round_number = list(waiting), 0
+        while waiting:
+            order = names[round_number % len(names):] + names[:round_number % len(names)]
+            for name in (name for name in order if name in waiting):
+                worker = waiting[name]
+                worker["to"].write("go\n")
+                worker["to"].flush()
+                if not _next_request(worker):  # it finished (or failed) during this turn
+                    del waiting[name]
+            round_number += 1
+        return {name: _turn_taker_result(worker) for name, worker in workers.items()}
+
+
+def _start_turn_taker(script: Path, output: Path, arguments: list[str]) -> dict[str, Any]:
+    to_worker_read, to_worker_write = os.pipe()
+    from_worker_read, from_worker_write = os.pipe()
+    environment = {**os.environ, TURNS_ENVIRONMENT: f"{to_worker_read},{from_worker_write}"}
+    command = [sys.executable, str(script), "--worker-output", str(output), *arguments]
+    process = subprocess.Popen(command, stdout=sys.stderr, env=environment,
+                               pass_fds=(to_worker_read, from_worker_write))
+    os.close(to_worker_read)
+    os.close(from_worker_write)  # so that reading sees the end when the worker exits
+    return {"process": process, "command": command, "output": output, "requests": [],
+            "to": os.fdopen(to_worker_write, "w"), "from": os.fdopen(from_worker_read, "r")}
+
+
+def _next_request(worker: dict[str, Any]) -> bool:
+    """Block until the worker asks for its next turn (True) or exits (False)."""
+    line = worker["from"].readline()
+    if not line:
+        worker["process"].wait()
+        return False
+    worker["requests"].append(line.strip())
+    return True
+
+
+def _turn_taker_result(worker: dict[str, Any]) -> dict[str, Any]:
+    returncode = worker["process"].wait()
+    if returncode != 0 or not worker["output"].is_file():
+        return {"error": f"{' '.join(worker['command'])} exited with status {returncode}"}
+    return json.loads(worker["output"].read_text())
 
 
 def write_worker_output(path: str, result: dict[str, Any]) -> None:

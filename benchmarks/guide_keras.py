@@ -17,7 +17,7 @@ import os
 import time
 from typing import Any
 
-from _common import cores, fashion_mnist
+from _common import Turns, cores, fashion_mnist
 
 MISSING = ("TensorFlow is not installed in this environment, so the guide's Keras code is skipped; "
            "install it with `pip install -e '.[bench]'` (or run `make bench`)")
@@ -39,25 +39,70 @@ def _import_tensorflow(threads: int):
 def _epoch_timer(keras):
     class EpochTimer(keras.callbacks.Callback):
         """Seconds of training per epoch: from the epoch's start to the start of its validation pass
-        (`fit` runs validation between the last batch and `on_epoch_end`, and it must not count)."""
+        (`fit` runs validation between the last batch and `on_epoch_end`, and it must not count),
+        less any time spent waiting for a turn (`pause`/`resume`, from the turn gate).
+
+        Between `on_epoch_begin` and the first batch, `fit` makes the epoch's tf.data iterator and
+        destroys the last one, which waits for that iterator's threads: an idle 1.4-2.7 s in a few
+        epochs of most runs, with or without turns. That is part of Keras' epoch as its user sees
+        it, so it counts; `setup_seconds` keeps those spans so the report can show both.
+        """
 
         def __init__(self):
             super().__init__()
             self.seconds: list[float] = []
-            self._started = self._training_ended = None
+            self.setup_seconds: list[float] = []
+            self._started = self._training_ended = self._paused = None
+            self._waited = 0.0
 
         def on_epoch_begin(self, epoch, logs=None):
-            self._started, self._training_ended = time.perf_counter(), None
+            self._started, self._training_ended, self._waited = time.perf_counter(), None, 0.0
+
+        def pause(self):
+            self._paused = time.perf_counter()
+
+        def resume(self):
+            self._waited += time.perf_counter() - self._paused
+
+        def on_train_batch_begin(self, batch, logs=None):
+            if len(self.setup_seconds) < len(self.seconds) + 1:  # the epoch's first batch
+                self.setup_seconds.append(time.perf_counter() - self._started - self._waited)
 
         def on_test_begin(self, logs=None):
             if self._started is not None and self._training_ended is None:
                 self._training_ended = time.perf_counter()
 
         def on_epoch_end(self, epoch, logs=None):
-            self.seconds.append((self._training_ended or time.perf_counter()) - self._started)
+            ended = self._training_ended or time.perf_counter()
+            self.seconds.append(ended - self._started - self._waited)
             self._started = None
 
     return EpochTimer()
+
+
+def _turn_gate(keras, turns: Turns, timer):
+    class WaitForTurn(keras.callbacks.Callback):
+        """Before each epoch's first batch: wait for this contender's turn, the timer paused.
+
+        Not in `on_epoch_begin`: waiting there, before `fit` replaced the last epoch's tf.data
+        iterator, made that replacement wait 7-40 s (idle) in some epochs once the turn came.
+        Listed before the timer, so the timer sees the epoch's first batch after the wait."""
+
+        def __init__(self):
+            super().__init__()
+            self._first_batch = False
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._first_batch, self._epoch = True, epoch + 1
+
+        def on_train_batch_begin(self, batch, logs=None):
+            if self._first_batch:
+                self._first_batch = False
+                timer.pause()
+                turns.wait(f"epoch {self._epoch}")
+                timer.resume()
+
+    return WaitForTurn()
 
 
 def build_model(keras):
@@ -77,8 +122,10 @@ def build_model(keras):
 
 
 def train_and_test(*, epochs: int, batch_size: int, limit: int | None = None, threads: int = 1,
-                   seed: int = 0) -> dict[str, Any]:
-    """`model.fit(x, y, epochs, batch_size, validation_split=0.1)`, then `model.evaluate` on the test data."""
+                   seed: int = 0, turns: Turns | None = None) -> dict[str, Any]:
+    """`model.fit(x, y, epochs, batch_size, validation_split=0.1)`, then `model.evaluate` on the test data.
+    With `turns`, each epoch and the test scoring wait for this contender's turn (untimed)."""
+    turns = turns or Turns()
     tf = _import_tensorflow(threads)
     keras = tf.keras
     keras.utils.set_random_seed(seed)
@@ -95,15 +142,18 @@ def train_and_test(*, epochs: int, batch_size: int, limit: int | None = None, th
     timer = _epoch_timer(keras)
     # verbose=2: one line per epoch (the guide's default progress bar would redraw after every batch).
     fit = model.fit(train_images, train_labels, epochs=epochs, batch_size=batch_size, validation_split=0.1,
-                    callbacks=[timer], verbose=2)
+                    callbacks=[_turn_gate(keras, turns, timer), timer], verbose=2)  # the gate first: untimed
+    turns.wait("test")
     _, test_accuracy = model.evaluate(test_images, test_labels, batch_size=batch_size, verbose=0)
 
     history = [{"epoch": index + 1, "train_loss": fit.history["loss"][index],
                 "val_accuracy": fit.history["val_accuracy"][index]} for index in range(len(timer.seconds))]
     train_count = math.ceil(len(train_images) * (1.0 - 0.1))  # what validation_split leaves (Keras' rounding)
     return {"name": "guide Keras code", "epochs": epochs, "batch_size": batch_size, "threads": threads,
-            "train_images": train_count, "epoch_train_seconds": timer.seconds, "history": history,
-            "test_accuracy": float(test_accuracy), "wall_seconds": time.perf_counter() - wall_start,
+            "train_images": train_count, "epoch_train_seconds": timer.seconds,
+            "epoch_setup_seconds": timer.setup_seconds, "history": history,
+            "test_accuracy": float(test_accuracy),
+            "wall_seconds": time.perf_counter() - wall_start - turns.waited_seconds,
             "tensorflow": tf.__version__, "keras": keras.__version__}
 
 

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset, random_split
 
-from _common import cores, fashion_mnist, synchronize, use_threads
+from _common import Turns, cores, fashion_mnist, synchronize, use_threads
 
 
 def guide_cnn() -> nn.Sequential:
@@ -52,8 +52,10 @@ def accuracy(model: nn.Module, loader: DataLoader, device: str = "cpu") -> float
 
 
 def train_and_test(*, epochs: int, batch_size: int, limit: int | None = None, threads: int = 1,
-                   device: str = "cpu", seed: int = 0) -> dict[str, Any]:
-    """Train on 90% of the training split, validate on 10% each epoch, then score the test split."""
+                   device: str = "cpu", seed: int = 0, turns: Turns | None = None) -> dict[str, Any]:
+    """Train on 90% of the training split, validate on 10% each epoch, then score the test split.
+    With `turns`, each epoch and the test scoring wait for this contender's turn (untimed)."""
+    turns = turns or Turns()
     use_threads(threads)
     torch.manual_seed(seed)
     wall_start = time.perf_counter()
@@ -72,6 +74,7 @@ def train_and_test(*, epochs: int, batch_size: int, limit: int | None = None, th
     loss_fn = nn.CrossEntropyLoss()
     epoch_seconds, history = [], []
     for epoch in range(1, epochs + 1):
+        turns.wait(f"epoch {epoch}")
         model.train()
         started = time.perf_counter()
         running_loss = 0.0
@@ -87,10 +90,11 @@ def train_and_test(*, epochs: int, batch_size: int, limit: int | None = None, th
         history.append({"epoch": epoch, "train_loss": running_loss / len(train_loader),
                         "val_accuracy": accuracy(model, val_loader, device)})
 
+    turns.wait("test")
     return {"name": "plain PyTorch loop", "epochs": epochs, "batch_size": batch_size, "threads": threads,
             "device": device, "train_images": len(train_set), "epoch_train_seconds": epoch_seconds,
             "history": history, "test_accuracy": accuracy(model, test_loader, device),
-            "wall_seconds": time.perf_counter() - wall_start}
+            "wall_seconds": time.perf_counter() - wall_start - turns.waited_seconds}
 
 
 def main() -> None:

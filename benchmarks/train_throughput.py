@@ -5,7 +5,11 @@ thread count and 10% validation hold-out, in one run.
     python benchmarks/train_throughput.py                         # the full benchmark (10 epochs)
     python benchmarks/train_throughput.py --epochs 1 --limit 3000 # a quick check that it all works
 
-Each contender trains in a fresh process (see `_common.run_in_fresh_process`). Images/s counts
+Each contender trains in a fresh process. By default (`--order turns`) the three start together
+and take turns, one epoch each, the order rotating every round: one computes while the others
+wait on a pipe (see `_common.run_taking_turns`). This machine's speed drifts by 15-25% over
+minutes; run one after another (`--order sequential`), each contender met a different phase of it,
+and the ratios moved by as much between runs. Images/s counts
 training only: cnnlab's from its run's metrics.csv (`images_per_s`), the others' from the same
 span — the epoch's batches, without validation. Test accuracy is on the 10,000 test images, with
 the weights after the last epoch. The FLOPs per image and the matmul peak (see flops.py) turn
@@ -28,8 +32,8 @@ from typing import Any
 import yaml
 
 import guide_keras
-from _common import (common_arguments, device_argument, machine_info, markdown_table, ratio, run_in_fresh_process,
-                     use_threads, write_results, write_worker_output)
+from _common import (Turns, common_arguments, device_argument, machine_info, markdown_table, ratio,
+                     run_in_fresh_process, run_taking_turns, use_threads, write_results, write_worker_output)
 
 CONTENDERS = ("cnnlab", "plain", "keras")
 # The settings the report names (those this cnnlab has); the JSON keeps the whole resolved config.
@@ -48,18 +52,32 @@ def parse_settings(pairs: list[str]) -> dict[str, Any]:
     return settings
 
 
+class WaitForTurn:
+    """A cnnlab callback: before each epoch's clock starts, wait until it is this contender's turn."""
+
+    def __init__(self, turns: Turns):
+        self.turns = turns
+
+    def on_epoch_begin(self, state, epoch: int, num_images: int) -> None:
+        self.turns.wait(f"epoch {epoch}")
+
+
 def train_cnnlab(*, epochs: int, batch_size: int, limit: int | None, threads: int, device: str = "cpu",
-                 seed: int = 0, settings: dict[str, Any] | None = None) -> dict[str, Any]:
+                 seed: int = 0, settings: dict[str, Any] | None = None,
+                 turns: Turns | None = None) -> dict[str, Any]:
     """`cnnlab.train` (the public API), then `cnnlab.evaluate` of the last epoch's weights on the test set."""
     use_threads(threads)
     import cnnlab
 
+    turns = turns or Turns()
     wall_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="cnnlab-bench-runs-") as runs_dir:
         fields = {"device": device, "seed": seed, **(settings or {})}
         result = cnnlab.train(data="fashion-mnist", model="guide-cnn", epochs=epochs, batch_size=batch_size,
-                              limit=limit, runs_dir=runs_dir, name="bench", quiet=True, **fields)
-        train_wall = time.perf_counter() - wall_start
+                              limit=limit, runs_dir=runs_dir, name="bench", quiet=True,
+                              callbacks=[WaitForTurn(turns)], **fields)
+        train_wall = time.perf_counter() - wall_start - turns.waited_seconds
+        turns.wait("test")
         report = cnnlab.evaluate(result.last_checkpoint, split="test", device="cpu", quiet=True)
         rows = list(csv.DictReader((result.run_dir / "metrics.csv").open()))
         train_images = json.loads((result.run_dir / "data.json").read_text())["train"]["images"]
@@ -70,7 +88,7 @@ def train_cnnlab(*, epochs: int, batch_size: int, limit: int | None, threads: in
             "history": [{"epoch": int(row["epoch"]), "train_loss": float(row["train_loss"]),
                          "val_accuracy": float(row["val_accuracy"])} for row in rows],
             "test_accuracy": report.metrics["accuracy"], "train_wall_seconds": train_wall,
-            "wall_seconds": time.perf_counter() - wall_start,
+            "wall_seconds": time.perf_counter() - wall_start - turns.waited_seconds,
             "config": config}
 
 
@@ -102,27 +120,52 @@ def summarise(result: dict[str, Any], flops: dict[str, float]) -> dict[str, Any]
         result["images_per_s_after_epoch_1"] = result["train_images"] * (len(seconds) - 1) / sum(seconds[1:])
     # The fastest epoch: what the contender does when nothing else claims the cores (like timeit's minimum).
     result["images_per_s_best_epoch"] = result["train_images"] / min(seconds)
+    if result.get("epoch_setup_seconds"):  # Keras: its epochs less fit's idle iterator set-up
+        batches_only = [total - setup for total, setup in zip(seconds, result["epoch_setup_seconds"])]
+        result["setup_seconds"] = sum(result["epoch_setup_seconds"])
+        result["images_per_s_without_setup"] = result["train_images"] * len(seconds) / sum(batches_only)
     result["train_gflops"] = result["images_per_s"] * flops["train_flops_per_image"] / 1e9
     result["fraction_of_matmul_peak"] = result["train_gflops"] / flops["matmul_peak_gflops"]
     return result
 
 
-def run_contender(name: str, args: argparse.Namespace, epochs: int) -> dict[str, Any]:
+def skip_reason(name: str, args: argparse.Namespace) -> str | None:
     if name == "keras" and args.device != "cpu":
-        reason = f"the guide's Keras code is timed on the CPU only (not on {args.device})"
-        print(reason, file=sys.stderr)
-        return {"name": "guide Keras code", "skipped": reason}
+        return f"the guide's Keras code is timed on the CPU only (not on {args.device})"
     if name == "keras" and not guide_keras.available():
-        print(guide_keras.MISSING, file=sys.stderr)
-        return {"name": "guide Keras code", "skipped": guide_keras.MISSING}
-    print(f"\n== {name}: {epochs} epoch(s), batch {args.batch_size}, {args.threads} thread(s), {args.device}",
-          file=sys.stderr)
+        return guide_keras.MISSING
+    return None
+
+
+def worker_arguments(name: str, args: argparse.Namespace, epochs: int) -> list[str]:
     arguments = ["--worker", name, "--epochs", str(epochs), "--batch-size", str(args.batch_size),
                  "--threads", str(args.threads), "--device", args.device]
     arguments += ["--limit", str(args.limit)] if args.limit else []
     for pair in args.set:
         arguments += ["--set", pair]
-    return run_in_fresh_process(Path(__file__), arguments)
+    return arguments
+
+
+def run_contenders(names: list[str], args: argparse.Namespace, epochs: int) -> dict[str, dict[str, Any]]:
+    """Each contender in a fresh process: taking turns an epoch at a time (`--order turns`), or one
+    whole run after another (`--order sequential`)."""
+    results, runnable = {}, {}
+    for name in names:
+        reason = skip_reason(name, args)
+        if reason:
+            print(reason, file=sys.stderr)
+            results[name] = {"name": "guide Keras code", "skipped": reason}
+        else:
+            runnable[name] = worker_arguments(name, args, epochs)
+    setting = f"{epochs} epoch(s), batch {args.batch_size}, {args.threads} thread(s), {args.device}"
+    if args.order == "turns" and len(runnable) > 1:
+        print(f"\n== {', '.join(runnable)} taking turns, an epoch each: {setting}", file=sys.stderr)
+        results.update(run_taking_turns(Path(__file__), runnable))
+    else:
+        for name, arguments in runnable.items():
+            print(f"\n== {name}: {setting}", file=sys.stderr)
+            results[name] = run_in_fresh_process(Path(__file__), arguments)
+    return {name: results[name] for name in names}
 
 
 def table_rows(results: dict[str, dict[str, Any]]) -> list[list[str]]:
@@ -144,23 +187,77 @@ def ratios(results: dict[str, dict[str, Any]]) -> dict[str, float | None]:
     speed = {key: result.get("images_per_s") for key, result in results.items()}
     best = {key: result.get("images_per_s_best_epoch") for key, result in results.items()}
     accuracy = {key: result.get("test_accuracy") for key, result in results.items()}
+    epoch_by_epoch = {other: median_epoch_ratio(results["cnnlab"], results.get(other)) for other in ("plain", "keras")}
+    keras = results.get("keras") or {}
+    median_without_setup = None
+    if "images_per_s_without_setup" in keras:
+        without_setup = {**keras, "epoch_train_seconds": [
+            total - setup for total, setup in zip(keras["epoch_train_seconds"], keras["epoch_setup_seconds"])]}
+        median_without_setup = median_epoch_ratio(results["cnnlab"], without_setup)
     return {"cnnlab_over_plain_images_per_s": ratio(speed["cnnlab"], speed.get("plain")),
             "cnnlab_over_keras_images_per_s": ratio(speed["cnnlab"], speed.get("keras")),
             "cnnlab_over_plain_best_epoch": ratio(best["cnnlab"], best.get("plain")),
             "cnnlab_over_keras_best_epoch": ratio(best["cnnlab"], best.get("keras")),
+            "cnnlab_over_plain_median_epoch": epoch_by_epoch["plain"],
+            "cnnlab_over_keras_median_epoch": epoch_by_epoch["keras"],
+            "cnnlab_over_keras_without_keras_setup": ratio(speed["cnnlab"], keras.get("images_per_s_without_setup")),
+            "cnnlab_over_keras_median_epoch_without_keras_setup": median_without_setup,
             "cnnlab_minus_plain_test_accuracy": _difference(accuracy["cnnlab"], accuracy.get("plain")),
             "cnnlab_minus_keras_test_accuracy": _difference(accuracy["cnnlab"], accuracy.get("keras"))}
+
+
+def median_epoch_ratio(cnnlab: dict[str, Any], other: dict[str, Any] | None) -> float | None:
+    """The median over epochs 2, 3, ... of (other's seconds for epoch k) / (cnnlab's for epoch k).
+
+    When the contenders take turns, epoch k of each ran within seconds of the other's, on the
+    same phase of the machine's drift: each pair is a side-by-side comparison, and the median of
+    the pairs is what a drift cannot move. Epoch 1 is left out (one-off set-up costs).
+    """
+    if not other or "epoch_train_seconds" not in other or "epoch_train_seconds" not in cnnlab:
+        return None
+    pairs = list(zip(cnnlab["epoch_train_seconds"], other["epoch_train_seconds"]))[1:]
+    if not pairs:
+        return None
+    ratios_by_epoch = sorted((theirs * other["train_images"]) / (ours * cnnlab["train_images"])
+                             for ours, theirs in pairs)  # images/s ratio, in case the counts differ
+    middle = len(ratios_by_epoch) // 2
+    if len(ratios_by_epoch) % 2:
+        return ratios_by_epoch[middle]
+    return (ratios_by_epoch[middle - 1] + ratios_by_epoch[middle]) / 2
 
 
 def _difference(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a - b
 
 
-def _ratio_line(other: str, speed: float | None, best: float | None, accuracy: float | None) -> str:
+def _ratio_line(other: str, speed: float | None, best: float | None, median: float | None,
+                accuracy: float | None) -> str:
     if speed is None:
         return f"- cnnlab / {other}: not measured"
-    return (f"- cnnlab / {other}: **{speed:.2f}×** images/s ({best:.2f}× comparing best epochs), "
+    per_epoch = f", median of epoch-by-epoch ratios {median:.2f}×" if median is not None else ""
+    return (f"- cnnlab / {other}: **{speed:.2f}×** images/s ({best:.2f}× comparing best epochs{per_epoch}), "
             f"test accuracy {accuracy:+.2%} (percentage points)")
+
+
+def _keras_setup_line(keras: dict[str, Any], found: dict[str, Any]) -> list[str]:
+    """How much of Keras' time was `fit` setting up each epoch's tf.data iterator (idle waits)."""
+    if not keras.get("setup_seconds") or found.get("cnnlab_over_keras_without_keras_setup") is None:
+        return []
+    longest = max(keras["epoch_setup_seconds"])
+    return [f"- Keras' training seconds include {keras['setup_seconds']:.1f} s in which `fit` replaced "
+            f"each epoch's tf.data iterator (up to {longest:.1f} s in an epoch, the process idle); without "
+            f"them: cnnlab / guide Keras **{found['cnnlab_over_keras_without_keras_setup']:.2f}×** "
+            f"(median of epoch-by-epoch ratios "
+            f"{found['cnnlab_over_keras_median_epoch_without_keras_setup']:.2f}×)"]
+
+
+ORDER_NOTES = {
+    "turns": "The contenders trained at the same time, taking turns an epoch each (the order rotating "
+             "every round; one computes while the others wait), so that a drift in the machine's speed "
+             "meets them alike.",
+    "sequential": "The contenders ran one after another (`--order sequential`): a drift in the machine's "
+                  "speed between their runs shows in the ratios.",
+}
 
 
 def report(results: dict[str, Any]) -> str:
@@ -180,9 +277,13 @@ def report(results: dict[str, Any]) -> str:
         markdown_table(header, table_rows(results["contenders"])),
         "",
         _ratio_line("plain PyTorch", found["cnnlab_over_plain_images_per_s"],
-                    found["cnnlab_over_plain_best_epoch"], found["cnnlab_minus_plain_test_accuracy"]),
+                    found["cnnlab_over_plain_best_epoch"], found.get("cnnlab_over_plain_median_epoch"),
+                    found["cnnlab_minus_plain_test_accuracy"]),
         _ratio_line("guide Keras", found["cnnlab_over_keras_images_per_s"],
-                    found["cnnlab_over_keras_best_epoch"], found["cnnlab_minus_keras_test_accuracy"]),
+                    found["cnnlab_over_keras_best_epoch"], found.get("cnnlab_over_keras_median_epoch"),
+                    found["cnnlab_minus_keras_test_accuracy"]),
+        *_keras_setup_line(results["contenders"].get("keras", {}), found),
+        f"- {ORDER_NOTES[results.get('order', 'sequential')]}",
         f"- FLOPs per training image (forward + backward, convolutions and matmuls): "
         f"{flops['train_flops_per_image'] / 1e6:.2f} M ({flops['forward_flops_per_image'] / 1e6:.2f} M "
         f"forward); float32 matmul peak measured on {flops.get('device', 'cpu')} "
@@ -208,6 +309,10 @@ def parse_arguments() -> argparse.Namespace:
                         help="also run the guide's Keras code for this many epochs when it differs from "
                              "--epochs: the reference time_to_accuracy.py compares with (0: don't) "
                              "[default: %(default)s]")
+    parser.add_argument("--order", choices=("turns", "sequential"), default="turns",
+                        help="turns: the contenders train at once, taking turns an epoch each, so that the "
+                             "machine's speed drifts alike for all; sequential: one whole run after another "
+                             "[default: %(default)s]")
     parser.add_argument("--only", choices=CONTENDERS, action="append",
                         help="run only these contenders (repeatable)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -229,17 +334,18 @@ def main() -> None:
         raise SystemExit("--only without cnnlab: nothing to compare against")
     machine = machine_info(args.device)
     flops = flop_counting.measure(args.batch_size, args.threads, args.device)
-    contenders = {name: run_contender(name, args, args.epochs) for name in args.only or CONTENDERS}
+    contenders = run_contenders(list(args.only or CONTENDERS), args, args.epochs)
     wanted_keras = "keras" in (args.only or CONTENDERS) and guide_keras.available()
     if args.keras_epochs and args.keras_epochs != args.epochs and wanted_keras:
-        contenders["keras_reference"] = run_contender("keras", args, args.keras_epochs)
+        contenders["keras_reference"] = run_contenders(["keras"], args, args.keras_epochs)["keras"]
     # The peak is a ceiling: measured again at the end, the better of the two counts.
     peak_at_end = flop_counting.matmul_peak_gflops(args.threads, args.device)
     flops["matmul_peak_gflops"] = max(flops["matmul_peak_gflops"], peak_at_end)
     contenders = {name: summarise(result, flops) for name, result in contenders.items()}
     results = {"benchmark": "train_throughput", "device": args.device, "epochs": args.epochs,
                "batch_size": args.batch_size,
-               "limit": args.limit, "threads": args.threads, "cnnlab_settings": parse_settings(args.set),
+               "limit": args.limit, "threads": args.threads, "order": args.order,
+               "cnnlab_settings": parse_settings(args.set),
                "note": args.note, "machine": machine, "flops": flops, "contenders": contenders,
                "ratios": ratios(contenders)}
     text = report(results)

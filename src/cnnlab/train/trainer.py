@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -33,7 +33,7 @@ from cnnlab.train import callbacks as cb
 from cnnlab.train.checkpoint import (ModelInfo, load_training_state, match_parameter_layouts,
                                      restore_training_state, save_model_checkpoint, save_training_state,
                                      scheduler_state)
-from cnnlab.train.loop import FitState, fit, seed_everything
+from cnnlab.train.loop import Callback, FitState, fit, seed_everything
 from cnnlab.train.optim import build_optimizer, build_scheduler
 from cnnlab.train.pretrained import (describe_input, head_layers, load_pretrained, load_transfer_report,
                                      pretrained_normalisation, recorded_weights, save_transfer_report,
@@ -132,7 +132,7 @@ def prepare_run(config: TrainConfig, console: Console,
 
 
 def train(config: TrainConfig | str | Path | None = None, *, resume: str | Path | None = None,
-          quiet: bool = False, **fields: Any) -> TrainResult:
+          quiet: bool = False, callbacks: Sequence[object] = (), **fields: Any) -> TrainResult:
     """Train a CNN; the keyword arguments are `TrainConfig` fields (the `cnnlab train` flags).
 
     >>> result = cnnlab.train(data="fashion-mnist", model="guide-cnn", epochs=3)  # doctest: +SKIP
@@ -141,15 +141,24 @@ def train(config: TrainConfig | str | Path | None = None, *, resume: str | Path 
 
     `config` may be a TrainConfig or a YAML file with the same keys; `fields` override it.
     `resume` continues the run folder where it stopped (fields may change epochs/patience/device/workers).
+
+    `callbacks` are your own objects with any of the methods of `cnnlab.train.loop.Callback`:
+    `on_train_begin(state)`, `on_epoch_begin(state, epoch, num_images)`,
+    `on_batch_end(state, images, loss_sum, headline_sum)`, `on_epoch_end(state, row)` (row: the
+    epoch's metrics.csv line) and `on_train_end(state)`. They run after cnnlab's own (progress,
+    metrics.csv, checkpoints), in the order given, in every process of a distributed run; one that
+    sets `state.stop_reason` ends training after that epoch, its checkpoint saved. Time spent in
+    `on_epoch_begin` is not counted in the epoch's images/s.
     """
+    callbacks = check_callbacks(callbacks)
     context = distributed.context_from_environment()
     # Under torchrun, only rank 0 speaks and writes; the other processes just train.
     console = Console(quiet=quiet, mute=not context.is_main)
     try:
         if resume is not None:
-            result = _resume(resume, fields, console, context)
+            result = _resume(resume, fields, console, context, callbacks)
         else:
-            result = _start(merge_config(config, fields).validate(), console, context)
+            result = _start(merge_config(config, fields).validate(), console, context, callbacks)
     except BaseException:
         if context.enabled:  # the others may be mid-epoch: leave without waiting for them
             distributed.stop(wait_for_others=False)
@@ -159,7 +168,24 @@ def train(config: TrainConfig | str | Path | None = None, *, resume: str | Path 
     return result
 
 
-def _start(config: TrainConfig, console: Console, context: DistributedContext) -> TrainResult:
+def check_callbacks(callbacks: Sequence[object]) -> list[object]:
+    """The user's callbacks as a list, each an object with at least one hook method."""
+    if not isinstance(callbacks, (list, tuple)):
+        raise ConfigError(f"callbacks: expected a list of callback objects, got {type(callbacks).__name__}; "
+                          f"write callbacks=[{type(callbacks).__name__}(...)]")
+    hooks = [name for name in vars(Callback) if name.startswith("on_")]
+    for index, callback in enumerate(callbacks):
+        name = callback.__name__ if isinstance(callback, type) else type(callback).__name__
+        if isinstance(callback, type):
+            raise ConfigError(f"callbacks[{index}]: {name} is a class; pass an instance, {name}(...)")
+        if not any(callable(getattr(callback, hook, None)) for hook in hooks):
+            raise ConfigError(f"callbacks[{index}]: a {name} has none of the hook methods "
+                              f"{', '.join(hooks)} (see cnnlab.train.loop.Callback)")
+    return list(callbacks)
+
+
+def _start(config: TrainConfig, console: Console, context: DistributedContext,
+           callbacks: list[object]) -> TrainResult:
     start = prepare_run(config, console, context)
     data, task = start.data, start.task
     run_dir = None
@@ -185,7 +211,7 @@ def _start(config: TrainConfig, console: Console, context: DistributedContext) -
     info = ModelInfo(start.architecture, task.to_json(), start.input_spec, config=config.to_dict())
     setup = _assemble(config, run_dir, data, task, info, start.device, model, plan, batches, context)
     console.info(f"run folder: {run_dir}")
-    return _fit(setup, FitState(epochs=config.epochs), console)
+    return _fit(setup, FitState(epochs=config.epochs), console, callbacks)
 
 
 def _find_learning_rate(start: RunStart, model: torch.nn.Module, plan: StagePlan | None, batches: Batches,
@@ -296,7 +322,7 @@ def _saver(setup: _Setup, performance: Performance):
     return save
 
 
-def _fit(setup: _Setup, state: FitState, console: Console,
+def _fit(setup: _Setup, state: FitState, console: Console, user_callbacks: list[object],
          loss_scaler: dict[str, Any] | None = None) -> TrainResult:
     """Train from `state` on; `loss_scaler` is a resumed run's float16 loss-scaler state."""
     task = setup.task
@@ -324,6 +350,7 @@ def _fit(setup: _Setup, state: FitState, console: Console,
         callbacks.append(cb.EarlyStopping(setup.config.patience, console.info))
     if setup.context.is_main:
         callbacks.append(cb.Checkpointer(setup.run_dir / WEIGHTS, _saver(setup, performance)))
+    callbacks += user_callbacks  # last: they see the epoch logged and saved
     normalizer = setup.info.input.normalizer().to(setup.device)
     processes = f"; {setup.context.world_size} processes (DDP)" if setup.context.enabled else ""
     console.info(f"arithmetic: {performance.describe()}{processes}")
@@ -341,7 +368,8 @@ def _fit(setup: _Setup, state: FitState, console: Console,
     return TrainResult(setup.run_dir, state.history, state.best_epoch, state.stop_reason)
 
 
-def _resume(run: str | Path, fields: dict[str, Any], console: Console, context: DistributedContext) -> TrainResult:
+def _resume(run: str | Path, fields: dict[str, Any], console: Console, context: DistributedContext,
+            callbacks: list[object]) -> TrainResult:
     run_dir = find_run(run, fields.get("runs_dir", "runs"))
     saved = TrainConfig.from_dict(load_config_file(run_dir / "config.yaml"), origin=str(run_dir / "config.yaml"))
     overrides = coerce_fields(TrainConfig, fields, origin="--resume")
@@ -378,5 +406,5 @@ def _resume(run: str | Path, fields: dict[str, Any], console: Console, context: 
         # metrics.csv may hold a row written after the state was saved; the state's history is the truth.
         cb.write_metrics_csv(run_dir / "metrics.csv", progress.history)
     console.info(f"resuming {run_dir} after epoch {progress.epoch} of {config.epochs}")
-    return _fit(setup, progress, console, loss_scaler=training_state.loss_scaler)
+    return _fit(setup, progress, console, callbacks, loss_scaler=training_state.loss_scaler)
 
