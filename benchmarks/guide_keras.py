@@ -43,7 +43,7 @@ def _epoch_timer(keras):
         less any time spent waiting for a turn (`pause`/`resume`, from the turn gate).
 
         Between `on_epoch_begin` and the first batch, `fit` makes the epoch's tf.data iterator and
-        destroys the last one, which waits for that iterator's threads: an idle 1.4-2.7 s in a few
+        destroys the last one, which waits for that iterator's threads: an idle 0.4-2.7 s in a few
         epochs of most runs, with or without turns. That is part of Keras' epoch as its user sees
         it, so it counts; `setup_seconds` keeps those spans so the report can show both.
         """
