@@ -169,9 +169,14 @@ def run_in_fresh_process(script: Path, arguments: list[str]) -> dict[str, Any]:
         output = Path(folder) / "result.json"
         command = [sys.executable, str(script), "--worker-output", str(output), *arguments]
         completed = subprocess.run(command, stdout=sys.stderr)  # the worker's chatter goes to stderr
-        if completed.returncode != 0 or not output.is_file():
-            return {"error": f"{' '.join(command)} exited with status {completed.returncode}"}
-        return json.loads(output.read_text())
+        return _worker_result(command, completed.returncode, output)
+
+
+def _worker_result(command: list[str], returncode: int, output: Path) -> dict[str, Any]:
+    """The JSON a worker wrote, or an error naming the command when it failed."""
+    if returncode != 0 or not output.is_file():
+        return {"error": f"{' '.join(command)} exited with status {returncode}"}
+    return json.loads(output.read_text())
 
 
 # --- contenders taking turns ---------------------------------------------------------------------
@@ -253,10 +258,7 @@ def _next_request(worker: dict[str, Any]) -> bool:
 
 
 def _turn_taker_result(worker: dict[str, Any]) -> dict[str, Any]:
-    returncode = worker["process"].wait()
-    if returncode != 0 or not worker["output"].is_file():
-        return {"error": f"{' '.join(worker['command'])} exited with status {returncode}"}
-    return json.loads(worker["output"].read_text())
+    return _worker_result(worker["command"], worker["process"].wait(), worker["output"])
 
 
 def write_worker_output(path: str, result: dict[str, Any]) -> None:

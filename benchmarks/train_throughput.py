@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -122,6 +123,7 @@ def summarise(result: dict[str, Any], flops: dict[str, float]) -> dict[str, Any]
     result["images_per_s_best_epoch"] = result["train_images"] / min(seconds)
     if result.get("epoch_setup_seconds"):  # Keras: its epochs less fit's idle iterator set-up
         batches_only = [total - setup for total, setup in zip(seconds, result["epoch_setup_seconds"])]
+        result["epoch_seconds_without_setup"] = batches_only
         result["setup_seconds"] = sum(result["epoch_setup_seconds"])
         result["images_per_s_without_setup"] = result["train_images"] * len(seconds) / sum(batches_only)
     result["train_gflops"] = result["images_per_s"] * flops["train_flops_per_image"] / 1e9
@@ -190,9 +192,8 @@ def ratios(results: dict[str, dict[str, Any]]) -> dict[str, float | None]:
     epoch_by_epoch = {other: median_epoch_ratio(results["cnnlab"], results.get(other)) for other in ("plain", "keras")}
     keras = results.get("keras") or {}
     median_without_setup = None
-    if "images_per_s_without_setup" in keras:
-        without_setup = {**keras, "epoch_train_seconds": [
-            total - setup for total, setup in zip(keras["epoch_train_seconds"], keras["epoch_setup_seconds"])]}
+    if "epoch_seconds_without_setup" in keras:
+        without_setup = {**keras, "epoch_train_seconds": keras["epoch_seconds_without_setup"]}
         median_without_setup = median_epoch_ratio(results["cnnlab"], without_setup)
     return {"cnnlab_over_plain_images_per_s": ratio(speed["cnnlab"], speed.get("plain")),
             "cnnlab_over_keras_images_per_s": ratio(speed["cnnlab"], speed.get("keras")),
@@ -218,12 +219,9 @@ def median_epoch_ratio(cnnlab: dict[str, Any], other: dict[str, Any] | None) -> 
     pairs = list(zip(cnnlab["epoch_train_seconds"], other["epoch_train_seconds"]))[1:]
     if not pairs:
         return None
-    ratios_by_epoch = sorted((theirs * other["train_images"]) / (ours * cnnlab["train_images"])
-                             for ours, theirs in pairs)  # images/s ratio, in case the counts differ
-    middle = len(ratios_by_epoch) // 2
-    if len(ratios_by_epoch) % 2:
-        return ratios_by_epoch[middle]
-    return (ratios_by_epoch[middle - 1] + ratios_by_epoch[middle]) / 2
+    # images/s over images/s, in case the two counted their training images differently
+    return statistics.median(theirs * other["train_images"] / (ours * cnnlab["train_images"])
+                             for ours, theirs in pairs)
 
 
 def _difference(a: float | None, b: float | None) -> float | None:
