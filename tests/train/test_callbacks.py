@@ -11,6 +11,7 @@ import pytest
 
 import cnnlab
 from cnnlab.errors import ConfigError
+from cnnlab.train.checkpoint import load_training_state
 
 # A small real run: scikit-learn's digits, scaled to guide-cnn's smallest input.
 RUN = {"data": "digits", "model": "guide-cnn", "image_size": "18", "batch_size": 64, "quiet": True}
@@ -72,6 +73,20 @@ def test_a_callback_stops_the_run_and_its_epoch_is_kept(tmp_path):
     assert [row["epoch"] for row in result.history] == [1, 2]
     assert result.stop_reason == "stopped by my callback"
     assert json.loads((result.run_dir / "weights" / "last.json").read_text())["epoch"] == 2
+
+
+def test_a_run_stopped_by_a_callback_says_so_when_resumed(tmp_path, capsys):
+    class StopAtOne:
+        def on_epoch_end(self, state, row):
+            state.stop_reason = "stopped by my callback"
+
+    first = cnnlab.train(**RUN, epochs=3, runs_dir=str(tmp_path), name="stop", callbacks=[StopAtOne()])
+    saved = load_training_state(first.run_dir / "weights" / "train-state.safetensors")
+    assert saved.progress["epoch"] == 1 and saved.progress["stop_reason"] == "stopped by my callback"
+
+    resumed = cnnlab.train(resume=first.run_dir, epochs=2, quiet=False)
+    assert "note: the run had stopped (stopped by my callback); continuing anyway" in capsys.readouterr().err
+    assert [row["epoch"] for row in resumed.history] == [1, 2] and resumed.stop_reason is None
 
 
 def test_time_in_on_epoch_begin_is_not_counted_in_images_per_second(tmp_path):

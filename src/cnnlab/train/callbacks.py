@@ -133,9 +133,21 @@ class Checkpointer:
 
     def __init__(self, folder: Path, save: Callable[[Path, str, FitState], None]):
         self.folder, self.save = folder, save
+        self._saved_stop_reason: str | None = None
+        self._saved_any = False
 
     def on_epoch_end(self, state: FitState, row: dict[str, Any]) -> None:
         if state.improved:
             self.save(self.folder / "best.safetensors", "model", state)
         self.save(self.folder / "last.safetensors", "model", state)
+        self._save_training_state(state)
+
+    def on_train_end(self, state: FitState) -> None:
+        # A callback after this one (the user's) may have ended the run once the epoch was saved:
+        # record why, so that --resume can say the run had stopped. The weights are the same.
+        if self._saved_any and state.stop_reason != self._saved_stop_reason:
+            self._save_training_state(state)
+
+    def _save_training_state(self, state: FitState) -> None:
         self.save(self.folder / "train-state.safetensors", "training", state)
+        self._saved_stop_reason, self._saved_any = state.stop_reason, True
