@@ -135,14 +135,21 @@ def test_regression_run_explain_and_report(tmp_path, fashion_pngs):
     assert explained.exit_code == 0, explained.stderr
     assert "predicted brightness = " in explained.stdout and "Grad-CAM for brightness" in explained.stdout
 
-    no_test_split = run_cli("report", run)
-    assert no_test_split.exit_code == 2 and "pass --data" in no_test_split.stderr
+    # A CSV has no test split: the report scores the 30 images the run held out, and says so.
+    no_test_split = run_cli("report", run, "--mistakes", 3)
+    assert no_test_split.exit_code == 0, no_test_split.stderr
+    assert "has no test split, so this scores the 30 validation images the run held out" in no_test_split.stderr
+    html = (run / "report.html").read_text(encoding="utf-8")
+    assert "on 30 images" in html and "split val (eval-brightness-val/)" in html
+
+    # With --data, the whole CSV is scored (not the held-out evaluation of the same file reused).
 
     outcome = run_cli("report", run, "--data", csv_path, "--mistakes", 3)
     assert outcome.exit_code == 0, outcome.stderr
     html = (run / "report.html").read_text(encoding="utf-8")
     _check_self_contained(html)
     assert "Largest errors" in html and "R²" in html and "predicted vs true" in html
+    assert "on 300 images" in html and "split test (eval-brightness-test/)" in html
     assert html.count('<div class="card">') == 3
     for section in SECTIONS:
         assert f'<section id="{section}">' in html

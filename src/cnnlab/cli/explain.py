@@ -36,7 +36,8 @@ def explain_command(run: str, images: tuple[str, ...], target: str | None, layer
               help="the HTML file [default: RUN/report.html]")
 @click.option("--data", help="evaluate on this data when the run folder has no evaluation yet "
                              "[default: the run's own test split]")
-@click.option("--split", help="which split of --data (also picks among existing evaluations) [default: test]")
+@click.option("--split", help="which split of --data (also picks among existing evaluations); val = the "
+              "validation images the run held out [default: test, or val when the run's data has none]")
 @click.option("--limit", type=int, help="evaluate on a seeded subset of N images (when evaluating)")
 @click.option("--mistakes", type=int, default=8, show_default=True, help="how many worst mistakes to show")
 @click.option("--samples", type=int, default=6, show_default=True, help="sample images per class")

@@ -12,6 +12,7 @@ from cnnlab.data.prepare import Geometry, ImageSet, LoadReport, infer_geometry, 
 from cnnlab.data.source import Source
 from cnnlab.data.sources import find_split_folders, open_data
 from cnnlab.data.split import split_indices
+from cnnlab.errors import DataError
 
 
 @dataclass
@@ -67,10 +68,26 @@ def _validation_source(config: TrainConfig, source: Source) -> tuple[Source, Sou
     return source.subset(rest), source.subset(taken), origin
 
 
-def prepare_training_data(config: TrainConfig, console: Console) -> TrainingData:
+def _training_source(config: TrainConfig) -> Source:
     source = open_data(config.data, split=config.split, task=config.task, data_dir=config.data_dir)
-    if config.limit:
-        source = limit_source(source, config.limit, config.seed)
+    return limit_source(source, config.limit, config.seed) if config.limit else source
+
+
+def held_out_validation(config: TrainConfig) -> tuple[Source, str]:
+    """(the validation images a run with `config` trained beside, how they were chosen).
+
+    They are chosen again exactly as training chose them: the same data, --limit, --val-fraction
+    and seed give the same images, so a run can be scored on them after the fact.
+    """
+    _, val, origin = _validation_source(config, _training_source(config))
+    if val is None:
+        raise DataError(f"the run held out no validation images from {config.data} ({origin}); "
+                        "pass --data with images to evaluate on")
+    return val, origin
+
+
+def prepare_training_data(config: TrainConfig, console: Console) -> TrainingData:
+    source = _training_source(config)
     train_source, val_source, val_origin = _validation_source(config, source)
     geometry = infer_geometry(train_source, channels=config.channels,
                               image_size=parse_image_size(config.image_size))

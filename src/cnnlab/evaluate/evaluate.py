@@ -61,8 +61,10 @@ def evaluate(run: str | Path, data: str | None = None, *, split: str = "test", b
     `tta` overrides the model's own test-time augmentation ("none" or "flip")."""
     console = Console(quiet=quiet)
     trained = load(run, device=device, runs_dir=runs_dir, tta=tta, precision=precision)
-    data = data or _default_data(trained, split)
-    source = open_data(data, split=split, task=trained.task.name, data_dir=data_dir)
+    if data:
+        source = open_data(data, split=split, task=trained.task.name, data_dir=data_dir)
+    else:
+        data, split, source = own_data(trained, split, data_dir, console)
     source = _align_classes(source, trained)
     if limit:
         from cnnlab.data.pipeline import limit_source
@@ -95,18 +97,64 @@ def _outputs(trained: TrainedModel, batches: Batches) -> tuple[Tensor, Tensor]:
     return torch.cat(outputs), torch.cat(targets)
 
 
-def _default_data(trained: TrainedModel, split: str) -> str:
+def own_data(trained: TrainedModel, split: str, data_dir: str | None,
+             console: Console | None = None) -> tuple[str, str, Source]:
+    """(data, split, images) for scoring a run on the data it was trained on.
+
+    `split` "val" means the validation images the run held out. A run whose data has no test split
+    (a plain folder of class folders, a CSV) is scored on those too, with a warning: they chose the
+    best epoch, so the score leans optimistic.
+    """
     config = trained.info.config
     data = config.get("data")
     if not data:
         raise DataError("this checkpoint does not record its training data; pass --data")
-    from cnnlab.data.named import is_named
+    if split != "val" and _has_split(data, split):
+        return data, split, open_data(data, split=split, task=trained.task.name, data_dir=data_dir)
+    if split not in ("val", "test"):
+        raise DataError(f"the run was trained on {data}, which has no '{split}' split; pass --data with the "
+                        "images to evaluate on, or --split val for the validation images the run held out")
+    source, origin = _held_out(trained, data_dir)
+    if split == "test" and console is not None:
+        console.warn(f"{data} has no test split, so this scores the {len(source):,} validation images the run "
+                     f"held out: {origin}. They chose the best epoch, so the score leans optimistic; pass "
+                     "--data with images the model has never seen for an unbiased one")
+    return data, "val", source
+
+
+def _has_split(data: str, split: str) -> bool:
+    from cnnlab.data.named import dataset_spec, is_named
 
     path = Path(data)
-    if (not path.exists() and is_named(data)) or (path.is_dir() and split in find_split_folders(path)):
-        return data
-    raise DataError(f"the run was trained on {data}, which has no '{split}' split; pass --data with the images "
-                    "to evaluate on")
+    if not path.exists() and is_named(data):
+        return split in dataset_spec(data).splits
+    return path.is_dir() and split in find_split_folders(path)
+
+
+def _held_out(trained: TrainedModel, data_dir: str | None) -> tuple[Source, str]:
+    """The run's validation images, chosen again as in training, checked against its data.json."""
+    from dataclasses import replace
+
+    from cnnlab.config import TrainConfig
+    from cnnlab.data.pipeline import held_out_validation
+
+    config = TrainConfig.from_dict(trained.info.config, origin=f"{trained.checkpoint} (its training config)")
+    if data_dir:
+        config = replace(config, data_dir=data_dir)
+    source, origin = held_out_validation(config)
+    recorded = _recorded_validation(trained.run_dir / "data.json")
+    if recorded is not None and (recorded.get("images") != len(source)
+                                 or (recorded.get("class_counts") or None) != (source.class_counts() or None)):
+        raise DataError(f"{config.data} has changed since the run was trained: its validation images were "
+                        f"{recorded.get('images')} ({recorded.get('class_counts')}), the same split of it now "
+                        f"gives {len(source)} ({source.class_counts()}); pass --data with the images to evaluate on")
+    return replace(source, description=f"{source.description}, validation images: {origin}"), origin
+
+
+def _recorded_validation(data_json: Path) -> dict[str, Any] | None:
+    if not data_json.is_file():
+        return None  # a checkpoint moved out of its run folder: nothing to check against
+    return json.loads(data_json.read_text(encoding="utf-8")).get("val")
 
 
 def _align_classes(source: Source, trained: TrainedModel) -> Source:

@@ -149,6 +149,10 @@ def _evaluation_section(evaluation: Evaluation) -> Section:
     metrics = evaluation.metrics
     parts = [paragraph(f"{summary_line(metrics)} — {metrics.get('data', '')}, split {evaluation.split} "
                        f"({evaluation.folder.name}/)")]
+    if evaluation.split == "val":
+        parts.append(paragraph("These are validation images: they chose the best epoch, so the score leans "
+                               "optimistic. Evaluate on images the model has never seen (cnnlab evaluate RUN "
+                               "--data ...) for an unbiased one.", "note"))
     if "per_class" in metrics:
         rows = [(name, *_scores(s), f"{s['support']:,}") for name, s in metrics["per_class"].items()]
         rows += [(label, *_scores(metrics[key]), "")

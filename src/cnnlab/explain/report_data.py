@@ -76,6 +76,8 @@ def find_or_run_evaluation(trained: TrainedModel, *, data: str | None, split: st
     """The newest matching RUN/eval-*/ folder, or a fresh `evaluate()` when there is none."""
     from cnnlab.evaluate.evaluate import evaluate
 
+    if data and not split:
+        split = "test"  # what `evaluate --data` scores; not an earlier run's held-out images of the same data
     for folder in _eval_folders(trained.run_dir):
         metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
         if split and metrics.get("split") != split:
@@ -128,11 +130,13 @@ def open_source(trained: TrainedModel, data: str | None, split: str, data_dir: s
     """The dataset `data` (default: the run's own) at `split`, or None when it cannot be opened."""
     from cnnlab.data.sources import open_data
 
-    data = data or trained.info.config.get("data")
-    if not data:
-        return None
+    from cnnlab.evaluate.evaluate import own_data
+
     try:
-        return open_data(data, split=split, task=trained.task.name, data_dir=data_dir)
+        if not data and split == "val":
+            return own_data(trained, split, data_dir)[2]  # the images the run held out
+        data = data or trained.info.config.get("data")
+        return open_data(data, split=split, task=trained.task.name, data_dir=data_dir) if data else None
     except CnnlabError:
         return None
 

@@ -1,0 +1,103 @@
+"""Scoring a run on the data it was trained on: `--split val` is the validation images the run held
+out, chosen again exactly as training chose them; data with no test split (a plain folder of class
+folders) falls back to them, with a warning; a folder changed since training is refused."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+import cnnlab
+from cnnlab.data.sources import open_class_folders
+from cnnlab.data.split import split_indices
+from tests.helpers import run_cli
+
+FAST_RUN = {"model": "guide-cnn", "image_size": "18", "epochs": 4, "batch_size": 64, "quiet": True}
+
+
+@pytest.fixture(scope="module")
+def folder_run(digits_folder, tmp_path_factory):
+    """guide-cnn trained on a plain folder of class folders (no test split), from a private copy."""
+    root = tmp_path_factory.mktemp("own-data")
+    data = Path(shutil.copytree(digits_folder, root / "digits"))
+    result = cnnlab.train(data=str(data), runs_dir=str(root / "runs"), name="folder", **FAST_RUN)
+    return result, data
+
+
+def _held_out_files(data: Path) -> set[str]:
+    """The files training held out: 10% of the folder, stratified, seed 0 (cnnlab's defaults)."""
+    source = open_class_folders(data)
+    taken, _ = split_indices(source.targets, 0.1, 0, stratify=True)
+    return {str(source.paths[i]) for i in taken}
+
+
+def _best_val_accuracy(run_dir: Path) -> float:
+    rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    best = min(rows, key=lambda row: float(row["val_loss"]))
+    return float(best["val_accuracy"])
+
+
+def test_a_folder_without_a_test_split_is_scored_on_its_held_out_images_with_a_warning(folder_run):
+    result, data = folder_run
+    outcome = run_cli("evaluate", result.run_dir, "--json")
+    assert outcome.exit_code == 0, outcome.stderr
+    assert f"{data} has no test split, so this scores the 180 validation images the run held out" in outcome.stderr
+    assert "leans optimistic" in outcome.stderr
+    metrics = json.loads(outcome.stdout)
+    assert metrics["split"] == "val" and metrics["images"] == 180
+    assert metrics["data"].endswith("validation images: 10% of --data held out (stratified, seed 0)")
+    folder = result.run_dir / "eval-digits-val"
+    files = {row["file"] for row in csv.DictReader((folder / "predictions.csv").open())}
+    assert files == _held_out_files(data)  # exactly the images training never learned from
+    # The same images the run validated on: the score is the one its best epoch logged (±1 image).
+    assert abs(metrics["accuracy"] - _best_val_accuracy(result.run_dir)) <= 1 / 180 + 1e-9
+
+
+def test_split_val_names_the_held_out_images_without_a_warning(folder_run):
+    result, data = folder_run
+    evaluation = cnnlab.evaluate(result.run_dir, split="val", quiet=True)
+    assert evaluation.metrics["images"] == 180 and evaluation.output_dir.name == "eval-digits-val"
+    outcome = run_cli("evaluate", result.run_dir, "--split", "val")
+    assert outcome.exit_code == 0 and "warning" not in outcome.stderr
+
+
+def test_another_split_of_a_plain_folder_points_to_split_val(folder_run):
+    result, _ = folder_run
+    outcome = run_cli("evaluate", result.run_dir, "--split", "train")
+    assert outcome.exit_code != 0
+    assert "which has no 'train' split; pass --data with the images to evaluate on, or --split val" in outcome.stderr
+
+
+def test_a_folder_changed_since_training_is_refused_not_silently_resplit(digits_copy, tmp_path):
+    result = cnnlab.train(data=str(digits_copy), runs_dir=str(tmp_path / "runs"), name="changed",
+                          **{**FAST_RUN, "epochs": 1})
+    for index, path in enumerate(sorted((digits_copy / "3").glob("*.png"))[:40]):
+        shutil.copy(path, path.with_name(f"extra-{index}.png"))  # 40 more 3s: the 10% split moves
+    outcome = run_cli("evaluate", result.run_dir)
+    assert outcome.exit_code != 0
+    assert f"{digits_copy} has changed since the run was trained: its validation images were 180" in outcome.stderr
+    assert "the same split of it now gives 184" in outcome.stderr
+
+
+def test_split_val_of_a_named_dataset_is_the_part_of_its_train_split_held_out(tmp_path):
+    result = cnnlab.train(data="digits", runs_dir=str(tmp_path), name="named", **FAST_RUN)
+    recorded = json.loads((result.run_dir / "data.json").read_text())["val"]
+    evaluation = cnnlab.evaluate(result.run_dir, split="val", quiet=True)
+    assert evaluation.metrics["images"] == recorded["images"] == 144  # 10% of the 1,438 training digits
+    assert abs(evaluation.metrics["accuracy"] - _best_val_accuracy(result.run_dir)) <= 1 / 144 + 1e-9
+    test = cnnlab.evaluate(result.run_dir, quiet=True)  # the named test split is still the default
+    assert test.metrics["split"] == "test" and test.metrics["images"] == 359
+
+
+def test_the_report_of_a_folder_run_evaluates_on_the_held_out_images_and_says_so(folder_run, tmp_path):
+    result, _ = folder_run
+    run_copy = Path(shutil.copytree(result.run_dir, tmp_path / "run"))
+    outcome = run_cli("report", run_copy, "--samples", 2, "--mistakes", 2, "--max-maps", 4)
+    assert outcome.exit_code == 0, outcome.stderr
+    page = (run_copy / "report.html").read_text()
+    assert "split val (eval-digits-val/)" in page
+    assert "These are validation images: they chose the best epoch" in page
