@@ -101,3 +101,16 @@ def test_the_report_of_a_folder_run_evaluates_on_the_held_out_images_and_says_so
     page = (run_copy / "report.html").read_text()
     assert "split val (eval-digits-val/)" in page
     assert "These are validation images: they chose the best epoch" in page
+
+
+def test_a_relative_data_path_evaluated_from_elsewhere_says_where_to_run_it(digits_folder, tmp_path, monkeypatch):
+    shutil.copytree(digits_folder, tmp_path / "digits")
+    monkeypatch.chdir(tmp_path)
+    result = cnnlab.train(data="digits/", runs_dir="runs", name="relative", **{**FAST_RUN, "epochs": 1})
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    outcome = run_cli("evaluate", result.run_dir.resolve(), cwd=elsewhere)
+    assert outcome.exit_code != 0
+    assert f"the run was trained on digits/, which is not there from {elsewhere}; run this from the folder you " \
+           "trained in, or pass --data" in outcome.stderr
+    assert run_cli("evaluate", result.run_dir.resolve(), "--split", "val", cwd=tmp_path).exit_code == 0

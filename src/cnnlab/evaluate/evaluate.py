@@ -109,6 +109,7 @@ def own_data(trained: TrainedModel, split: str, data_dir: str | None,
     data = config.get("data")
     if not data:
         raise DataError("this checkpoint does not record its training data; pass --data")
+    _check_reachable(data)
     if split != "val" and _has_split(data, split):
         return data, split, open_data(data, split=split, task=trained.task.name, data_dir=data_dir)
     if split not in ("val", "test"):
@@ -120,6 +121,15 @@ def own_data(trained: TrainedModel, split: str, data_dir: str | None,
                      f"held out: {origin}. They chose the best epoch, so the score leans optimistic; pass "
                      "--data with images the model has never seen for an unbiased one")
     return data, "val", source
+
+
+def _check_reachable(data: str) -> None:
+    """A relative path the run recorded only works from where it was trained: say so plainly."""
+    from cnnlab.data.named import is_named
+
+    if not Path(data).expanduser().exists() and not is_named(data):
+        raise DataError(f"the run was trained on {data}, which is not there from {Path.cwd()}; run this from "
+                        f"the folder you trained in, or pass --data with the images to evaluate on")
 
 
 def _has_split(data: str, split: str) -> bool:
