@@ -62,3 +62,28 @@ def test_resume_can_extend_epochs_but_not_change_the_data(digits_split_folder, t
     more = run_cli("train", "--resume", runs / "r", "--epochs", 2)
     assert more.exit_code == 0, more.stderr
     assert [row["epoch"] for row in _rows(runs / "r")] == ["1", "2"]
+
+
+def test_resume_from_another_folder_says_where_the_runs_relative_data_is(digits_split_folder, tmp_path):
+    import shutil
+
+    import yaml
+
+    from tests.helpers import run_cli
+
+    # A folder called "digits" beside the named dataset "digits": the run must record which it was.
+    shutil.copytree(digits_split_folder, tmp_path / "digits")
+    args = ["train", "--data", "digits", "--image-size", 18, "--epochs", 1, "--limit", 300, "--name", "r",
+            "--runs-dir", "runs"]
+    assert run_cli(*args, cwd=tmp_path).exit_code == 0
+    run = tmp_path / "runs" / "r"
+    assert yaml.safe_load((run / "config.yaml").read_text())["data"] == "./digits"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    outcome = run_cli("train", "--resume", run, "--epochs", 2, cwd=elsewhere)
+    assert outcome.exit_code == 2
+    assert (f"the run was trained on ./digits, which is not there from {elsewhere}; resume from the folder you "
+            f"trained in (cd there, then --resume {run})") in outcome.stderr
+    evaluated = run_cli("evaluate", run, cwd=elsewhere)  # not scikit-learn's named digits in its place
+    assert evaluated.exit_code != 0 and "the run was trained on ./digits, which is not there" in evaluated.stderr
+    assert run_cli("train", "--resume", "runs/r", "--epochs", 2, cwd=tmp_path).exit_code == 0

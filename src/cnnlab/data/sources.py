@@ -65,6 +65,25 @@ def open_data(
     return source
 
 
+def recorded_data(spec: str) -> str:
+    """--data as a run records it: a folder or file that shares a named dataset's name ("digits")
+    becomes "./digits", so that opening the run elsewhere can never mean the named dataset instead."""
+    from cnnlab.data import named
+
+    if named.is_named(spec) and Path(spec).expanduser().exists():
+        return f"./{spec}"
+    return spec
+
+
+def check_recorded_data(data: str, *, then: str) -> None:
+    """A run's recorded --data, checked before it is opened again: a relative path only works from
+    the folder the run was trained in, and PyTorch-deep or "--data" errors would not say so."""
+    from cnnlab.data import named
+
+    if not Path(data).expanduser().exists() and not named.is_named(data):
+        raise DataError(f"the run was trained on {data}, which is not there from {Path.cwd()}; {then}")
+
+
 def _open_idx_file(images_path: Path) -> Source:
     from cnnlab.data import idx
 

@@ -26,7 +26,7 @@ from cnnlab.console import Console
 from cnnlab.data.loader import Batches
 from cnnlab.data.prepare import Geometry, load_images
 from cnnlab.data.source import Source
-from cnnlab.data.sources import find_split_folders, open_data
+from cnnlab.data.sources import check_recorded_data, find_split_folders, open_data
 from cnnlab.errors import DataError
 from cnnlab.io import write_text_atomic
 from cnnlab.trained import TrainedModel, load
@@ -109,7 +109,8 @@ def own_data(trained: TrainedModel, split: str, data_dir: str | None,
     data = config.get("data")
     if not data:
         raise DataError("this checkpoint does not record its training data; pass --data")
-    _check_reachable(data)
+    check_recorded_data(data, then="run this from the folder you trained in, or pass --data with the "
+                                   "images to evaluate on")
     if split != "val" and _has_split(data, split):
         return data, split, open_data(data, split=split, task=trained.task.name, data_dir=data_dir)
     if split not in ("val", "test"):
@@ -121,15 +122,6 @@ def own_data(trained: TrainedModel, split: str, data_dir: str | None,
                      f"held out: {origin}. They chose the best epoch, so the score leans optimistic; pass "
                      "--data with images the model has never seen for an unbiased one")
     return data, "val", source
-
-
-def _check_reachable(data: str) -> None:
-    """A relative path the run recorded only works from where it was trained: say so plainly."""
-    from cnnlab.data.named import is_named
-
-    if not Path(data).expanduser().exists() and not is_named(data):
-        raise DataError(f"the run was trained on {data}, which is not there from {Path.cwd()}; run this from "
-                        f"the folder you trained in, or pass --data with the images to evaluate on")
 
 
 def _has_split(data: str, split: str) -> bool:

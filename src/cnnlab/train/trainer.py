@@ -20,6 +20,7 @@ from cnnlab.console import Console
 from cnnlab.data.loader import Batches
 from cnnlab.data.normalize import InputSpec
 from cnnlab.data.pipeline import TrainingData, prepare_training_data
+from cnnlab.data.sources import check_recorded_data, recorded_data
 from cnnlab.data.prepare import channel_statistics
 from cnnlab.device import resolve_device
 from cnnlab.errors import ConfigError
@@ -250,7 +251,8 @@ def _resolved(config: TrainConfig, run_dir: Path, data: TrainingData,
     until the range test has run; the weights are named exactly)."""
     geometry = data.geometry
     lr = config.lr if config.lr == "auto" else config.resolved_lr()
-    return replace(recorded_weights(config, pretrained), name=run_dir.name, runs_dir=str(run_dir.parent),
+    return replace(recorded_weights(config, pretrained), data=recorded_data(config.data), name=run_dir.name,
+                   runs_dir=str(run_dir.parent),
                    lr=lr, image_size=f"{geometry.height},{geometry.width}", channels=geometry.channels,
                    exist_ok=False)
 
@@ -378,6 +380,7 @@ def _resume(run: str | Path, fields: dict[str, Any], console: Console, context: 
         raise ConfigError(f"--resume {run}: cannot change {', '.join(sorted(changed - RESUMABLE_OVERRIDES))} "
                           f"of an existing run (only {', '.join(sorted(RESUMABLE_OVERRIDES))}); start a new run")
     config = replace(saved, **{k: overrides[k] for k in changed}).validate()
+    check_recorded_data(config.data, then=f"resume from the folder you trained in (cd there, then --resume {run})")
     state_path = run_dir / WEIGHTS / TRAIN_STATE
     training_state = load_training_state(state_path)
     progress = FitState.from_json(training_state.progress)
