@@ -76,8 +76,9 @@ def recorded_data(spec: str) -> str:
 
 
 def check_recorded_data(data: str, *, then: str) -> None:
-    """A run's recorded --data, checked before it is opened again: a relative path only works from
-    the folder the run was trained in, and PyTorch-deep or "--data" errors would not say so."""
+    """A run's recorded --data, checked before it is opened again. A relative path only works from
+    the folder the run was trained in: say that, `then` what to do, rather than report a --data
+    the user never typed."""
     from cnnlab.data import named
 
     if not Path(data).expanduser().exists() and not named.is_named(data):

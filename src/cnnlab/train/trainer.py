@@ -20,8 +20,8 @@ from cnnlab.console import Console
 from cnnlab.data.loader import Batches
 from cnnlab.data.normalize import InputSpec
 from cnnlab.data.pipeline import TrainingData, prepare_training_data
-from cnnlab.data.sources import check_recorded_data, recorded_data
 from cnnlab.data.prepare import channel_statistics
+from cnnlab.data.sources import check_recorded_data, recorded_data
 from cnnlab.device import resolve_device
 from cnnlab.errors import ConfigError
 from cnnlab.io import write_text_atomic
@@ -252,9 +252,8 @@ def _resolved(config: TrainConfig, run_dir: Path, data: TrainingData,
     geometry = data.geometry
     lr = config.lr if config.lr == "auto" else config.resolved_lr()
     return replace(recorded_weights(config, pretrained), data=recorded_data(config.data), name=run_dir.name,
-                   runs_dir=str(run_dir.parent),
-                   lr=lr, image_size=f"{geometry.height},{geometry.width}", channels=geometry.channels,
-                   exist_ok=False)
+                   runs_dir=str(run_dir.parent), lr=lr, image_size=f"{geometry.height},{geometry.width}",
+                   channels=geometry.channels, exist_ok=False)
 
 
 def _stage_plan(config: TrainConfig, model: torch.nn.Module, architecture: Architecture,
