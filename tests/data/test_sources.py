@@ -117,3 +117,33 @@ def test_named_dataset_and_limit_is_stratified_and_seeded():
     assert list(small.names) == list(again.names)
     other = limit_source(source, 1000, seed=4)
     assert list(small.names) != list(other.names)
+
+
+def test_training_on_one_class_is_refused_before_any_image_is_decoded(digits_folder, tmp_path):
+    import shutil
+
+    from tests.helpers import run_cli
+
+    shutil.copytree(digits_folder / "7", tmp_path / "sevens" / "7")
+    (tmp_path / "sevens" / "7" / "broken.png").write_bytes(b"not a png")  # --strict would stop at it if decoded
+    outcome = run_cli("train", "--data", tmp_path / "sevens", "--strict", "--runs-dir", tmp_path / "runs")
+    assert outcome.exit_code == 2
+    assert (f"--data {tmp_path / 'sevens'} (1 class, 180 images): only 7 has training images; a classifier "
+            "learns to tell classes apart, so it needs images of at least 2") in outcome.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_an_empty_class_folder_is_trained_with_a_warning_naming_it(digits_folder, tmp_path):
+    import shutil
+
+    import cnnlab
+    from tests.helpers import run_cli
+
+    for digit in ("0", "1"):
+        shutil.copytree(digits_folder / digit, tmp_path / "data" / digit)
+    (tmp_path / "data" / "2").mkdir()
+    outcome = run_cli("train", "--data", tmp_path / "data", "--image-size", 18, "--epochs", 1,
+                      "--runs-dir", tmp_path / "runs", "--name", "empty")
+    assert outcome.exit_code == 0, outcome.stderr
+    assert "warning: no training images for class 2: the model still gets an output for it" in outcome.stderr
+    assert cnnlab.load(tmp_path / "runs" / "empty").class_names == ["0", "1", "2"]

@@ -89,6 +89,7 @@ def held_out_validation(config: TrainConfig) -> tuple[Source, str]:
 def prepare_training_data(config: TrainConfig, console: Console) -> TrainingData:
     source = _training_source(config)
     train_source, val_source, val_origin = _validation_source(config, source)
+    _check_classes(train_source, console)
     geometry = infer_geometry(train_source, channels=config.channels,
                               image_size=parse_image_size(config.image_size))
     console.info(f"data: {source.description} → images as {geometry} (C×H×W)")
@@ -100,6 +101,23 @@ def prepare_training_data(config: TrainConfig, console: Console) -> TrainingData
     console.info(f"train: {len(train_set):,} images; validation: "
                  f"{len(val_set) if val_set is not None else 0:,} images, {val_origin}")
     return TrainingData(train_set, val_set, geometry, val_origin, reports)
+
+
+def _check_classes(train: Source, console: Console) -> None:
+    """Before any image is decoded: a classifier needs training images of two classes or more."""
+    if not train.is_classification:
+        return
+    counts = train.class_counts()
+    present = [name for name, count in counts.items() if count]
+    if len(present) < 2:
+        found = f"only {present[0]} has" if present else "no class has"
+        raise DataError(f"--data {train.description}: {found} training images; a classifier learns to tell "
+                        "classes apart, so it needs images of at least 2 (one sub-folder per class, e.g. "
+                        "photos/cats/ and photos/dogs/)")
+    empty = [name for name, count in counts.items() if not count]
+    if empty:
+        console.warn(f"no training images for class {', '.join(empty)}: the model still gets an output for it, "
+                     "which it never learns to use; remove the empty class folder if it is a mistake")
 
 
 def _load(source: Source, geometry: Geometry, config: TrainConfig, console: Console, label: str):

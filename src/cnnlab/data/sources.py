@@ -149,12 +149,16 @@ def open_class_folders(root: Path) -> Source:
     if not paths:
         raise DataError(f"--data {root}: the class folders hold no image files (.png, .jpg, .bmp, ...)")
     return Source(
-        description=f"{root} ({len(class_dirs)} classes, {len(paths):,} images)",
+        description=f"{root} ({_classes(len(class_dirs))}, {len(paths):,} images)",
         names=[str(p) for p in paths],
         targets=np.asarray(targets, dtype=np.int64),
         class_names=[p.name for p in class_dirs],
         paths=paths,
     )
+
+
+def _classes(count: int) -> str:
+    return f"{count} class" if count == 1 else f"{count} classes"
 
 
 def open_csv(csv_path: Path, *, task: str) -> Source:
@@ -172,7 +176,7 @@ def open_csv(csv_path: Path, *, task: str) -> Source:
         class_names = _sorted_labels(set(labels))
         lookup = {name: i for i, name in enumerate(class_names)}
         targets = np.asarray([lookup[label] for label in labels], dtype=np.int64)
-        return Source(f"{csv_path} ({len(class_names)} classes, {len(rows):,} images)", names, targets,
+        return Source(f"{csv_path} ({_classes(len(class_names))}, {len(rows):,} images)", names, targets,
                       class_names=class_names, paths=paths)
     targets = np.asarray([_numbers(csv_path, line, row[1:], header) for line, row in enumerate(rows, 2)],
                          dtype=np.float32)
