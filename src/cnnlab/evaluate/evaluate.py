@@ -48,8 +48,12 @@ def summary_line(metrics: dict[str, Any]) -> str:
         text = f"accuracy {metrics['accuracy']:.2%}"
         if "top5_accuracy" in metrics:
             text += f", top-5 {metrics['top5_accuracy']:.2%}"
-        return text + f", macro F1 {metrics['macro_avg']['f1']:.4f} on {metrics['images']:,} images"
-    return f"MAE {metrics['mae']:.4g}, RMSE {metrics['rmse']:.4g}, R² {metrics['r2']:.4f} on {metrics['images']:,} images"
+        return text + f", macro F1 {metrics['macro_avg']['f1']:.4f} on {_images(metrics['images'])}"
+    return f"MAE {metrics['mae']:.4g}, RMSE {metrics['rmse']:.4g}, R² {metrics['r2']:.4f} on {_images(metrics['images'])}"
+
+
+def _images(count: int) -> str:
+    return f"{count:,} image" if count == 1 else f"{count:,} images"
 
 
 def evaluate(run: str | Path, data: str | None = None, *, split: str = "test", batch_size: int = 256,
