@@ -89,10 +89,13 @@ def held_out_validation(config: TrainConfig) -> tuple[Source, str]:
 def prepare_training_data(config: TrainConfig, console: Console) -> TrainingData:
     source = _training_source(config)
     train_source, val_source, val_origin = _validation_source(config, source)
-    _check_classes(train_source, console)
+    empty_classes = _classes_without_images(train_source)
     geometry = infer_geometry(train_source, channels=config.channels,
                               image_size=parse_image_size(config.image_size))
     console.info(f"data: {source.description} → images as {geometry} (C×H×W)")
+    if empty_classes:
+        console.warn(f"no training images for class {', '.join(empty_classes)}: the model still gets an output "
+                     "for it, which it never learns to use; remove the empty class folder if it is a mistake")
     reports: dict[str, LoadReport] = {}
     train_set, reports["train"] = _load(train_source, geometry, config, console, "train")
     val_set = None
@@ -103,10 +106,11 @@ def prepare_training_data(config: TrainConfig, console: Console) -> TrainingData
     return TrainingData(train_set, val_set, geometry, val_origin, reports)
 
 
-def _check_classes(train: Source, console: Console) -> None:
-    """Before any image is decoded: a classifier needs training images of two classes or more."""
+def _classes_without_images(train: Source) -> list[str]:
+    """The classes with no training images; refused, before any image is decoded, unless at least
+    two classes have some: a classifier learns to tell classes apart."""
     if not train.is_classification:
-        return
+        return []
     counts = train.class_counts()
     present = [name for name, count in counts.items() if count]
     if len(present) < 2:
@@ -114,10 +118,7 @@ def _check_classes(train: Source, console: Console) -> None:
         raise DataError(f"--data {train.description}: {found} training images; a classifier learns to tell "
                         "classes apart, so it needs images of at least 2 (one sub-folder per class, e.g. "
                         "photos/cats/ and photos/dogs/)")
-    empty = [name for name, count in counts.items() if not count]
-    if empty:
-        console.warn(f"no training images for class {', '.join(empty)}: the model still gets an output for it, "
-                     "which it never learns to use; remove the empty class folder if it is a mistake")
+    return [name for name, count in counts.items() if not count]
 
 
 def _load(source: Source, geometry: Geometry, config: TrainConfig, console: Console, label: str):
