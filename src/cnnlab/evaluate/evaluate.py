@@ -14,7 +14,7 @@ import csv
 import io
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -139,8 +139,6 @@ def _has_split(data: str, split: str) -> bool:
 
 def _held_out(trained: TrainedModel, data_dir: str | None) -> tuple[Source, str]:
     """The run's validation images, chosen again as in training, checked against its data.json."""
-    from dataclasses import replace
-
     from cnnlab.config import TrainConfig
     from cnnlab.data.pipeline import held_out_validation
 
@@ -174,8 +172,6 @@ def _align_classes(source: Source, trained: TrainedModel) -> Source:
         raise DataError(f"{source.description}: classes {', '.join(unknown)} are not among the model's classes "
                         f"({', '.join(model_classes)})")
     mapping = np.array([lookup[name] for name in source.class_names], dtype=np.int64)
-    from dataclasses import replace
-
     return replace(source, targets=mapping[source.targets], class_names=list(model_classes))
 
 
