@@ -60,6 +60,7 @@ bench: $(BENCH_VENV)/.installed fashion-mnist
 	$(BENCH_VENV)/bin/python benchmarks/time_to_accuracy.py $(TTA_ARGS) $(BENCH_ARGS)
 	$(BENCH_VENV)/bin/python benchmarks/time_to_accuracy.py $(TTA_SHORT_ARGS) $(BENCH_ARGS) \
 		--output benchmarks/results/time_to_keras_accuracy
+	$(BENCH_VENV)/bin/python benchmarks/step_time.py fast-cnn fast-cnn-v2 guide-cnn $(BENCH_ARGS)
 	$(BENCH_VENV)/bin/python benchmarks/predict_throughput.py $(BENCH_ARGS)
 
 # The GPU benchmarks and the CUDA tests (a machine with a CUDA GPU; benchmarks/README.md, "On a GPU"):

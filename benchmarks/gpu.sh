@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU benchmarks in one go, for a machine with a CUDA GPU (benchmarks/README.md, "On a GPU"):
 #   1. tests/train/test_cuda.py — training, --resume, fp16 loss scaling and predict on the GPU;
-#   2. time to 93% Fashion-MNIST test accuracy: --recipe fast (fast-cnn, batch 128, 5 epochs) and
-#      --recipe fast-gpu (the same at batch 512, peak rate 0.008, 6 epochs: a GPU runs an epoch 3.5× sooner);
+#   2. time to 93% Fashion-MNIST test accuracy: --recipe fast (fast-cnn-v2, batch 128, 5 epochs) and
+#      --recipe fast-gpu (fast-cnn at batch 512, peak rate 0.008, 6 epochs: a GPU runs an epoch 3.5× sooner);
 #   3. time to 94%: the fast recipe with benchmarks/models/fast-cnn-wide.yaml (twice the width), 15 epochs,
 #      at batch 128 and 512;
 #   4. guide-cnn training throughput at batch 128 and 512, cnnlab against the plain PyTorch loop (the

@@ -1,18 +1,20 @@
-"""fast-cnn: the model of --recipe fast, built as docs/speed.md describes it."""
+"""fast-cnn-v2 (the model of --recipe fast) and fast-cnn, built as docs/speed.md describes them."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from cnnlab.models.build import create_model
 from cnnlab.models.registry import model_entry
 
 
-def test_description_quotes_the_parameter_count_at_28_pixels():
-    model = create_model("fast-cnn", in_channels=1, num_outputs=10, image_size=(28, 28))
+@pytest.mark.parametrize("name, expected", [("fast-cnn", 166_186), ("fast-cnn-v2", 192_082)])
+def test_description_quotes_the_parameter_count_at_28_pixels(name, expected):
+    model = create_model(name, in_channels=1, num_outputs=10, image_size=(28, 28))
     count = sum(p.numel() for p in model.parameters())
-    assert count == 166_186
-    assert f"{round(count / 1000)}k params at 28×28" in model_entry("fast-cnn").description
+    assert count == expected
+    assert f"{round(count / 1000)}k params at 28×28" in model_entry(name).description
 
 
 def test_each_pool_follows_its_convolution_and_precedes_batch_norm():
@@ -23,3 +25,29 @@ def test_each_pool_follows_its_convolution_and_precedes_batch_norm():
     assert not any(isinstance(m, torch.nn.Dropout) for m in model.modules())
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
     assert model.forward_features(torch.zeros(2, 1, 28, 28)).shape == (2, 96, 3, 3)
+
+
+def test_v2_pools_after_its_third_convolution_so_the_fourth_runs_at_an_eighth_of_the_side():
+    model = create_model("fast-cnn-v2", in_channels=1, num_outputs=10, image_size=(28, 28))
+    names = [name for name, _ in model.features.named_children()]
+    assert names == ["conv1", "pool1", "bn1", "relu1", "conv2", "pool2", "bn2", "relu2",
+                     "conv3", "pool3", "bn3", "relu3", "conv4", "bn4", "relu4"]
+    seen = {}
+    model.features.conv4.register_forward_hook(lambda module, args, output: seen.update(conv4=output.shape))
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    assert seen["conv4"] == (2, 128, 3, 3)
+    # Other sizes: three pools floor the side to a multiple of 8, as the head's input size assumes.
+    assert model_entry("fast-cnn-v2").builder(in_channels=3, num_outputs=4, image_size=(35, 20))(
+        torch.zeros(1, 3, 35, 20)).shape == (1, 4)
+
+
+def test_v2_does_less_arithmetic_per_image_than_fast_cnn():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def flops(name: str) -> int:
+        model = create_model(name, in_channels=1, num_outputs=10, image_size=(28, 28))
+        with FlopCounterMode(display=False) as counter:
+            model(torch.zeros(1, 1, 28, 28))
+        return counter.get_total_flops()
+
+    assert flops("fast-cnn-v2") / flops("fast-cnn") == pytest.approx(0.62, abs=0.01)

@@ -1,7 +1,9 @@
-"""`fast-cnn`: a small network with batch normalisation, built to train quickly on a CPU.
+"""`fast-cnn-v2` and `fast-cnn`: small networks with batch normalisation, built to train quickly on a CPU.
 
-    Conv(32)→MaxPool→BN→ReLU → Conv(64)→MaxPool→BN→ReLU → Conv(96)→BN→ReLU
-    → Conv(96)→MaxPool→BN→ReLU → Flatten → Dense(classes)
+    fast-cnn-v2: Conv(24)→MaxPool→BN→ReLU → Conv(64)→MaxPool→BN→ReLU → Conv(96)→MaxPool→BN→ReLU
+                 → Conv(128)→BN→ReLU → Flatten → Dense(classes)
+    fast-cnn:    Conv(32)→MaxPool→BN→ReLU → Conv(64)→MaxPool→BN→ReLU → Conv(96)→BN→ReLU
+                 → Conv(96)→MaxPool→BN→ReLU → Flatten → Dense(classes)
 
 Compared with guide-cnn: 'same' padding keeps the borders, batch normalisation lets it learn at a
 high rate from the first step, and most of the work happens at 7×7 where it is cheap.
@@ -11,7 +13,13 @@ bfloat16 peak, so the rest of a training step is memory traffic over activations
 after each convolution, before batch norm and ReLU (as in Keller Jordan's fast CIFAR-10 networks),
 runs those two on a quarter of the values; the network computes the same kind of function. No
 dropout: in the few epochs of `--recipe fast` it slowed learning more than it helped, and drawing
-its random mask cost 3% of a step. It is the model of `--recipe fast` (see `cnnlab.config.RECIPES`).
+its random mask cost 3% of a step.
+
+fast-cnn-v2 pools after its third convolution instead of its fourth, so the fourth runs on a 3×3
+map, and its first convolution has 24 filters (a 3×3 patch of a grey image has only 9 values):
+38% less arithmetic, a training step about a quarter sooner, and the same accuracy after 5 epochs.
+It is the model of `--recipe fast` (see `cnnlab.config.RECIPES`). fast-cnn stays as it was, so
+runs trained with it still load, and `--recipe fast-gpu` (measured on a GPU with it) still uses it.
 """
 
 from __future__ import annotations
@@ -22,8 +30,11 @@ from torch import Tensor, nn
 
 from cnnlab.models.registry import check_input_size, register_model
 
-WIDTHS = (32, 64, 96, 96)
-POOLED = (True, True, False, True)  # a 2×2 max-pool after these convolutions: 28 → 14 → 7 → 3
+# (output channels, followed by a 2×2 max-pool?) of each convolution. Both go 28 → 14 → 7 → 3.
+LAYOUTS: dict[str, tuple[tuple[int, bool], ...]] = {
+    "fast-cnn": ((32, True), (64, True), (96, False), (96, True)),
+    "fast-cnn-v2": ((24, True), (64, True), (96, True), (128, False)),  # the 4th convolution at 3×3
+}
 
 
 def _conv_block(index: int, in_channels: int, out_channels: int, pool: bool) -> list[tuple[str, nn.Module]]:
@@ -36,21 +47,23 @@ def _conv_block(index: int, in_channels: int, out_channels: int, pool: bool) -> 
 
 
 class FastCNN(nn.Module):
-    def __init__(self, *, in_channels: int, num_outputs: int, image_size: tuple[int, int]):
+    def __init__(self, *, in_channels: int, num_outputs: int, image_size: tuple[int, int],
+                 layout: tuple[tuple[int, bool], ...] = LAYOUTS["fast-cnn"]):
         super().__init__()
         blocks, channels = [], in_channels
-        for index, (width, pool) in enumerate(zip(WIDTHS, POOLED), start=1):
+        for index, (width, pool) in enumerate(layout, start=1):
             blocks += _conv_block(index, channels, width, pool)
             channels = width
         self.features = nn.Sequential(OrderedDict(blocks))
-        height, width = (side // 8 for side in image_size)
+        pools = sum(pool for _, pool in layout)
+        height, width = (side // 2**pools for side in image_size)
         self.head = nn.Sequential(OrderedDict([
             ("flatten", nn.Flatten()),
             ("fc", nn.Linear(channels * height * width, num_outputs)),
         ]))
 
     def forward_features(self, images: Tensor) -> Tensor:
-        return self.features(images)  # (B, 96, H/8, W/8)
+        return self.features(images)  # (B, last width, H/8, W/8)
 
     def forward_head(self, features: Tensor) -> Tensor:
         return self.head(features)
@@ -70,3 +83,18 @@ class FastCNN(nn.Module):
 def fast_cnn(*, in_channels: int, num_outputs: int, image_size: tuple[int, int]) -> FastCNN:
     check_input_size("fast-cnn", image_size, 8)
     return FastCNN(in_channels=in_channels, num_outputs=num_outputs, image_size=image_size)
+
+
+@register_model(
+    "fast-cnn-v2",
+    description="fast-cnn with its last pool one convolution sooner: 4 conv 24-64-96-128, the 4th at 1/8 "
+                "of the side; the model of --recipe fast (192k params at 28×28)",
+    family="fast",
+    first_conv="features.conv1",
+    classifier="head.fc",
+    min_size=8,
+)
+def fast_cnn_v2(*, in_channels: int, num_outputs: int, image_size: tuple[int, int]) -> FastCNN:
+    check_input_size("fast-cnn-v2", image_size, 8)
+    return FastCNN(in_channels=in_channels, num_outputs=num_outputs, image_size=image_size,
+                   layout=LAYOUTS["fast-cnn-v2"])
