@@ -98,3 +98,21 @@ def test_feature_map_grid_is_titled_with_name_shape_and_how_many(tmp_path):
     path = plot_feature_maps(maps[0], stage, tmp_path / "layer1.png", max_maps=16, image_name="astronaut")
     with Image.open(path) as picture:
         assert picture.size[0] >= 500 and picture.size[1] >= 250
+
+
+def test_a_pool_before_batch_norm_and_relu_is_shown_after_them():
+    """fast-cnn-v2 pools right after each convolution, then normalises and rectifies: the pool's stage
+    shows what conv2 receives (after relu1), not the pooled raw responses."""
+    torch.manual_seed(0)
+    model = build_model(resolve_architecture("fast-cnn-v2"), in_channels=1, num_outputs=10,
+                        image_size=(28, 28)).eval()
+    stages = find_stages(model)
+    assert [(stage.label, stage.folded) for stage in stages] == [
+        ("conv1", ()), ("pool1", ("bn1", "relu1")), ("conv2", ()), ("pool2", ("bn2", "relu2")),
+        ("conv3", ()), ("pool3", ("bn3", "relu3")), ("conv4", ("bn4", "relu4"))]
+    captured = {stage.label: maps for stage, maps in feature_maps(model, _images("guide-cnn", 1), stages)}
+    assert tuple(captured["pool1"].shape[1:]) == (24, 14, 14) and captured["pool1"].min() >= 0
+    with torch.no_grad():
+        features = model.features
+        expected = features.relu1(features.bn1(features.pool1(features.conv1(_images("guide-cnn", 1)))))
+    torch.testing.assert_close(captured["pool1"], expected)

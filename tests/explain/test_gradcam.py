@@ -107,3 +107,26 @@ def test_an_inplace_relu_after_the_layer_does_not_change_its_maps():
     images = _images("vgg11")
     cam = grad_cam(model, images, layer="features.16")
     assert (cam.coarse >= 0).all() and cam.coarse.shape == (2, 2)
+
+
+def test_no_positive_evidence_is_said_not_placed_at_the_corner(tmp_path):
+    """Every active map lowers class 0's score: ReLU(Σ weight·A) is zero everywhere, so there is no
+    peak to report (the argmax of all zeros would be x=0, y=0)."""
+    from cnnlab.explain.gradcam import plot_grad_cam
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 1, bias=False), torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(2 * 4 * 4, 2, bias=False))
+    with torch.no_grad():
+        model[0].weight.fill_(1.0)
+        model[3].weight[0].fill_(-1.0)  # class 0: every activation is evidence against it
+        model[3].weight[1].fill_(1.0)
+    image = torch.rand(1, 1, 4, 4) + 0.1
+    against, towards = grad_cam(model, image, target=0, layer="1"), grad_cam(model, image, target=1, layer="1")
+    assert not against.has_evidence and np.all(against.heatmap == 0)
+    assert against.describe("T-shirt") == "Grad-CAM for T-shirt at 1: no positive evidence at this layer " \
+                                          "(--layer picks another)"
+    assert towards.has_evidence and towards.describe("Trouser").startswith("Grad-CAM for Trouser at 1 peaks at x=")
+    pixels = (image[0].numpy() * 255).astype(np.uint8)
+    for cam in (against, towards):
+        path = plot_grad_cam(pixels, cam, tmp_path / f"{cam.target}.png", heading="h", target_label="x")
+        assert path.stat().st_size > 0

@@ -23,9 +23,8 @@ def explain_command(run: str, images: tuple[str, ...], target: str | None, layer
 
     for explanation in explain(run, list(images), target=target, layer=layer, max_maps=max_maps,
                                output_dir=output_dir, device=device, runs_dir=runs_dir):
-        peak_x, peak_y = explanation.cam.peak
-        click.echo(f"{explanation.name}: predicted {explanation.prediction}; Grad-CAM for "
-                   f"{explanation.target_label} at {explanation.cam.layer} peaks at x={peak_x}, y={peak_y}")
+        click.echo(f"{explanation.name}: predicted {explanation.prediction}; "
+                   f"{explanation.cam.describe(explanation.target_label)}")
         click.echo(f"  {explanation.folder}/: filters.png, gradcam.png, feature-maps/ "
                    f"({len(explanation.feature_map_files)} stages)")
 

@@ -10,8 +10,9 @@ stages:
 2. The stages are that module's children, in order, that are a convolution, a pooling layer
    (max/average; global and adaptive pools lead into the head and are left out), or a block that
    contains convolutions (ResNet's `layer1`…`layer4`, EfficientNet's `features.3`, ...).
-3. Normalisation, activation and dropout layers right after a bare convolution are folded into
-   its stage: the map shown is the one the next stage receives (`conv1` after `relu1`).
+3. Normalisation, activation and dropout layers right after a bare convolution or a pooling
+   layer are folded into its stage: the map shown is the one the next stage receives (guide-cnn's
+   `conv1` after `relu1`; fast-cnn's `pool1` after `bn1` and `relu1`, since it pools first).
 
 This gives guide-cnn conv1, pool1, conv2, pool2, conv3; ResNet conv1 (+bn1, relu), maxpool and
 layer1…layer4; EfficientNet and MobileNet their 9 and 13 `features.N` blocks; VGG-16 its 13 convs
@@ -64,12 +65,12 @@ def find_stages(model: nn.Module) -> list[Stage]:
             continue
         break
     stages: list[Stage] = []
-    can_fold = False  # only a bare convolution takes the norm/activation layers after it
+    can_fold = False  # only a bare convolution or pool takes the norm/activation layers after it
     for name, child in container.named_children():
         path = _join(prefix, name)
         if isinstance(child, _POOLS) or _holds_conv(child):
             stages.append(Stage(path, _label(name, path, child), path))
-            can_fold = isinstance(child, nn.Conv2d)
+            can_fold = isinstance(child, (nn.Conv2d, *_POOLS))
         elif can_fold and isinstance(child, _FOLDABLE):
             last = stages[-1]
             stages[-1] = Stage(last.path, last.label, path, (*last.folded, _label(name, path, child)))

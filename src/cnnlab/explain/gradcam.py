@@ -43,10 +43,24 @@ class GradCam:
     score: float  # that output's raw value (logit)
 
     @property
+    def has_evidence(self) -> bool:
+        """Whether any position raised the score. ReLU(Σ weight·A) can be zero everywhere: the maps
+        that are active in this image all lower the class's score at this layer."""
+        return bool(self.coarse.max() > 0)
+
+    @property
     def peak(self) -> tuple[int, int]:
-        """(x, y) of the heatmap's maximum in input pixels."""
+        """(x, y) of the heatmap's maximum in input pixels; meaningless (0, 0) without `has_evidence`."""
         row, column = np.unravel_index(int(np.argmax(self.heatmap)), self.heatmap.shape)
         return int(column), int(row)
+
+    def describe(self, target_label: str) -> str:
+        """One line for the terminal: where the evidence peaks, or that there is none."""
+        if not self.has_evidence:
+            return (f"Grad-CAM for {target_label} at {self.layer}: no positive evidence at this layer "
+                    f"(--layer picks another)")
+        x, y = self.peak
+        return f"Grad-CAM for {target_label} at {self.layer} peaks at x={x}, y={y}"
 
 
 MIN_SIDE = 7  # the side of ResNet's and EfficientNet's last maps at ImageNet's 224 px
@@ -142,16 +156,17 @@ def plot_grad_cam(pixels: np.ndarray, cam: GradCam, path: Path, *, heading: str,
                (f"\n(Grad-CAM at {cam.layer}, {height}×{width})" if compact else ""))
     heat = overlay_axes.imshow(cam.heatmap, cmap=HEATMAP_CMAP, vmin=0, vmax=1, alpha=0.5,
                                interpolation="bilinear")
-    x, y = cam.peak
-    overlay_axes.plot([x], [y], marker="+", color="white", markersize=12, markeredgewidth=2)
-    if cam.coarse.max() <= 0:
+    if not cam.has_evidence:  # no peak to mark
         overlay_axes.text(0.5, 0.5, "no positive evidence\nat this layer", transform=overlay_axes.transAxes,
                           ha="center", va="center", fontsize=9, color="white",
                           bbox={"facecolor": "black", "alpha": 0.6})
-    elif height * width == 1:
-        overlay_axes.text(0.5, 0.06, "1×1 maps: no spatial detail (try --layer)",
-                          transform=overlay_axes.transAxes, ha="center", fontsize=8, color="white",
-                          bbox={"facecolor": "black", "alpha": 0.6})
+    else:
+        x, y = cam.peak
+        overlay_axes.plot([x], [y], marker="+", color="white", markersize=12, markeredgewidth=2)
+        if height * width == 1:
+            overlay_axes.text(0.5, 0.06, "1×1 maps: no spatial detail (try --layer)",
+                              transform=overlay_axes.transAxes, ha="center", fontsize=8, color="white",
+                              bbox={"facecolor": "black", "alpha": 0.6})
     bar_axes = [overlay_axes]
     if not compact:
         coarse = cam.coarse / cam.coarse.max() if cam.coarse.max() > 0 else cam.coarse
