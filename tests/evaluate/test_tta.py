@@ -24,3 +24,19 @@ def test_flip_tta_averages_probabilities(digits_split_folder, tmp_path):
     with_tta = json.loads(run_cli("evaluate", result.run_dir, "--json").stdout)
     without = json.loads(run_cli("evaluate", result.run_dir, "--json", "--tta", "none").stdout)
     assert with_tta["tta"] == "flip" and without["tta"] == "none"
+
+
+def test_explain_quotes_the_prediction_predict_makes(digits_split_folder, tmp_path):
+    """explain (and the report's mistake cards) describe the prediction `predict` makes, test-time
+    augmentation included, and Grad-CAM explains that class."""
+    from cnnlab.explain.explain import explain
+
+    result = cnnlab.train(data=str(digits_split_folder), model="fast-cnn-v2", image_size="16", epochs=2,
+                          tta="flip", runs_dir=str(tmp_path), quiet=True)
+    files = sorted((digits_split_folder / "test").rglob("*.png"))[:12]
+    predicted = {row["file"]: row for row in cnnlab.predict(result.run_dir, [str(f) for f in files], device="cpu")}
+    explained = explain(result.run_dir, files, output_dir=tmp_path / "explain", device="cpu")
+    for file, explanation in zip(files, explained):
+        row = predicted[str(file)]
+        assert explanation.prediction == f"{row['label']} {row['confidence']:.1%}"
+        assert explanation.target_label == row["label"]

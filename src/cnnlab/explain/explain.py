@@ -80,11 +80,14 @@ def explain_pixels(trained: TrainedModel, pixels: np.ndarray, folder: Path, *, n
                    maps: bool = True, filters: bool = True, heading_extra: str = "",
                    compact: bool = False) -> Explanation:
     """Filters, feature maps and Grad-CAM for one image already at the model's geometry."""
-    images = trained.normalizer()(torch.from_numpy(pixels)[None].to(trained.device))
-    with torch.no_grad():
-        outputs = trained.model(images).float()
+    # The prediction is the one `predict` and `evaluate` make (with the run's test-time augmentation
+    # and precision), so a report's card and its picture quote the same confidence. Grad-CAM then
+    # explains that class in the image as given.
+    outputs = trained.outputs(torch.from_numpy(pixels)[None])
     prediction = describe_prediction(trained, outputs)
-    cam = grad_cam(trained.model, images, target, layer)
+    explained = int(outputs[0].argmax()) if target is None and trained.class_names else target
+    images = trained.normalizer()(torch.from_numpy(pixels)[None].to(trained.device))
+    cam = grad_cam(trained.model, images, explained, layer)
     names = output_names(trained)
     target_label = names[cam.target] if cam.target < len(names) else f"output {cam.target}"
     what = "predicted" if target is None else "asked for"
