@@ -92,3 +92,12 @@ def test_lr_auto_starts_training_from_the_same_weights_as_an_explicit_lr(digits_
 def test_lr_find_refuses_bad_arguments_with_one_line(args, message, tmp_path):
     outcome = run_cli("lr-find", "--data", "digits", *args, cwd=tmp_path)
     assert outcome.exit_code == 2 and message in outcome.stderr and "Traceback" not in outcome.stderr
+
+
+def test_lr_find_takes_a_recipe_like_train(tmp_path):
+    """`--recipe fast` sweeps the recipe's model, batch size and optimiser, as `train --recipe fast` trains."""
+    outcome = run_cli("lr-find", "--data", "digits", "--recipe", "fast", "--steps", 12, "--runs-dir", tmp_path / "runs",
+                      cwd=tmp_path)
+    assert outcome.exit_code == 0, outcome.stderr
+    rows = list(csv.DictReader((tmp_path / "runs" / "lr-find-fast-cnn-v2-digits" / "lr_find.csv").open()))
+    assert len(rows) == 12
