@@ -147,3 +147,36 @@ def test_an_empty_class_folder_is_trained_with_a_warning_naming_it(digits_folder
     assert outcome.exit_code == 0, outcome.stderr
     assert "warning: no training images for class 2: the model still gets an output for it" in outcome.stderr
     assert cnnlab.load(tmp_path / "runs" / "empty").class_names == ["0", "1", "2"]
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--recipe", "fast"], "warning: --augment flip and --tta flip (from --recipe fast) mirror images, but in digits a "
+                           "mirror image is not the same class (a mirrored 2 or 7 is no digit); add --augment none "
+                           "--tta none to train without mirror images"),
+    (["--augment", "standard", "--model", "fast-cnn-v2"], "warning: --augment standard mirrors images, but in digits a mirror image is not the "
+                                "same class (a mirrored 2 or 7 is no digit); add --augment light to train without "
+                                "mirror images"),
+    (["--recipe", "fast", "--augment", "none", "--tta", "none"], None),
+])
+def test_flips_on_digits_are_warned_about(flags, expected, tmp_path):
+    """A mirrored digit is no digit: training on a named dataset that says so warns about flips,
+    and says which flags turn them off."""
+    from tests.helpers import run_cli
+
+    outcome = run_cli("train", "--data", "digits", *flags, "--epochs", 1, "--limit", 200, "--runs-dir", tmp_path,
+                      "--name", "r")
+    assert outcome.exit_code == 0, outcome.stderr
+    warnings = [line for line in outcome.stderr.splitlines() if "mirror" in line]
+    assert warnings == ([expected] if expected else [])
+
+
+def test_only_named_digit_datasets_say_a_mirror_image_changes_the_class(tmp_path, monkeypatch):
+    from cnnlab.data.named import dataset_spec
+    from cnnlab.data.sources import named_dataset
+
+    assert dataset_spec("fashion-mnist").mirror_invariant and dataset_spec("cifar10").mirror_invariant
+    assert not dataset_spec("mnist").mirror_invariant and not dataset_spec("digits").mirror_invariant
+    assert named_dataset("digits").name == "digits"
+    (tmp_path / "digits").mkdir()  # a folder of that name is the user's own data: no claim about it
+    monkeypatch.chdir(tmp_path)
+    assert named_dataset("digits") is None

@@ -78,6 +78,9 @@ class DatasetSpec:
     split_sizes: dict[str, int]  # also the list of splits, in order
     image_shape: tuple[int, ...]  # (H, W) for grayscale, (H, W, C) for colour
     storage: Storage
+    # Whether a mirror image shows the same class: a mirrored shoe is a shoe, a mirrored 2 or 7 is
+    # not a digit. Training warns when flips (augmentation or test-time) meet data where it is not.
+    mirror_invariant: bool = True
 
     @property
     def splits(self) -> tuple[str, ...]:
@@ -256,6 +259,7 @@ def _mnist_style(
     class_names: tuple[str, ...],
     base_urls: tuple[str, ...],
     md5: dict[str, str],
+    mirror_invariant: bool = True,
 ) -> DatasetSpec:
     def remote(filename: str) -> RemoteFile:
         return RemoteFile(filename, md5[filename], base_urls)
@@ -266,7 +270,8 @@ def _mnist_style(
             "test": (remote("t10k-images-idx3-ubyte.gz"), remote("t10k-labels-idx1-ubyte.gz")),
         }
     )
-    return DatasetSpec(name, description, class_names, {"train": 60_000, "test": 10_000}, (28, 28), files)
+    return DatasetSpec(name, description, class_names, {"train": 60_000, "test": 10_000}, (28, 28), files,
+                       mirror_invariant=mirror_invariant)
 
 
 _DIGIT_NAMES = tuple(str(digit) for digit in range(10))
@@ -299,6 +304,7 @@ for _spec in (
             "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
             "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
         },
+        mirror_invariant=False,
     ),
     DatasetSpec(
         "cifar10",
@@ -329,6 +335,7 @@ for _spec in (
         split_sizes={"train": 1_438, "test": 359},
         image_shape=(8, 8),
         storage=ScikitLearnDigits(),
+        mirror_invariant=False,
     ),
 ):
     DATASETS.add(_spec.name, _spec, description=_spec.description)

@@ -96,6 +96,7 @@ def prepare_training_data(config: TrainConfig, console: Console) -> TrainingData
     if empty_classes:
         console.warn(f"no training images for class {', '.join(empty_classes)}: the model still gets an output "
                      "for it, which it never learns to use; remove the empty class folder if it is a mistake")
+    _warn_if_mirroring_changes_the_class(config, console)
     reports: dict[str, LoadReport] = {}
     train_set, reports["train"] = _load(train_source, geometry, config, console, "train")
     val_set = None
@@ -104,6 +105,30 @@ def prepare_training_data(config: TrainConfig, console: Console) -> TrainingData
     console.info(f"train: {len(train_set):,} images; validation: "
                  f"{len(val_set) if val_set is not None else 0:,} images, {val_origin}")
     return TrainingData(train_set, val_set, geometry, val_origin, reports)
+
+
+def _warn_if_mirroring_changes_the_class(config: TrainConfig, console: Console) -> None:
+    """Flips teach the network that an image and its mirror image are the same class, which is
+    wrong for digits (and for text or signs with a direction); only named datasets say which they are."""
+    from cnnlab.config import RECIPES
+    from cnnlab.data.sources import named_dataset
+
+    spec = named_dataset(config.data)
+    if spec is None or spec.mirror_invariant:
+        return
+    mirroring = {"augment": config.augment in ("flip", "standard"), "tta": config.tta == "flip"}
+    flags = [f"--{name} {getattr(config, name)}" for name, on in mirroring.items() if on]
+    if not flags:
+        return
+    recipe = RECIPES.get(config.recipe or "", {})
+    origin = f" (from --recipe {config.recipe})" if all(
+        recipe.get(name) == getattr(config, name) for name, on in mirroring.items() if on) and recipe else ""
+    # 'light' keeps standard's shifts and zoom, without its flips
+    without = {"augment": "light" if config.augment == "standard" else "none", "tta": "none"}
+    switch_off = " ".join(f"--{name} {without[name]}" for name, on in mirroring.items() if on)
+    verb = "mirrors" if len(flags) == 1 else "mirror"
+    console.warn(f"{' and '.join(flags)}{origin} {verb} images, but in {spec.name} a mirror image is not the same "
+                 f"class (a mirrored 2 or 7 is no digit); add {switch_off} to train without mirror images")
 
 
 def _classes_without_images(train: Source) -> list[str]:

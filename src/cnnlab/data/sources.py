@@ -15,11 +15,16 @@ import csv
 import re
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from cnnlab.data.images import image_files_below
 from cnnlab.data.source import Source
 from cnnlab.errors import DataError
+
+if TYPE_CHECKING:
+    from cnnlab.data.named import DatasetSpec
 
 SPLIT_FOLDER_NAMES = {
     "train": ("train", "training"),
@@ -27,6 +32,16 @@ SPLIT_FOLDER_NAMES = {
     "test": ("test", "testing"),
 }
 _IDX_IMAGES = re.compile(r"images[-.]idx\d-ubyte(\.gz)?$")
+
+
+def named_dataset(spec: str | Path) -> "DatasetSpec | None":
+    """The named dataset `--data` means, or None for a folder or file (one of that name wins)."""
+    from cnnlab.data import named
+
+    text = str(spec)
+    if Path(text).expanduser().exists() or not named.is_named(text):
+        return None
+    return named.dataset_spec(text)
 
 
 def open_data(
