@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import re
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import numpy as np

@@ -129,11 +129,12 @@ def own_data(trained: TrainedModel, split: str, data_dir: str | None,
 
 
 def _has_split(data: str, split: str) -> bool:
-    from cnnlab.data.named import dataset_spec, is_named
+    from cnnlab.data.sources import named_dataset
 
+    spec = named_dataset(data)
+    if spec is not None:
+        return split in spec.splits
     path = Path(data)
-    if not path.exists() and is_named(data):
-        return split in dataset_spec(data).splits
     return path.is_dir() and split in find_split_folders(path)
 
 
