@@ -40,3 +40,12 @@ def test_explain_quotes_the_prediction_predict_makes(digits_split_folder, tmp_pa
         row = predicted[str(file)]
         assert explanation.prediction == f"{row['label']} {row['confidence']:.1%}"
         assert explanation.target_label == row["label"]
+        assert explanation.heading.endswith(f"Grad-CAM for {row['label']} (predicted)")
+    # --class naming the predicted class is still "predicted" (the report's example passes the true
+    # class of a correctly predicted image); another class is "asked for"
+    first = predicted[str(files[0])]["label"]
+    other = next(name for name in cnnlab.load(result.run_dir).class_names if name != first)
+    same, different = (explain(result.run_dir, files[:1], target=name, output_dir=tmp_path / name, device="cpu")[0]
+                       for name in (first, other))
+    assert same.heading.endswith(f"Grad-CAM for {first} (predicted)")
+    assert different.heading.endswith(f"Grad-CAM for {other} (asked for)")

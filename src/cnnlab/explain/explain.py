@@ -37,6 +37,7 @@ class Explanation:
     cam: GradCam
     files: dict[str, Path] = field(default_factory=dict)
     feature_map_files: list[Path] = field(default_factory=list)
+    heading: str = ""  # the Grad-CAM picture's title
 
 
 def output_names(trained: TrainedModel) -> list[str]:
@@ -85,16 +86,17 @@ def explain_pixels(trained: TrainedModel, pixels: np.ndarray, folder: Path, *, n
     # explains that class in the image as given.
     outputs = trained.outputs(torch.from_numpy(pixels)[None])
     prediction = describe_prediction(trained, outputs)
-    explained = int(outputs[0].argmax()) if target is None and trained.class_names else target
+    predicted = int(outputs[0].argmax()) if trained.class_names else None
+    explained = predicted if target is None else target
     images = trained.normalizer()(torch.from_numpy(pixels)[None].to(trained.device))
     cam = grad_cam(trained.model, images, explained, layer)
     names = output_names(trained)
     target_label = names[cam.target] if cam.target < len(names) else f"output {cam.target}"
-    what = "predicted" if target is None else "asked for"
+    what = "predicted" if target is None or target == predicted else "asked for"
     heading = f"{name}: predicted {prediction}; Grad-CAM for {target_label} ({what}){heading_extra}"
     if compact:
         heading = f"{name}: predicted {prediction}{heading_extra}"
-    explanation = Explanation(name, folder, prediction, target_label, cam)
+    explanation = Explanation(name, folder, prediction, target_label, cam, heading=heading)
     explanation.files["gradcam"] = plot_grad_cam(pixels, cam, folder / "gradcam.png", heading=heading,
                                                  target_label=target_label, compact=compact)
     if filters:
