@@ -87,3 +87,37 @@ def test_resume_from_another_folder_says_where_the_runs_relative_data_is(digits_
     evaluated = run_cli("evaluate", run, cwd=elsewhere)  # not scikit-learn's named digits in its place
     assert evaluated.exit_code != 0 and "the run was trained on ./digits, which is not there" in evaluated.stderr
     assert run_cli("train", "--resume", "runs/r", "--epochs", 2, cwd=tmp_path).exit_code == 0
+
+
+@pytest.mark.slow
+def test_ctrl_c_says_what_the_run_kept_and_how_to_continue(digits_split_folder, tmp_path):
+    """SIGINT (Ctrl-C) once epoch 1 is saved: exit status 130, a line naming the epochs kept and the
+    --resume command, and that command finishes the run."""
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    runs = tmp_path / "runs"
+    run = runs / "stopped"
+    args = ["train", "--data", digits_split_folder, "--image-size", 28, "--epochs", 20, "--batch-size", 16,
+            "--seed", 3, "--name", "stopped", "--runs-dir", runs]
+    process = subprocess.Popen([sys.executable, "-m", "cnnlab", *map(str, args)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    state, deadline = run / "weights" / "train-state.safetensors", time.monotonic() + 300
+    while not state.exists():
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    said = re.search(rf"warning: interrupted: {re.escape(str(run))} keeps its (\d+) finished epochs? of 20 ", stderr)
+    assert said, stderr
+    assert 1 <= int(said.group(1)) <= len(_rows(run)) < 20
+    assert f"continue with: cnnlab train --resume {run}" in stderr
+    assert stderr.rstrip().endswith("interrupted") and "Traceback" not in stderr
+
+    resumed = run_process("train", "--resume", run, "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    assert [int(row["epoch"]) for row in _rows(run)] == list(range(1, 21))

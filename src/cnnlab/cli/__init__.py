@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
         error.show()
         sys.exit(error.exit_code)
     except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+        click.echo("interrupted", err=True)  # click turns Ctrl-C into Abort
         sys.exit(130)
     except CnnlabError as error:
         click.echo(f"error: {error}", err=True)

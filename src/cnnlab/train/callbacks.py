@@ -131,8 +131,10 @@ class Checkpointer:
     """weights/last.safetensors every epoch, weights/best.safetensors when validation loss improves,
     and weights/train-state.safetensors (model + optimizer + schedule + progress) for --resume."""
 
-    def __init__(self, folder: Path, save: Callable[[Path, str, FitState], None]):
+    def __init__(self, folder: Path, save: Callable[[Path, str, FitState], None], saved_epoch: int = 0):
+        """`saved_epoch`: the epoch a resumed run's training state already holds (0 for a new run)."""
         self.folder, self.save = folder, save
+        self.saved_epoch = saved_epoch  # the epoch --resume would continue after
         self._saved_stop_reason: str | None = None
         self._saved_any = False
 
@@ -151,3 +153,4 @@ class Checkpointer:
     def _save_training_state(self, state: FitState) -> None:
         self.save(self.folder / "train-state.safetensors", "training", state)
         self._saved_stop_reason, self._saved_any = state.stop_reason, True
+        self.saved_epoch = state.epoch

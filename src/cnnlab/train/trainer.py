@@ -349,24 +349,41 @@ def _fit(setup: _Setup, state: FitState, console: Console, user_callbacks: list[
     if setup.config.patience:
         # Every process decides alike: the metrics it sees are summed over all of them.
         callbacks.append(cb.EarlyStopping(setup.config.patience, console.info))
+    checkpointer = None
     if setup.context.is_main:
-        callbacks.append(cb.Checkpointer(setup.run_dir / WEIGHTS, _saver(setup, performance)))
+        checkpointer = cb.Checkpointer(setup.run_dir / WEIGHTS, _saver(setup, performance), saved_epoch=state.epoch)
+        callbacks.append(checkpointer)
     callbacks += user_callbacks  # last: they see the epoch logged and saved
     normalizer = setup.info.input.normalizer().to(setup.device)
     processes = f"; {setup.context.world_size} processes (DDP)" if setup.context.enabled else ""
     console.info(f"arithmetic: {performance.describe()}{processes}")
     model = performance.prepare_model(setup.model)
     match_parameter_layouts(setup.optimizer)  # a resumed optimizer's moments, as its weights now are
-    fit(model=performance.compiled(distributed.wrap(model, setup.context, setup.device)), eval_model=model,
-        task=task, normalizer=normalizer, train_batches=setup.train_batches, val_batches=setup.val_batches,
-        optimizer=setup.optimizer, scheduler=setup.scheduler, state=state, seed=setup.config.seed,
-        callbacks=callbacks, performance=performance)
+    try:
+        fit(model=performance.compiled(distributed.wrap(model, setup.context, setup.device)), eval_model=model,
+            task=task, normalizer=normalizer, train_batches=setup.train_batches, val_batches=setup.val_batches,
+            optimizer=setup.optimizer, scheduler=setup.scheduler, state=state, seed=setup.config.seed,
+            callbacks=callbacks, performance=performance)
+    except KeyboardInterrupt:
+        if checkpointer is not None:
+            console.warn(_interrupted(setup.run_dir, checkpointer.saved_epoch, state.epochs))
+        raise
     skipped = setup.train_batches.skipped
     if skipped:
         console.warn(f"{skipped} image(s) failed to decode during training and were skipped")
     # The run folder was named when training started; `cnnlab train` prints it again on stdout.
     console.info(f"best epoch {state.best_epoch} (validation loss {state.best_val_loss:.4f})")
     return TrainResult(setup.run_dir, state.history, state.best_epoch, state.stop_reason)
+
+
+def _interrupted(run_dir: Path, kept: int, epochs: int) -> str:
+    """What Ctrl-C left behind: the training state is saved at the end of each epoch, so `kept`
+    epochs are safe and the one under way is lost."""
+    if kept == 0:
+        return f"interrupted before epoch 1 was saved: {run_dir} holds no weights yet; start the run again"
+    return (f"interrupted: {run_dir} keeps its {kept} finished epoch{'s' if kept > 1 else ''} of {epochs} "
+            f"(weights/last.safetensors; the best of them in weights/best.safetensors); continue with: "
+            f"cnnlab train --resume {run_dir}")
 
 
 def _resume(run: str | Path, fields: dict[str, Any], console: Console, context: DistributedContext,
