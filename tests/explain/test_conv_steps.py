@@ -109,3 +109,25 @@ def test_positions_outside_the_image_are_explained(camera_png, tmp_path, at, mes
 def test_a_5x5_kernel_needs_two_pixels_of_margin():
     with pytest.raises(ConfigError, match="choose x from 2 to 509"):
         conv_step(_camera().astype(np.uint8), get_kernel(";".join(["1,1,1,1,1"] * 5)), 1, 100)
+
+
+def test_without_at_the_step_is_where_the_kernel_responds_most(camera_png, tmp_path):
+    """The default --at is the window with the largest |sum| (checked against a brute-force search
+    over every window, by hand), so the first step a user sees shows the kernel finding something."""
+    from cnnlab.explain.conv_steps import strongest_response
+
+    camera = _camera()[100:160, 200:260]  # a crop keeps the brute force quick
+    weights = get_kernel("sobel-x").weights
+    sums = {(x, y): abs(float((camera[y - 1:y + 2, x - 1:x + 2] * weights).sum()))
+            for y in range(1, camera.shape[0] - 1) for x in range(1, camera.shape[1] - 1)}
+    best = max(sums.values())
+    x, y = strongest_response(camera.astype(np.uint8), get_kernel("sobel-x"))
+    assert sums[(x, y)] == best
+    assert (x, y) == min((position for position, value in sums.items() if value == best),
+                         key=lambda position: (position[1], position[0]))  # first in reading order
+
+    outcome = run_cli("explain-conv", camera_png, "--kernel", "sobel-x", cwd=tmp_path)
+    assert outcome.exit_code == 0, outcome.stderr
+    x, y = strongest_response(read_image(camera_png, gray=True)[0], get_kernel("sobel-x"))
+    assert outcome.stdout.startswith(f"--at {x},{y}: where sobel-x responds most strongly")
+    assert f"window centred on pixel x={x}, y={y}" in outcome.stdout

@@ -67,28 +67,34 @@ def filter_command(image: str, kernel: str, stride: int, padding: str, pool: str
 @click.command("explain-conv")
 @click.argument("image", type=click.Path(dir_okay=False))
 @click.option("--kernel", required=True, help=_KERNEL_HELP)
-@click.option("--at", "at", required=True, metavar="X,Y",
-              help="the pixel under the kernel's centre: column X, row Y (0,0 = top-left)")
+@click.option("--at", "at", metavar="X,Y",
+              help="the pixel under the kernel's centre: column X, row Y (0,0 = top-left) "
+                   "[default: where the kernel responds most strongly]")
 @click.option("--positions", type=int, default=8, show_default=True,
               help="the animation scans POSITIONS×POSITIONS kernel positions around X,Y")
 @click.option("--frame-ms", type=int, default=400, show_default=True, help="milliseconds per animation frame")
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="the animated GIF [default: <image>-<kernel>-scan.gif here]")
-def explain_conv_command(image: str, kernel: str, at: str, positions: int, frame_ms: int,
+def explain_conv_command(image: str, kernel: str, at: str | None, positions: int, frame_ms: int,
                          output: str | None) -> None:
     """Print one convolution step on IMAGE — the window of pixels under the kernel, the kernel, the
     products and their sum — and write an animated GIF of the kernel scanning a crop around X,Y.
     A colour image is explained on its grayscale version."""
     from cnnlab.errors import ConfigError
-    from cnnlab.explain.conv_steps import conv_step, format_step, parse_position, write_scan_animation
+    from cnnlab.explain.conv_steps import (conv_step, format_step, parse_position, strongest_response,
+                                           write_scan_animation)
     from cnnlab.explain.filtering import read_image
     from cnnlab.explain.kernels import get_kernel
 
     if positions < 1:
         raise ConfigError(f"--positions {positions}: must be 1 or more")
     chosen = get_kernel(kernel)
-    x, y = parse_position(at)
     gray = read_image(image, gray=True)[0]
+    if at is None:
+        x, y = strongest_response(gray, chosen)
+        click.echo(f"--at {x},{y}: where {kernel} responds most strongly (pass --at X,Y to choose)")
+    else:
+        x, y = parse_position(at)
     step = conv_step(gray, chosen, x, y)
     click.echo(format_step(step, Path(image).name, gray.shape))
     path = Path(output) if output else _default_output(image, kernel, "-scan.gif")

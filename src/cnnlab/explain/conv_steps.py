@@ -61,6 +61,17 @@ def check_position(x: int, y: int, shape: tuple[int, int], kernel: Kernel) -> No
                           f"and y from {radius} to {height - 1 - radius}")
 
 
+def strongest_response(gray: np.ndarray, kernel: Kernel) -> tuple[int, int]:
+    """(x, y) of the window centre where the kernel's sum is largest in size (positive or negative):
+    where this kernel finds the most of what it looks for. Ties go to the first in reading order."""
+    from cnnlab.explain.filtering import apply_kernel
+
+    responses = np.abs(apply_kernel(gray[None], kernel).feature_map[0])  # windows inside the image only
+    row, column = np.unravel_index(int(np.argmax(responses)), responses.shape)
+    radius = kernel.size // 2
+    return int(column) + radius, int(row) + radius
+
+
 def conv_step(gray: np.ndarray, kernel: Kernel, x: int, y: int) -> ConvStep:
     """The window centred on (x, y) of a (H, W) image, its products with the kernel and their sum."""
     check_position(x, y, gray.shape, kernel)
