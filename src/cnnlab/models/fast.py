@@ -84,7 +84,8 @@ class FastCNN(nn.Module):
 
 @register_model(
     "fast-cnn",
-    description="small CNN with batch norm for quick CPU training (4 conv 32-64-96-96, 166k params at 28×28)",
+    description="small CNN with batch norm for quick training (4 conv 32-64-96-96, 166k params at 28×28); "
+                "the model of --recipe fast-gpu, and of --recipe fast before fast-cnn-v2",
     family="fast",
     first_conv="features.conv1",
     classifier="head.fc",
