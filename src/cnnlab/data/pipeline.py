@@ -116,19 +116,19 @@ def _warn_if_mirroring_changes_the_class(config: TrainConfig, console: Console) 
     spec = named_dataset(config.data)
     if spec is None or spec.mirror_invariant:
         return
-    mirroring = {"augment": config.augment in ("flip", "standard"), "tta": config.tta == "flip"}
-    flags = [f"--{name} {getattr(config, name)}" for name, on in mirroring.items() if on]
-    if not flags:
+    mirroring = [name for name, mirrors in (("augment", config.augment in ("flip", "standard")),
+                                            ("tta", config.tta == "flip")) if mirrors]
+    if not mirroring:
         return
-    recipe = RECIPES.get(config.recipe or "", {})
-    origin = f" (from --recipe {config.recipe})" if all(
-        recipe.get(name) == getattr(config, name) for name, on in mirroring.items() if on) and recipe else ""
+    recipe = RECIPES.get(config.recipe or "")
+    from_recipe = recipe is not None and all(recipe.get(name) == getattr(config, name) for name in mirroring)
+    flags = " and ".join(f"--{name} {getattr(config, name)}" for name in mirroring)
     # 'light' keeps standard's shifts and zoom, without its flips
     without = {"augment": "light" if config.augment == "standard" else "none", "tta": "none"}
-    switch_off = " ".join(f"--{name} {without[name]}" for name, on in mirroring.items() if on)
-    verb = "mirrors" if len(flags) == 1 else "mirror"
-    console.warn(f"{' and '.join(flags)}{origin} {verb} images, but in {spec.name} a mirror image is not the same "
-                 f"class (a mirrored 2 or 7 is no digit); add {switch_off} to train without mirror images")
+    switch_off = " ".join(f"--{name} {without[name]}" for name in mirroring)
+    console.warn(f"{flags}{f' (from --recipe {config.recipe})' if from_recipe else ''} "
+                 f"{'mirrors' if len(mirroring) == 1 else 'mirror'} images, but in {spec.name} a mirror image is "
+                 f"not the same class (a mirrored 2 or 7 is no digit); add {switch_off} to train without mirror images")
 
 
 def _classes_without_images(train: Source) -> list[str]:
