@@ -26,7 +26,6 @@ import numpy as np
 
 BENCHMARKS = Path(__file__).resolve().parent
 RESULTS = BENCHMARKS / "results"
-FASHION_MNIST = Path(os.environ.get("CNNLAB_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
 FASHION_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
                  "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
 
@@ -135,22 +134,42 @@ def use_threads(threads: int) -> None:
 # --- Fashion-MNIST, read the way a tutorial reads it -------------------------------------------
 
 def read_idx(path: Path) -> np.ndarray:
-    """An IDX file (gzip-compressed) -> numpy array: 4-byte magic, big-endian sizes, then the data."""
-    with gzip.open(path, "rb") as handle:
+    """An IDX file (gzip-compressed or not) -> numpy array: 4-byte magic, big-endian sizes, then the data."""
+    with (gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")) as handle:
         content = handle.read()
     dimensions = content[3]
     shape = struct.unpack(f">{dimensions}I", content[4 : 4 + 4 * dimensions])
     return np.frombuffer(content, dtype=np.uint8, offset=4 + 4 * dimensions).reshape(shape)
 
 
+def fashion_mnist_folder() -> Path:
+    """The folder whose four .gz files every contender reads: `$CNNLAB_FASHION_MNIST` if set, else
+    the one `cnnlab train --data fashion-mnist` would use (`$CNNLAB_DATA`, the download cache, the
+    Debian copy), so that the contenders never train on different copies."""
+    if os.environ.get("CNNLAB_FASHION_MNIST"):
+        return Path(os.environ["CNNLAB_FASHION_MNIST"])
+    from cnnlab.data.named import local_copy, search_folders
+
+    found = local_copy("fashion-mnist")
+    if found is None:
+        looked_in = ", ".join(str(folder) for folder in search_folders("fashion-mnist"))
+        sys.exit(f"Fashion-MNIST not found (looked in {looked_in}). Debian: apt-get install "
+                 "dataset-fashion-mnist; or set CNNLAB_DATA (or CNNLAB_FASHION_MNIST) to a folder "
+                 "holding the four .gz files")
+    return found
+
+
+def _as_published_or_gunzipped(path: Path) -> Path:
+    # cnnlab also reads a copy whose files were gunzipped; so must every contender.
+    return path if path.is_file() else path.with_suffix("")
+
+
 def fashion_mnist(split: str, limit: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """uint8 images (N, 28, 28) and int64 labels (N,) of one split; `limit` takes a seeded subset."""
-    images_name, labels_name = FASHION_FILES[split]
-    if not (FASHION_MNIST / images_name).is_file():
-        sys.exit(f"Fashion-MNIST not found in {FASHION_MNIST} (Debian: apt-get install "
-                 f"dataset-fashion-mnist, or set CNNLAB_FASHION_MNIST to a folder with the four .gz files)")
-    images = read_idx(FASHION_MNIST / images_name)
-    labels = read_idx(FASHION_MNIST / labels_name).astype(np.int64)
+    folder = fashion_mnist_folder()
+    images_file, labels_file = (_as_published_or_gunzipped(folder / name) for name in FASHION_FILES[split])
+    images = read_idx(images_file)
+    labels = read_idx(labels_file).astype(np.int64)
     if limit is not None and limit < len(images):
         taken = np.sort(np.random.default_rng(seed).permutation(len(images))[:limit])
         images, labels = images[taken], labels[taken]
