@@ -2,7 +2,7 @@
 # The GPU benchmarks in one go, for a machine with a CUDA GPU (benchmarks/README.md, "On a GPU"):
 #   1. tests/train/test_cuda.py — training, --resume, fp16 loss scaling and predict on the GPU;
 #   2. time to 93% Fashion-MNIST test accuracy: --recipe fast (fast-cnn-v2, batch 128, 5 epochs) and
-#      --recipe fast-gpu (fast-cnn at batch 512, peak rate 0.008, 6 epochs: a GPU runs an epoch 3.5× sooner);
+#      --recipe fast-gpu (the same at batch 512, peak rate 0.008, 6 epochs: a GPU runs an epoch 3.5× sooner);
 #   3. time to 94%: the fast recipe with benchmarks/models/fast-cnn-wide.yaml (twice the width), 15 epochs,
 #      at batch 128 and 512;
 #   4. guide-cnn training throughput at batch 128 and 512, cnnlab against the plain PyTorch loop (the
@@ -43,7 +43,7 @@ tta() {  # tta NAME ARGS...: benchmarks/time_to_accuracy.py on the GPU into $out
 step cuda-tests "$python" -m pytest -q -p no:cacheprovider tests/train/test_cuda.py
 wide=(--set recipe=fast --set model=benchmarks/models/fast-cnn-wide.yaml --epochs 15 --targets 0.93,0.94)
 tta time_to_accuracy_fast --set recipe=fast --epochs 5 --targets 0.91,0.92,0.93
-tta time_to_accuracy_fast_b512_e6 --set recipe=fast-gpu --targets 0.92,0.93
+tta time_to_accuracy_fast_gpu --set recipe=fast-gpu --targets 0.92,0.93
 tta time_to_accuracy_wide "${wide[@]}"
 tta time_to_accuracy_wide_b512 "${wide[@]}" --batch-size 512 --set lr=0.008
 for batch in 128 512; do

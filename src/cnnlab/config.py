@@ -29,11 +29,9 @@ RECIPES: dict[str, dict[str, Any]] = {
              "label_smoothing": 0.1, "augment": "flip", "tta": "flip"},
 }
 # The same at batch 512 (a rate twice as high, one epoch more): steps of 128 small images leave a GPU
-# waiting for kernel launches. ≥ 93% in 6 epochs (seeds 0–2: 93.15% on an H200, 93.18% and 93.16%
-# on the CPU); 2.9 s of training on an H200 against 6.5 s for "fast" (docs/speed.md, "On a GPU").
-# It keeps fast-cnn, the network those GPU figures were measured with (fast-cnn-v2 came later, from the
-# CPU: no GPU has timed it yet).
-RECIPES["fast-gpu"] = {**RECIPES["fast"], "model": "fast-cnn", "epochs": 6, "batch_size": 512, "lr": 0.008}
+# waiting for kernel launches. On an H100, seeds 0–2: 93.17/93.16/93.18% after 6 epochs, at 2.6–2.9 s
+# of training, against 6.1–7.4 s for "fast" (docs/speed.md, "On a GPU").
+RECIPES["fast-gpu"] = {**RECIPES["fast"], "epochs": 6, "batch_size": 512, "lr": 0.008}
 TASKS = ("classification", "regression")
 CACHES = ("auto", "memory", "none")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -80,7 +78,7 @@ class TrainConfig:
     recipe: str | None = _option("a tested set of defaults that flags you give still override: fast = fast-cnn-v2, "
                                  "5 epochs, batch 128, AdamW (beta2 0.99) one-cycle at 0.004 with a 15% warm-up, "
                                  "label smoothing 0.1, flip augmentation and flip test-time augmentation; "
-                                 "fast-gpu = the same with fast-cnn at batch 512, peak 0.008, 6 epochs (keeps a GPU busy)",
+                                 "fast-gpu = the same at batch 512, peak 0.008, 6 epochs (keeps a GPU busy)",
                                  choices=tuple(RECIPES),
                                  default=None)
     tta: str = _option("test-time augmentation when the model evaluates and predicts: flip averages each "

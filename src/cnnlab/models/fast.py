@@ -18,12 +18,11 @@ its random mask cost 3% of a step.
 fast-cnn-v2 pools after its third convolution instead of its fourth, so the fourth runs on a 3×3
 map, and its first convolution has 24 filters (a 3×3 patch of a grey image has only 9 values):
 38% less arithmetic, a training step about a quarter sooner, and the same accuracy after 5 epochs.
-It is the model of `--recipe fast` (see `cnnlab.config.RECIPES`). For images larger than 31 px
-its last maps are averaged down to 3×3 before the dense layer: flattened whole, a 224-px photo's
-28×28 maps gave the dense layer 100k inputs, and the recipe's rate then threw the logits far off
-(training loss 1.6 → 32 in an epoch). At 28 px its maps are 3×3 already and nothing is added.
-fast-cnn stays as it was, so runs trained with it still load, and `--recipe fast-gpu` (measured
-on a GPU with it) still uses it.
+It is the model of `--recipe fast` and `--recipe fast-gpu` (see `cnnlab.config.RECIPES`). For
+images larger than 31 px its last maps are averaged down to 3×3 before the dense layer: flattened
+whole, a 224-px photo's 28×28 maps gave the dense layer 100k inputs, and the recipe's rate then
+threw the logits far off (training loss 1.6 → 32 in an epoch). At 28 px its maps are 3×3 already and nothing is added.
+fast-cnn stays as it was, so runs trained with it still load.
 """
 
 from __future__ import annotations
@@ -85,7 +84,7 @@ class FastCNN(nn.Module):
 @register_model(
     "fast-cnn",
     description="small CNN with batch norm for quick training (4 conv 32-64-96-96, 166k params at 28×28); "
-                "the model of --recipe fast-gpu, and of --recipe fast before fast-cnn-v2",
+                "the model of --recipe fast and fast-gpu before fast-cnn-v2",
     family="fast",
     first_conv="features.conv1",
     classifier="head.fc",
@@ -99,7 +98,7 @@ def fast_cnn(*, in_channels: int, num_outputs: int, image_size: tuple[int, int])
 @register_model(
     "fast-cnn-v2",
     description="fast-cnn with its last pool one convolution sooner: 4 conv 24-64-96-128, the 4th at 1/8 "
-                "of the side; the model of --recipe fast (192k params at 28×28)",
+                "of the side; the model of --recipe fast and fast-gpu (192k params at 28×28)",
     family="fast",
     first_conv="features.conv1",
     classifier="head.fc",
