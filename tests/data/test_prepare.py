@@ -26,6 +26,23 @@ def test_geometry_is_the_data_own_unless_overridden(digits_folder):
     assert infer_geometry(source, channels=3, image_size=(28, 28)) == Geometry(3, 28, 28)
 
 
+def test_mixed_sizes_warn_of_224_only_when_no_size_was_given(tmp_path, caplog):
+    from PIL import Image
+
+    for index, (side, shade) in enumerate([(20, 0), (31, 90), (44, 200)]):
+        (tmp_path / f"class{index % 2}").mkdir(exist_ok=True)
+        Image.new("L", (side, side), shade).save(tmp_path / f"class{index % 2}" / f"{index}.png")
+    source = open_data(tmp_path)
+    with caplog.at_level("WARNING"):
+        assert infer_geometry(source) == Geometry(1, 224, 224)
+    assert "different sizes; resizing all to 224×224" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert infer_geometry(source, image_size=(64, 64)) == Geometry(1, 64, 64)
+        assert infer_geometry(source, channels=3, image_size=(32, 48)) == Geometry(3, 32, 48)
+    assert "224" not in caplog.text
+
+
 @pytest.mark.parametrize("cache", ["memory", "none"])
 def test_bad_files_are_skipped_and_named(digits_copy, cache):
     bad = _add_bad_files(digits_copy)

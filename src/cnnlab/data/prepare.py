@@ -58,12 +58,14 @@ def infer_geometry(
     if source.pixels is not None:
         own_channels = 1 if source.pixels.ndim == 3 else source.pixels.shape[3]
         own_size = source.pixels.shape[1:3]
+    elif channels and image_size:
+        return Geometry(channels, *image_size)  # nothing left for the files to decide
     else:
-        own_channels, own_size = _probe_files(source)
+        own_channels, own_size = _probe_files(source, size_given=image_size is not None)
     return Geometry(channels or own_channels, *(image_size or own_size))
 
 
-def _probe_files(source: Source) -> tuple[int, tuple[int, int]]:
+def _probe_files(source: Source, *, size_given: bool = False) -> tuple[int, tuple[int, int]]:
     sizes, colour = set(), False
     for path in list(source.paths or [])[:_PROBE_COUNT]:
         try:
@@ -74,7 +76,8 @@ def _probe_files(source: Source) -> tuple[int, tuple[int, int]]:
         colour = colour or is_colour
     if len(sizes) == 1:
         return (3 if colour else 1), sizes.pop()
-    log.warning("images have different sizes; resizing all to 224×224 (set --image-size to choose)")
+    if not size_given:  # with --image-size the sizes differing changes nothing
+        log.warning("images have different sizes; resizing all to 224×224 (set --image-size to choose)")
     return (3 if colour else 1), (224, 224)
 
 
