@@ -74,3 +74,9 @@ def test_json_round_trip():
     task = Classification(["x", "y"], label_smoothing=0.1)
     again = Classification.from_json(task.to_json())
     assert again.class_names == ["x", "y"] and again.label_smoothing == 0.1
+
+
+def test_the_loss_is_described():
+    assert Classification(["a", "b", "c"]).describe_loss() == "loss: cross-entropy of the softmax over 3 classes"
+    smoothed = Classification(["a", "b"], label_smoothing=0.1).describe_loss()
+    assert smoothed.endswith("label smoothing 0.1, so it cannot reach 0")

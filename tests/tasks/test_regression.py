@@ -47,3 +47,12 @@ def test_metrics_match_scikit_learn():
 def test_predictions_are_in_data_units():
     task = Regression(["angle"], [10.0], [2.0])
     assert task.predictions(torch.tensor([[1.5]]))[0]["values"]["angle"] == pytest.approx(13.0)
+
+
+def test_the_loss_is_described_on_its_own_scale():
+    task = _task(np.array([[10.0, 1.0], [20.0, 3.0], [30.0, 5.0]]))
+    line = task.describe_loss()
+    assert "standardised" in line and "angle: mean 20, std 10" in line and "size: mean 3, std 2" in line
+    # what the line promises: always predicting the mean scores 1.0 (per target, with the sample std)
+    targets = torch.tensor([[10.0, 1.0], [20.0, 3.0], [30.0, 5.0]])
+    assert float(task.loss(torch.zeros(3, 2), targets)) == pytest.approx(2 / 3)  # n-1 std: (n-1)/n

@@ -194,7 +194,7 @@ def open_csv(csv_path: Path, *, task: str) -> Source:
                       class_names=class_names, paths=paths)
     targets = np.asarray([_numbers(csv_path, line, row[1:], header) for line, row in enumerate(rows, 2)],
                          dtype=np.float32)
-    return Source(f"{csv_path} ({len(header) - 1} targets, {len(rows):,} images)", names, targets,
+    return Source(f"{csv_path} ({len(header) - 1} target{'' if len(header) == 2 else 's'}, {len(rows):,} images)", names, targets,
                   target_names=header[1:], paths=paths)
 
 

@@ -33,6 +33,10 @@ class Task(ABC):
         """Mean loss over the batch (differentiable)."""
 
     @abstractmethod
+    def describe_loss(self) -> str:
+        """What the "loss" in the training log is, in a line (printed when training starts)."""
+
+    @abstractmethod
     def headline_sum(self, outputs: Tensor, targets: Tensor) -> Tensor:
         """Sum over the batch of the headline metric's per-image value, left on the device."""
 

@@ -37,6 +37,11 @@ class Classification(Task):
         # lives here, applied to the raw scores (logits) for numerical stability.
         return F.cross_entropy(outputs, targets, label_smoothing=self.label_smoothing)
 
+    def describe_loss(self) -> str:
+        smoothing = (f", label smoothing {self.label_smoothing:g}, so it cannot reach 0"
+                     if self.label_smoothing else "")
+        return f"loss: cross-entropy of the softmax over {self.num_outputs} classes{smoothing}"
+
     def combine_views(self, outputs: list[Tensor]) -> Tensor:
         # Average the probabilities, not the logits; returned as log-probabilities, whose softmax
         # is that average.

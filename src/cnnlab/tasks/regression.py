@@ -52,6 +52,13 @@ class Regression(Task):
     def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
         return F.mse_loss(outputs.float(), self._standardize(targets))
 
+    def describe_loss(self) -> str:
+        # The loss and the MAE beside it are on different scales; say so before a user compares them.
+        spreads = ", ".join(f"{name}: mean {mean:.4g}, std {std:.4g}" for name, mean, std
+                            in zip(self.target_names, self.mean.tolist(), self.std.tolist()))
+        return ("loss: mean squared error of the targets standardised with the training images' "
+                f"mean and std ({spreads}); always predicting the mean scores about 1.0. mae is in the data's units")
+
     def headline_sum(self, outputs: Tensor, targets: Tensor) -> Tensor:
         # Mean absolute error over targets, per image, in the data's units.
         return (self.decode(outputs) - targets).abs().mean(dim=1).sum()

@@ -339,7 +339,8 @@ def _fit(setup: _Setup, state: FitState, console: Console, user_callbacks: list[
         apply_stage(setup.model, setup.stages, setup.stages.stage(state.epoch + 1))
         callbacks.append(FineTuneStages(setup.model, setup.stages, console.info))  # first: it says the stage
     console.info(f"model: {setup.info.architecture.label} ({count}) on {setup.device}; "
-                 f"task: {task.name} ({task.num_outputs} outputs)")
+                 f"task: {task.name} ({task.num_outputs} output{'' if task.num_outputs == 1 else 's'})")
+    console.info(task.describe_loss())
     if setup.context.is_main:
         callbacks += [
             cb.ProgressBar(task.headline_name, enabled=not console.quiet),
