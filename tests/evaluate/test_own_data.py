@@ -1,6 +1,7 @@
 """Scoring a run on the data it was trained on: `--split val` is the validation images the run held
 out, chosen again exactly as training chose them; data with no test split (a plain folder of class
-folders) falls back to them, with a warning; a folder changed since training is refused."""
+folders) falls back to them, with a warning; `--split train` is the images it trained on; a folder
+changed since training is refused."""
 
 from __future__ import annotations
 
@@ -65,11 +66,42 @@ def test_split_val_names_the_held_out_images_without_a_warning(folder_run):
     assert outcome.exit_code == 0 and "warning" not in outcome.stderr
 
 
-def test_another_split_of_a_plain_folder_points_to_split_val(folder_run):
+def test_split_train_of_a_plain_folder_is_the_images_the_run_trained_on(folder_run):
+    result, data = folder_run
+    outcome = run_cli("evaluate", result.run_dir, "--split", "train", "--json")
+    assert outcome.exit_code == 0, outcome.stderr
+    assert "warning" not in outcome.stderr
+    metrics = json.loads(outcome.stdout)
+    assert metrics["split"] == "train" and metrics["images"] == 1797 - 180
+    assert metrics["data"].endswith(f"training images: --data {data} less the validation images, "
+                                    "10% of --data held out (stratified, seed 0)")
+    files = {row["file"] for row in csv.DictReader((result.run_dir / "eval-digits-train" / "predictions.csv").open())}
+    everything = {str(path) for path in open_class_folders(data).paths}
+    assert files == everything - _held_out_files(data)
+    # 4 epochs on the 8×8 digits at 18 px: the images it learned from score above the held-out ones
+    val = cnnlab.evaluate(result.run_dir, split="val", quiet=True).metrics["accuracy"]
+    assert metrics["accuracy"] >= val - 0.02, (metrics["accuracy"], val)
+
+
+def test_a_split_that_is_neither_says_what_there_is(folder_run):
     result, _ = folder_run
-    outcome = run_cli("evaluate", result.run_dir, "--split", "train")
-    assert outcome.exit_code != 0
-    assert "which has no 'train' split; pass --data with the images to evaluate on, or --split val" in outcome.stderr
+    with pytest.raises(cnnlab.errors.DataError, match=r"which has no 'holdout' split; pass --data with the images "
+                       r"to evaluate on, --split train for the images the run trained on, or --split val"):
+        cnnlab.evaluate(result.run_dir, split="holdout", quiet=True)
+
+
+def test_files_training_skipped_as_unreadable_are_left_out_of_both_parts(digits_copy, tmp_path):
+    good = next((digits_copy / "5").iterdir()).read_bytes()
+    for digit in "0123456789":  # one broken file per class: some land in training, some in validation
+        (digits_copy / digit / f"zz-broken-{digit}.png").write_bytes(good[: len(good) // 2])
+    result = cnnlab.train(data=str(digits_copy), runs_dir=str(tmp_path / "runs"), name="skipped",
+                          **{**FAST_RUN, "epochs": 1})
+    recorded = json.loads((result.run_dir / "data.json").read_text())
+    skipped = {part: len(files) for part, files in recorded["skipped_files"].items()}
+    assert sum(skipped.values()) == 10 and set(skipped) == {"train", "val"}
+    for part in ("train", "val"):
+        evaluation = cnnlab.evaluate(result.run_dir, split=part, quiet=True)
+        assert evaluation.metrics["images"] == recorded[part]["images"]
 
 
 def test_a_folder_changed_since_training_is_refused_not_silently_resplit(digits_copy, tmp_path):

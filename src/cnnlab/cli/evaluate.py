@@ -12,7 +12,8 @@ import click
 @click.option("--data", help="dataset to evaluate on [default: the run's own data]")
 @click.option("--split", default="test", show_default=True,
               help="which split of --data; val = the validation images the run held out (what the run's "
-                   "own data is scored on when it has no test split)")
+                   "own data is scored on when it has no test split); train = the images it trained on, when "
+                   "its data has no train split of its own")
 @click.option("--json", "as_json", is_flag=True, help="print the metrics as one JSON object on stdout")
 @click.option("--batch-size", type=int, default=256, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps")

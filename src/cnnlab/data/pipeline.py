@@ -55,10 +55,9 @@ def _validation_source(config: TrainConfig, source: Source) -> tuple[Source, Sou
     if config.val_data:
         val = open_data(config.val_data, split="val", task=config.task, data_dir=config.data_dir)
         return source, val, f"--val-data {config.val_data}"
-    folder = Path(config.data)
-    if config.split == "train" and folder.is_dir() and "val" in find_split_folders(folder):
+    if not _holds_out(config):
         val = open_data(config.data, split="val", task=config.task, data_dir=config.data_dir)
-        return source, val, f"{find_split_folders(folder)['val']}"
+        return source, val, f"{find_split_folders(Path(config.data))['val']}"
     taken, rest = split_indices(source.targets, config.val_fraction, config.seed,
                                 stratify=source.is_classification)
     if len(rest) == 0 or len(taken) == 0:
@@ -66,6 +65,14 @@ def _validation_source(config: TrainConfig, source: Source) -> tuple[Source, Sou
     origin = f"{config.val_fraction:.0%} of --data held out ({'stratified, ' if source.is_classification else ''}" \
              f"seed {config.seed})"
     return source.subset(rest), source.subset(taken), origin
+
+
+def _holds_out(config: TrainConfig) -> bool:
+    """Whether the validation images are a fraction of --data (not --val-data, not a val/ folder)."""
+    if config.val_data:
+        return False
+    folder = Path(config.data)
+    return not (config.split == "train" and folder.is_dir() and "val" in find_split_folders(folder))
 
 
 def _training_source(config: TrainConfig) -> Source:
@@ -84,6 +91,16 @@ def held_out_validation(config: TrainConfig) -> tuple[Source, str]:
         raise DataError(f"the run held out no validation images from {config.data} ({origin}); "
                         "pass --data with images to evaluate on")
     return val, origin
+
+
+def images_trained_on(config: TrainConfig) -> tuple[Source, str]:
+    """(the images a run with `config` trained on, how they were chosen): the counterpart of
+    `held_out_validation`, chosen again the same way."""
+    train, val, origin = _validation_source(config, _training_source(config))
+    chosen = f"--data {config.data}" + (f" (--limit {config.limit})" if config.limit else "")
+    if val is not None and _holds_out(config):
+        chosen += f" less the validation images, {origin}"
+    return train, chosen
 
 
 def prepare_training_data(config: TrainConfig, console: Console) -> TrainingData:

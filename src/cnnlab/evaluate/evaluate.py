@@ -117,9 +117,12 @@ def own_data(trained: TrainedModel, split: str, data_dir: str | None,
                                    "images to evaluate on")
     if split != "val" and _has_split(data, split):
         return data, split, open_data(data, split=split, task=trained.task.name, data_dir=data_dir)
+    if split == "train":
+        return data, split, _trained_on(trained, data_dir)
     if split not in ("val", "test"):
         raise DataError(f"the run was trained on {data}, which has no '{split}' split; pass --data with the "
-                        "images to evaluate on, or --split val for the validation images the run held out")
+                        "images to evaluate on, --split train for the images the run trained on, or --split val "
+                        "for the validation images it held out")
     source, origin = _held_out(trained, data_dir)
     if split == "test" and console is not None:
         console.warn(f"{data} has no test split, so this scores the {len(source):,} validation images the run "
@@ -138,28 +141,57 @@ def _has_split(data: str, split: str) -> bool:
     return path.is_dir() and split in find_split_folders(path)
 
 
-def _held_out(trained: TrainedModel, data_dir: str | None) -> tuple[Source, str]:
-    """The run's validation images, chosen again as in training, checked against its data.json."""
+def _training_config(trained: TrainedModel, data_dir: str | None):
     from cnnlab.config import TrainConfig
-    from cnnlab.data.pipeline import held_out_validation
 
     config = TrainConfig.from_dict(trained.info.config, origin=f"{trained.checkpoint} (its training config)")
-    if data_dir:
-        config = replace(config, data_dir=data_dir)
+    return replace(config, data_dir=data_dir) if data_dir else config
+
+
+def _held_out(trained: TrainedModel, data_dir: str | None) -> tuple[Source, str]:
+    """The run's validation images, chosen again as in training, checked against its data.json."""
+    from cnnlab.data.pipeline import held_out_validation
+
+    config = _training_config(trained, data_dir)
     source, origin = held_out_validation(config)
-    recorded = _recorded_validation(trained.run_dir / "data.json")
-    if recorded is not None and (recorded.get("images") != len(source)
-                                 or (recorded.get("class_counts") or None) != (source.class_counts() or None)):
-        raise DataError(f"{config.data} has changed since the run was trained: its validation images were "
-                        f"{recorded.get('images')} ({recorded.get('class_counts')}), the same split of it now "
-                        f"gives {len(source)} ({source.class_counts()}); pass --data with the images to evaluate on")
+    source = _check_unchanged(source, trained, "val", config.data)
     return replace(source, description=f"{source.description}, validation images: {origin}"), origin
 
 
-def _recorded_validation(data_json: Path) -> dict[str, Any] | None:
+def _trained_on(trained: TrainedModel, data_dir: str | None) -> Source:
+    """The images the run trained on, chosen again as in training, checked against its data.json."""
+    from cnnlab.data.pipeline import images_trained_on
+
+    config = _training_config(trained, data_dir)
+    source, origin = images_trained_on(config)
+    source = _check_unchanged(source, trained, "train", config.data)
+    return replace(source, description=f"{source.description}, training images: {origin}")
+
+
+def _check_unchanged(source: Source, trained: TrainedModel, part: str, data: str) -> Source:
+    """`source` less the files training skipped as unreadable; refused if its image and class counts
+    differ from the run's data.json (the folder changed since, so the seed no longer picks the same
+    images)."""
+    data_json = trained.run_dir / "data.json"
+    recorded = _recorded(data_json, part)
+    if recorded is None:
+        return source
+    skipped = {entry["path"] for entry in (_recorded(data_json, "skipped_files") or {}).get(part, [])}
+    if skipped and source.paths is not None:
+        source = source.subset([index for index, path in enumerate(source.paths) if str(path) not in skipped])
+    if recorded.get("images") != len(source) or \
+            (recorded.get("class_counts") or None) != (source.class_counts() or None):
+        which = "validation" if part == "val" else "training"
+        raise DataError(f"{data} has changed since the run was trained: its {which} images were "
+                        f"{recorded.get('images')} ({recorded.get('class_counts')}), the same split of it now "
+                        f"gives {len(source)} ({source.class_counts()}); pass --data with the images to evaluate on")
+    return source
+
+
+def _recorded(data_json: Path, key: str) -> Any:
     if not data_json.is_file():
         return None  # a checkpoint moved out of its run folder: nothing to check against
-    return json.loads(data_json.read_text(encoding="utf-8")).get("val")
+    return json.loads(data_json.read_text(encoding="utf-8")).get(key)
 
 
 def _align_classes(source: Source, trained: TrainedModel) -> Source:
