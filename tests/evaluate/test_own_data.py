@@ -135,6 +135,22 @@ def test_the_report_of_a_folder_run_evaluates_on_the_held_out_images_and_says_so
     assert "These are validation images: they chose the best epoch" in page
 
 
+def test_the_report_leaves_a_training_images_score_out_unless_asked(folder_run, tmp_path):
+    result, _ = folder_run
+    run_copy = Path(shutil.copytree(result.run_dir, tmp_path / "run"))
+    assert run_cli("evaluate", run_copy, "--split", "val").exit_code == 0
+    assert run_cli("evaluate", run_copy, "--split", "train").exit_code == 0  # the newest evaluation now
+    small = ("--samples", 2, "--mistakes", 2, "--max-maps", 4)
+    assert run_cli("report", run_copy, *small).exit_code == 0
+    page = (run_copy / "report.html").read_text()
+    assert "split val (eval-digits-val/)" in page and "eval-digits-train" not in page
+    asked = run_cli("report", run_copy, "--split", "train", *small)
+    assert asked.exit_code == 0, asked.stderr
+    page = (run_copy / "report.html").read_text()
+    assert "split train (eval-digits-train/)" in page
+    assert "These are the images the model trained on" in page
+
+
 def test_a_relative_data_path_evaluated_from_elsewhere_says_where_to_run_it(digits_folder, tmp_path, monkeypatch):
     shutil.copytree(digits_folder, tmp_path / "digits")
     monkeypatch.chdir(tmp_path)

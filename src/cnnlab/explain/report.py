@@ -153,6 +153,11 @@ def _evaluation_section(evaluation: Evaluation) -> Section:
         parts.append(paragraph("These are validation images: they chose the best epoch, so the score leans "
                                "optimistic. Evaluate on images the model has never seen (cnnlab evaluate RUN "
                                "--data ...) for an unbiased one.", "note"))
+    elif evaluation.split == "train":
+        parts.append(paragraph("These are the images the model trained on: a score far above the validation "
+                               "one means it memorised them (over-fitting). Evaluate on images the model has "
+                               "never seen (cnnlab evaluate RUN --data ...) for what it will do on new ones.",
+                               "note"))
     if "per_class" in metrics:
         rows = [(name, *_scores(s), f"{s['support']:,}") for name, s in metrics["per_class"].items()]
         rows += [(label, *_scores(metrics[key]), "")

@@ -73,7 +73,8 @@ def load_evaluation(folder: Path, data: str | None) -> Evaluation:
 
 def find_or_run_evaluation(trained: TrainedModel, *, data: str | None, split: str | None, limit: int | None,
                            data_dir: str | None, console: Console) -> Evaluation:
-    """The newest matching RUN/eval-*/ folder, or a fresh `evaluate()` when there is none."""
+    """The newest matching RUN/eval-*/ folder (not one of the training images unless `split` asks for
+    them), or a fresh `evaluate()` when there is none."""
     from cnnlab.evaluate.evaluate import evaluate
 
     if data and not split:
@@ -82,6 +83,8 @@ def find_or_run_evaluation(trained: TrainedModel, *, data: str | None, split: st
         metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
         if split and metrics.get("split") != split:
             continue
+        if not split and metrics.get("split") == "train":
+            continue  # a score on the training images says little about the model; only when asked for
         if data and not folder.name.startswith(f"eval-{_data_slug(data)}-"):
             continue
         console.info(f"using the evaluation in {folder}")
