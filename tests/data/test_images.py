@@ -102,6 +102,16 @@ def test_16_bit_image_is_scaled_from_its_full_range(tmp_path):
     np.testing.assert_array_equal(array[0], [[0, 255], [128, 100]])
 
 
+def test_12_bit_data_in_a_16_bit_file_keeps_its_grey_levels(tmp_path):
+    """An X-ray exported as 16-bit PNG with 12-bit values (0–4095): scaled from 65535 it would
+    become 0–16, 17 grey levels; scaled from 4095 it keeps them apart."""
+    values = np.arange(0, 4096, 16, dtype=np.uint16).reshape(16, 16)
+    Image.fromarray(values).save(tmp_path / "xray12.png")
+    array = load_image_array(tmp_path / "xray12.png", channels=1, size=(16, 16))[0]
+    np.testing.assert_array_equal(array, np.rint(values * (255 / 4095)).astype(np.uint8))
+    assert len(np.unique(array)) >= 250  # (from 65535: 17)
+
+
 def test_float_image_in_unit_range(tmp_path):
     image = Image.fromarray(np.array([[0.0, 1.0], [0.5, 0.25]], dtype=np.float32), mode="F")
     np.testing.assert_array_equal(np.asarray(normalize_mode(image)), [[0, 255], [128, 64]])

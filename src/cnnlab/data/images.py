@@ -34,6 +34,7 @@ IMAGE_SUFFIXES = frozenset(
 )
 
 _GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+TWELVE_BIT_TOP = 4095.0
 _HIGH_BIT_DEPTH_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 
 
@@ -118,15 +119,20 @@ def _apply_exif_orientation(image: "Image.Image") -> "Image.Image":
 
 
 def _scale_high_bit_depth(image: "Image.Image") -> "Image.Image":
-    """16/32-bit integer or float image -> 8-bit grayscale, scaled from the type's full range."""
+    """16/32-bit integer or float image -> 8-bit grayscale, scaled from the data's full range.
+
+    A 16-bit file whose values all fit in 12 bits is taken as 12-bit data (what X-ray and CT
+    exports usually hold): scaled from 65535, its 4,096 levels would collapse into 17 grey levels.
+    Every image of a 12-bit set stays below 4096, so they are all scaled alike.
+    """
     from PIL import Image
 
     values = np.asarray(image)
     if image.mode == "F":
         # Float images come either as 0..1 or 0..255 intensities.
         top = 1.0 if values.size and float(np.nanmax(values)) <= 1.0 else 255.0
-    else:
-        top = 65535.0  # 16-bit range; Pillow stores 16-bit PNG/TIFF as I;16 or I
+    else:  # Pillow stores 16-bit PNG/TIFF as I;16 or I
+        top = TWELVE_BIT_TOP if values.size and int(values.max()) <= TWELVE_BIT_TOP else 65535.0
     scaled = np.clip(np.nan_to_num(values.astype(np.float64)) * (255.0 / top), 0, 255)
     return Image.fromarray(np.rint(scaled).astype(np.uint8), mode="L")
 
