@@ -88,6 +88,16 @@ def test_regression_on_class_folders_is_refused(digits_folder):
         open_data(digits_folder, task="regression")
 
 
+def test_regression_on_a_flat_folder_asks_for_a_csv_not_for_class_folders(tmp_path):
+    (tmp_path / "scans").mkdir()
+    Image.new("L", (8, 8)).save(tmp_path / "scans" / "a.png")
+    with pytest.raises(DataError) as caught:
+        open_data(tmp_path / "scans", task="regression")
+    message = str(caught.value)
+    assert "regression needs numeric targets from a CSV of path,target" in message
+    assert f"{tmp_path / 'scans'}/img001.png,4.2" in message and "expected one sub-folder" not in message
+
+
 def test_missing_path_names_it_and_lists_named_datasets(tmp_path):
     with pytest.raises(DataError) as caught:
         open_data(tmp_path / "nowhere")

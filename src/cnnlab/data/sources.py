@@ -61,6 +61,10 @@ def open_data(
         return open_csv(path, task=task)
     elif path.is_file() and _IDX_IMAGES.search(path.name):
         source = _open_idx_file(path)
+    elif path.is_dir() and task == "regression":
+        raise DataError(f"--data {text}: a folder gives class labels (one sub-folder per class); regression "
+                        "needs numeric targets from a CSV of path,target[,target...] rows, e.g. "
+                        f"--data labels.csv with lines like {text.rstrip('/')}/img001.png,4.2")
     elif path.is_dir():
         source = _open_folder(path, split=split)
     elif path.exists():
