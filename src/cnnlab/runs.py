@@ -55,9 +55,16 @@ def create_run_dir(runs_dir: str | Path, name: str | None, default_name: str, *,
 
 
 def _remove_run(folder: Path) -> None:
-    if not (folder / "config.yaml").exists() and any(folder.iterdir()):
+    if not (folder / "config.yaml").exists() and not _holds_nothing(folder):
         raise CnnlabError(f"{folder} exists and is not a cnnlab run folder; refusing to replace it")
     shutil.rmtree(folder)
+
+
+def _holds_nothing(folder: Path) -> bool:
+    """An empty folder, or one holding only an empty weights/ (a run that failed as it started)."""
+    contents = list(folder.iterdir())
+    return not contents or (len(contents) == 1 and contents[0].name == WEIGHTS and contents[0].is_dir()
+                            and not any(contents[0].iterdir()))
 
 
 def find_run(run: str | Path, runs_dir: str | Path = "runs") -> Path:

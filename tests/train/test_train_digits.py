@@ -165,6 +165,30 @@ def test_existing_run_name_is_not_overwritten(digits_split_folder, runs_dir):
     assert run_cli(*args, "--exist-ok").exit_code == 0
 
 
+def test_a_model_that_does_not_fit_the_data_leaves_no_run_folder(digits_split_folder, runs_dir, tmp_path):
+    net = tmp_path / "no-flatten.yaml"
+    net.write_text("layers:\n  - conv: {filters: 8, kernel: 3}\n  - dense: {units: classes}\n")
+    outcome = run_cli("train", "--data", digits_split_folder, "--model", net, "--image-size", 18, "--epochs", 1,
+                      "--name", "misfit", "--runs-dir", runs_dir)
+    assert outcome.exit_code != 0
+    assert f"{net}: layer 2 (dense): the final dense layer" in outcome.stderr  # the file, not "layers"
+    assert not (runs_dir / "misfit").exists()
+
+
+def test_exist_ok_replaces_an_empty_folder_left_by_a_failed_start(digits_split_folder, runs_dir):
+    (runs_dir / "again" / "weights").mkdir(parents=True)  # what a start that failed used to leave
+    outcome = run_cli("train", "--data", digits_split_folder, "--image-size", 18, "--epochs", 1, "--limit", 100,
+                      "--name", "again", "--runs-dir", runs_dir, "--exist-ok")
+    assert outcome.exit_code == 0, outcome.stderr
+    assert (runs_dir / "again" / "config.yaml").is_file()
+    (runs_dir / "keep").mkdir()
+    (runs_dir / "keep" / "notes.txt").write_text("mine")
+    refused = run_cli("train", "--data", digits_split_folder, "--image-size", 18, "--epochs", 1, "--limit", 100,
+                      "--name", "keep", "--runs-dir", runs_dir, "--exist-ok")
+    assert refused.exit_code != 0 and "is not a cnnlab run folder; refusing to replace it" in refused.stderr
+    assert (runs_dir / "keep" / "notes.txt").read_text() == "mine"
+
+
 def test_default_run_names_are_numbered(digits_split_folder, runs_dir):
     args = ("train", "--data", digits_split_folder, "--image-size", 18, "--epochs", 1, "--limit", 100,
             "--runs-dir", runs_dir)

@@ -58,7 +58,7 @@ def build_model(architecture: Architecture, *, in_channels: int, num_outputs: in
         from cnnlab.models.yaml_net import build_layers
 
         return build_layers(list(architecture.layers or ()), in_channels=in_channels,
-                            num_outputs=num_outputs, image_size=image_size)
+                            num_outputs=num_outputs, image_size=image_size, source=architecture.label or "layers")
     from cnnlab.models.registry import model_entry
 
     return model_entry(architecture.name).builder(in_channels=in_channels, num_outputs=num_outputs,

@@ -189,6 +189,9 @@ def _start(config: TrainConfig, console: Console, context: DistributedContext,
            callbacks: list[object]) -> TrainResult:
     start = prepare_run(config, console, context)
     data, task = start.data, start.task
+    # The model first: a network that does not fit the data (a YAML layer list, a too-small image)
+    # must fail before a run folder exists, not leave an empty one behind.
+    model, report = start.initial_model(console)
     run_dir = None
     if context.is_main:
         run_dir = create_run_dir(start.config.runs_dir, start.config.name,
@@ -196,7 +199,6 @@ def _start(config: TrainConfig, console: Console, context: DistributedContext,
                                  exist_ok=start.config.exist_ok)
     run_dir = distributed.share_from_main(run_dir)
     config = _resolved(start.config, run_dir, data, start.pretrained)
-    model, report = start.initial_model(console)
     if context.is_main:
         save_config(config, run_dir / "config.yaml")
         write_text_atomic(run_dir / "data.json", json.dumps(data.summary(), indent=2) + "\n")
