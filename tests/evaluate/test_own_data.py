@@ -162,3 +162,10 @@ def test_a_relative_data_path_evaluated_from_elsewhere_says_where_to_run_it(digi
     assert f"the run was trained on digits/, which is not there from {elsewhere}; run this from the folder you " \
            "trained in, or pass --data" in outcome.stderr
     assert run_cli("evaluate", result.run_dir.resolve(), "--split", "val", cwd=tmp_path).exit_code == 0
+
+
+def test_a_split_a_named_dataset_lacks_lists_the_ones_it_has(tmp_path):
+    result = cnnlab.train(data="digits", runs_dir=str(tmp_path), name="named", **{**FAST_RUN, "epochs": 1})
+    with pytest.raises(cnnlab.errors.DataError, match=r"digits has no 'holdout' split: its splits are train, "
+                       r"test, and --split val is the validation images the run held out"):
+        cnnlab.evaluate(result.run_dir, split="holdout", quiet=True)

@@ -119,6 +119,10 @@ def own_data(trained: TrainedModel, split: str, data_dir: str | None,
         return data, split, open_data(data, split=split, task=trained.task.name, data_dir=data_dir)
     if split == "train":
         return data, split, _trained_on(trained, data_dir)
+    named = _named_splits(data)
+    if named and split not in ("val", "test"):
+        raise DataError(f"{data} has no '{split}' split: its splits are {', '.join(named)}, and --split val is "
+                        "the validation images the run held out")
     if split not in ("val", "test"):
         raise DataError(f"the run was trained on {data}, which has no '{split}' split; pass --data with the "
                         "images to evaluate on, --split train for the images the run trained on, or --split val "
@@ -129,6 +133,13 @@ def own_data(trained: TrainedModel, split: str, data_dir: str | None,
                      f"held out: {origin}. They chose the best epoch, so the score leans optimistic; pass "
                      "--data with images the model has never seen for an unbiased one")
     return data, "val", source
+
+
+def _named_splits(data: str) -> tuple[str, ...]:
+    from cnnlab.data.sources import named_dataset
+
+    spec = named_dataset(data)
+    return tuple(spec.splits) if spec is not None else ()
 
 
 def _has_split(data: str, split: str) -> bool:
