@@ -25,7 +25,8 @@ def trained_digits(digits_split_folder, tmp_path_factory):
 
 def test_run_folder_holds_config_metrics_curves_and_checkpoints(trained_digits):
     run, data, outcome = trained_digits
-    assert f"run folder: {run}" in outcome.stdout
+    assert outcome.stdout.strip().splitlines()[-1] == f"run folder: {run}"  # the one line scripts read
+    assert f"next: cnnlab evaluate {run} | cnnlab predict {run} IMAGES" in outcome.stderr
     for name in ("config.yaml", "data.json", "metrics.csv", "training_curves.png", "weights/best.safetensors",
                  "weights/best.json", "weights/last.safetensors", "weights/train-state.safetensors"):
         assert (run / name).is_file(), name

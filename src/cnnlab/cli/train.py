@@ -74,6 +74,10 @@ def train_command(config_file: str | None, resume: str | None, quiet: bool, npro
     result = train(config_file, resume=resume, quiet=quiet, **overrides)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one process answers
         click.echo(f"run folder: {result.run_dir}")
+        if not quiet:  # what a newcomer does next (stderr: stdout stays the one line a script reads)
+            run = result.run_dir
+            click.echo(f"next: cnnlab evaluate {run} | cnnlab predict {run} IMAGES | cnnlab explain {run} IMAGE "
+                       f"| cnnlab report {run}", err=True)
 
 
 def _as_arguments(config_file: str | None, resume: str | None, quiet: bool, overrides: dict[str, Any]) -> list[str]:
