@@ -23,6 +23,7 @@ class Task(ABC):
     name: ClassVar[str]
     headline_name: ClassVar[str]  # e.g. "accuracy": shown in the progress bar and metrics.csv
     headline_higher_is_better: ClassVar[bool]
+    loss_name: ClassVar[str]  # a few words for a plot's axis: "cross-entropy"
 
     @property
     @abstractmethod

@@ -17,6 +17,7 @@ class Classification(Task):
     name = "classification"
     headline_name = "accuracy"
     headline_higher_is_better = True
+    loss_name = "cross-entropy"
 
     def __init__(self, class_names: list[str], *, label_smoothing: float = 0.0):
         self.class_names = list(class_names)

@@ -22,6 +22,7 @@ class Regression(Task):
     name = "regression"
     headline_name = "mae"
     headline_higher_is_better = False
+    loss_name = "MSE of standardised targets"
 
     def __init__(self, target_names: list[str], mean: list[float], std: list[float]):
         self.target_names = list(target_names)

@@ -105,13 +105,14 @@ def write_metrics_csv(path: Path, history: list[dict[str, Any]]) -> None:
 class TrainingCurves:
     """training_curves.png: loss and the headline metric per epoch, train and validation."""
 
-    def __init__(self, path: Path, headline: str):
-        self.path, self.headline = path, headline
+    def __init__(self, path: Path, headline: str, loss_name: str = ""):
+        self.path, self.headline, self.loss_name = path, headline, loss_name
 
     def on_epoch_end(self, state: FitState, row: dict[str, Any]) -> None:
         from cnnlab.train.curves import plot_training_curves
 
-        plot_training_curves(state.history, self.headline, self.path, best_epoch=state.best_epoch)
+        plot_training_curves(state.history, self.headline, self.path, best_epoch=state.best_epoch,
+                             loss_name=self.loss_name)
 
 
 class EarlyStopping:

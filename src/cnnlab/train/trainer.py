@@ -347,7 +347,7 @@ def _fit(setup: _Setup, state: FitState, console: Console, user_callbacks: list[
         callbacks += [
             cb.ProgressBar(task.headline_name, enabled=not console.quiet),
             cb.MetricsCsv(setup.run_dir / "metrics.csv"),
-            cb.TrainingCurves(setup.run_dir / "training_curves.png", task.headline_name),
+            cb.TrainingCurves(setup.run_dir / "training_curves.png", task.headline_name, task.loss_name),
         ]
     if setup.config.patience:
         # Every process decides alike: the metrics it sees are summed over all of them.
