@@ -153,3 +153,40 @@ def test_regression_run_explain_and_report(tmp_path, fashion_pngs):
     assert html.count('<div class="card">') == 3
     for section in SECTIONS:
         assert f'<section id="{section}">' in html
+
+
+def test_augmented_versions_are_what_the_preset_draws():
+    import numpy as np
+
+    from cnnlab.explain.report_data import augmented_versions
+
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (1, 12, 12), dtype=np.uint8) for _ in range(3)]
+    flips = augmented_versions(images, "flip", 7)
+    assert [len(versions) for versions in flips] == [7, 7, 7]
+    for image, versions in zip(images, flips):
+        mirrored = [bool(np.array_equal(v, image[:, :, ::-1])) for v in versions]
+        assert all(m or np.array_equal(v, image) for m, v in zip(mirrored, versions))  # nothing else
+        assert 0 < sum(mirrored) < 7  # some of each, over 7 draws (seed 0)
+    shifted = augmented_versions(images, "light", 4)
+    assert all(v.shape == (1, 12, 12) and v.dtype == np.uint8 for versions in shifted for v in versions)
+    assert sum(not np.array_equal(v, images[0]) for v in shifted[0]) == 4
+    assert np.array_equal(augmented_versions(images, "light", 4, seed=0)[1][2], shifted[1][2])  # seeded
+    assert augmented_versions(images, "none", 4) == [[], [], []]
+
+
+def test_a_run_trained_with_augmentation_shows_it_in_its_report(digits_folder, tmp_path):
+    runs = tmp_path / "runs"
+    trained = run_cli("train", "--data", digits_folder, "--image-size", 18, "--epochs", 1, "--augment", "light",
+                      "--runs-dir", runs, "--name", "aug", "--quiet")
+    assert trained.exit_code == 0, trained.stderr
+    outcome = run_cli("report", runs / "aug", "--samples", 2, "--mistakes", 2, "--max-maps", 4)
+    assert outcome.exit_code == 0, outcome.stderr
+    page = (runs / "aug" / "report.html").read_text()
+    assert "Augmentation (light): in training the network never sees the same picture twice" in page
+    assert 'alt="augmented versions"' in page
+    plain = run_cli("train", "--data", digits_folder, "--image-size", 18, "--epochs", 1,
+                    "--runs-dir", runs, "--name", "plain", "--quiet")
+    assert plain.exit_code == 0
+    assert run_cli("report", runs / "plain", "--samples", 2, "--mistakes", 2, "--max-maps", 4).exit_code == 0
+    assert "augmented versions" not in (runs / "plain" / "report.html").read_text()
