@@ -158,7 +158,7 @@ def test_regression_run_explain_and_report(tmp_path, fashion_pngs):
 def test_augmented_versions_are_what_the_preset_draws():
     import numpy as np
 
-    from cnnlab.explain.report_data import augmented_versions
+    from cnnlab.explain.augmentation import augmented_versions
 
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (1, 12, 12), dtype=np.uint8) for _ in range(3)]

@@ -26,6 +26,7 @@ COMMANDS = {
     "filter": "cnnlab.cli.filter:filter_command",
     "explain-conv": "cnnlab.cli.filter:explain_conv_command",
     "kernels": "cnnlab.cli.filter:kernels_command",
+    "augment": "cnnlab.cli.augment:augment_command",
     "explain": "cnnlab.cli.explain:explain_command",
     "report": "cnnlab.cli.explain:report_command",
 }

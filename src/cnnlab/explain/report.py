@@ -24,9 +24,9 @@ from cnnlab.explain.explain import Explanation, explain_pixels, resolve_target
 from cnnlab.explain.filters import first_conv_weights, plot_filters
 from cnnlab.explain.html import Section, image, page, paragraph, table
 from cnnlab.explain.pictures import image_rows, save
-from cnnlab.explain.report_data import (Evaluation, RunRecord, augmented_versions, find_or_run_evaluation,
-                                        images_by_name, open_source, read_run, samples_per_class,
-                                        source_images, worst_mistakes)
+from cnnlab.explain.report_data import (Evaluation, RunRecord, find_or_run_evaluation, images_by_name,
+                                        open_source, read_run, samples_per_class, source_images,
+                                        worst_mistakes)
 from cnnlab.io import write_text_atomic
 from cnnlab.trained import TrainedModel, load
 
@@ -108,23 +108,17 @@ def _data_section(record: RunRecord, trained: TrainedModel, samples: int, data_d
     return Section("data", "Data", "\n".join(parts))
 
 
-AUGMENTED_VERSIONS = 7
-
-
 def _augmentation(record: RunRecord, trained: TrainedModel, source: Source | None, work: Path) -> str:
     """A few training images, each followed by versions its --augment preset draws: what "the network
     sees a slightly different image every epoch" looks like."""
+    from cnnlab.explain.augmentation import augmentation_figure
+
     preset = record.config.get("augment") or "none"
     if preset == "none" or source is None:
         return ""
-    picks = [(name, indices[:1]) for name, indices in samples_per_class(source, 1, seed=1) if len(indices)][:4]
-    images = source_images(source, [indices[0] for _, indices in picks], trained)
-    versions = augmented_versions(images, preset, AUGMENTED_VERSIONS)
-    rows = [(name or "sample", [original, *drawn]) for (name, _), original, drawn in zip(picks, images, versions)]
-    title = (f"--augment {preset}: each training image, then {AUGMENTED_VERSIONS} versions\n"
-             "drawn as training draws them (a new one every epoch)")
-    captions = [["original"] + [""] * AUGMENTED_VERSIONS for _ in rows]
-    figure = image_rows(rows, title, cell=0.7, captions=captions)
+    picks = [(name, indices[0]) for name, indices in samples_per_class(source, 1, seed=1) if len(indices)][:4]
+    images = source_images(source, [index for _, index in picks], trained)
+    figure = augmentation_figure([(name or "sample", image) for (name, _), image in zip(picks, images)], preset)
     text = (f"Augmentation ({preset}): in training the network never sees the same picture twice; it sees "
             "versions like these, so it has to learn what stays the same across them.")
     return paragraph(text, "note") + image(save(figure, work / "augmentation.png"), "augmented versions")

@@ -165,23 +165,6 @@ def images_by_name(trained: TrainedModel, names: Sequence[str],
     return found
 
 
-def augmented_versions(images: Sequence[np.ndarray], preset: str, count: int, seed: int = 0) -> list[list[np.ndarray]]:
-    """`count` versions of each uint8 (C, H, W) image drawn by the `--augment` preset, as training
-    draws one for every image of every epoch: [[version 1, ..., version count] per image]."""
-    import torch
-
-    from cnnlab.data.augment import build_augmentation
-
-    augment = build_augmentation(preset)
-    if augment is None or not len(images):
-        return [[] for _ in images]
-    batch = torch.from_numpy(np.stack(images)).float()  # what training augments: pixel values 0–255
-    with torch.random.fork_rng(devices=[]):  # a picture must not move the caller's random numbers
-        torch.manual_seed(seed)
-        drawn = [augment(batch.clone()).round().clamp(0, 255).to(torch.uint8).numpy() for _ in range(count)]
-    return [[versions[index] for versions in drawn] for index in range(len(images))]
-
-
 def samples_per_class(source: Source, per_class: int, seed: int = 0) -> list[tuple[str, list[int]]]:
     """(class name, indices of up to `per_class` seeded-random images) for each class."""
     rng = np.random.default_rng(seed)
