@@ -61,15 +61,37 @@ def test_format_summary_reads_like_keras():
     text = format_summary(summarize(_guide(1, 28), (1, 28, 28)))
     lines = text.splitlines()
     assert lines[0] == "Input shape: 1×28×28"
-    assert lines[2].split() == ["Layer", "(type)", "Output", "shape", "Param", "#"]
+    assert lines[2].split() == ["Layer", "(type)", "Output", "shape", "Param", "#", "Mult-adds"]
     conv2 = next(line for line in lines if line.startswith("features.conv2"))
-    assert conv2.split() == ["features.conv2", "(Conv2d)", "64×11×11", "18,496"]
-    assert lines[-4:] == [
+    assert conv2.split() == ["features.conv2", "(Conv2d)", "64×11×11", "18,496", "2,230,272"]  # 11·11·64 · 3·3·32
+    assert lines[-6:] == [
         "Total params: 93,322",
         "Trainable params: 93,322",
         "Non-trainable params: 0",
+        "Multiply-adds per image: 2,794,240",
+        "Convolutions: 59.7% of the parameters, 98.7% of the multiply-adds (a filter's weights are reused at "
+        "every position)",
         "(softmax is applied by the loss/predict, not by the model)",
     ]
+
+
+def _flop_counter_mult_adds(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model.eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros(1, *input_shape))
+    return counter.get_total_flops() // 2  # PyTorch counts a multiply-add as 2 FLOPs
+
+
+def test_mult_adds_agree_with_pytorchs_flop_counter():
+    for model, shape in [(_guide(1, 28), (1, 28, 28)),
+                         (model_entry("resnet18").builder(in_channels=3, num_outputs=10, image_size=(32, 32)),
+                          (3, 32, 32)),
+                         (model_entry("mobilenet_v3_small").builder(in_channels=3, num_outputs=5,
+                                                                    image_size=(64, 64)), (3, 64, 64))]:
+        summary = summarize(model, shape)
+        assert summary.mult_adds == _flop_counter_mult_adds(model, shape) > 0
 
 
 def test_no_softmax_note_when_the_model_does_not_end_in_a_linear():
@@ -77,7 +99,8 @@ def test_no_softmax_note_when_the_model_does_not_end_in_a_linear():
     summary = summarize(model, (1, 8, 8))
     assert summary.rows[-1].output_shape == (4, 1, 1)
     assert "softmax" not in format_summary(summary)
-    assert format_summary(summary).splitlines()[-1] == "Non-trainable params: 0"
+    # 4 filters × a 6×6 output × 3·3 weights: 1,296 multiply-adds, all in convolutions, so no share line
+    assert format_summary(summary).splitlines()[-2:] == ["Non-trainable params: 0", "Multiply-adds per image: 1,296"]
 
 
 def test_resnet18_totals_equal_the_parameter_sum():

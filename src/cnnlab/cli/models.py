@@ -22,7 +22,8 @@ def models_command() -> None:
 @click.option("--input", "input_shape", default="1,28,28", show_default=True, help="input shape C,H,W")
 @click.option("--classes", type=int, default=10, show_default=True, help="number of outputs")
 def summary_command(model: str, input_shape: str, classes: int) -> None:
-    """Layer table of MODEL (a registered name or a YAML file): output shapes and parameter counts."""
+    """Layer table of MODEL (a registered name or a YAML file): output shapes, parameter counts and
+    multiply-adds per image."""
     from cnnlab.errors import ConfigError
     from cnnlab.models.build import create_model
     from cnnlab.models.summary import format_summary, summarize
