@@ -230,6 +230,24 @@ def test_predict_reading_ahead_gives_the_same_rows_and_restores_threads(trained_
     assert [i for i, row in enumerate(ahead) if "error" in row] == [30, 45]
 
 
+def test_predict_says_when_files_were_fitted_to_the_model(trained_digits, tmp_path, caplog):
+    import cnnlab
+
+    run, data, _ = trained_digits  # trained at 24×24 grayscale
+    digit = sorted((data / "test" / "3").glob("*.png"))[0]  # 8×8
+    Image.open(digit).resize((24, 24)).save(tmp_path / "fits.png")
+    Image.open(digit).convert("RGB").resize((24, 24)).save(tmp_path / "colour.png")
+    with caplog.at_level("WARNING", logger="cnnlab.evaluate.predict"):
+        cnnlab.predict(run, [tmp_path / "fits.png"], device="cpu")
+    assert caplog.text == ""
+    with caplog.at_level("WARNING", logger="cnnlab.evaluate.predict"):
+        cnnlab.predict(run, [tmp_path / "fits.png", tmp_path / "colour.png", digit], device="cpu")
+    assert f"note: the model takes 24×24 grayscale images; 2 of 3 file(s) were resized or converted to fit " \
+           f"(e.g. {tmp_path / 'colour.png'}: 24×24 colour). It answers with one of its own classes" in caplog.text
+    outcome = run_cli("predict", run, digit)
+    assert outcome.exit_code == 0 and f"(e.g. {digit}: 8×8 grayscale)" in outcome.stderr
+
+
 @pytest.mark.parametrize("decode, model, threads, expected", [
     (14.0, 9.0, 2, True),     # small PNGs, small CNN on 2 cores: decoding is the larger part
     (1.3, 3.0, 2, False),     # photos through a ResNet on 2 cores: the model needs both threads

@@ -7,6 +7,7 @@ the top (torch and friends are imported inside each command), so `cnnlab --help`
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 
 import click
@@ -56,8 +57,26 @@ def cli() -> None:
     """
 
 
+class _StderrLines(logging.Handler):
+    """The library's log records (warnings and notes) as lines on stderr, the stream of the moment
+    (click's test runner swaps it), "warning: " in front of a warning that is not a note."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if record.levelno >= logging.WARNING and not message.startswith("note:"):
+            message = f"warning: {message}"
+        click.echo(message, err=True)
+
+
+def _show_library_messages() -> None:
+    logger = logging.getLogger("cnnlab")
+    if not any(isinstance(handler, _StderrLines) for handler in logger.handlers):
+        logger.addHandler(_StderrLines(logging.WARNING))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the command; a CnnlabError becomes one clear line on stderr, exit status 2."""
+    _show_library_messages()
     try:
         cli.main(args=argv, prog_name="cnnlab", standalone_mode=False)
     except click.exceptions.Exit as done:

@@ -165,7 +165,10 @@ def normalize_mode(image: "Image.Image") -> "Image.Image":
 
 def image_to_array(image: "Image.Image", *, channels: int, size: tuple[int, int]) -> np.ndarray:
     """A decoded image -> uint8 array of shape (channels, height, width), resized to `size` (H, W)."""
-    image = normalize_mode(image)
+    return _to_array(normalize_mode(image), channels, size)
+
+
+def _to_array(image: "Image.Image", channels: int, size: tuple[int, int]) -> np.ndarray:
     target_mode = "L" if channels == 1 else "RGB"
     if image.mode != target_mode:
         image = image.convert(target_mode)
@@ -183,4 +186,15 @@ def load_image_array(path: str | Path, *, channels: int, size: tuple[int, int]) 
     """Read `path` and return uint8 (channels, H, W) pixels; UnreadableImageError names the file."""
     path = path if isinstance(path, Path) else Path(path)
     return _decoded(path, lambda image: image_to_array(image, channels=channels, size=size))
+
+
+def load_image_array_and_origin(path: str | Path, *, channels: int,
+                                size: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int, bool]]:
+    """`load_image_array`, and what the file held before it was fitted to (channels, size):
+    (width, height, is_colour) of the upright image."""
+    def convert(image: "Image.Image") -> tuple[np.ndarray, tuple[int, int, bool]]:
+        normalised = normalize_mode(image)
+        return _to_array(normalised, channels, size), (*normalised.size, normalised.mode == "RGB")
+
+    return _decoded(path if isinstance(path, Path) else Path(path), convert)
 

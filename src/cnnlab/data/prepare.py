@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 
-from cnnlab.data.images import load_image_array, probe_image
+from cnnlab.data.images import load_image_array, load_image_array_and_origin, probe_image
 from cnnlab.data.source import Source
 from cnnlab.errors import DataError, UnreadableImageError
 
@@ -189,10 +189,12 @@ def array_to_tensor(pixels: np.ndarray, geometry: Geometry, chunk: int = 4096) -
 
 
 class _DecodeFiles:
-    """Picklable dataset for DataLoader workers: index -> (index, pixels or the error)."""
+    """Picklable dataset for DataLoader workers: index -> (index, pixels or the error); with
+    `with_origin`, (index, (pixels, (width, height, is_colour) of the file)) or the error."""
 
-    def __init__(self, paths, geometry: Geometry, full_decode: bool = True):
+    def __init__(self, paths, geometry: Geometry, full_decode: bool = True, with_origin: bool = False):
         self.paths, self.geometry, self.full_decode = paths, geometry, full_decode
+        self.with_origin = with_origin
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -202,6 +204,9 @@ class _DecodeFiles:
             if not self.full_decode:
                 probe_image(self.paths[index])
                 return index, None
+            if self.with_origin:
+                return index, load_image_array_and_origin(self.paths[index], channels=self.geometry.channels,
+                                                          size=self.geometry.size)
             return index, load_image_array(self.paths[index], channels=self.geometry.channels,
                                            size=self.geometry.size)
         except UnreadableImageError as error:
@@ -238,7 +243,7 @@ def decodes_in_process(paths: Sequence[Path], workers: int | None) -> bool:
 
 
 def decode_files(paths: Sequence[Path], geometry: Geometry, *, workers: int | None = None, batch_size: int = 64,
-                 full_decode: bool = True,
+                 full_decode: bool = True, with_origin: bool = False,
                  ahead: bool = False) -> Iterator[list[tuple[int, "np.ndarray | UnreadableImageError | None"]]]:
     """Decode files in worker processes, in order, a batch at a time: [(index, pixels or the error)].
 
@@ -248,7 +253,7 @@ def decode_files(paths: Sequence[Path], geometry: Geometry, *, workers: int | No
     """
     from torch.utils.data import DataLoader
 
-    dataset = _DecodeFiles(paths, geometry, full_decode)
+    dataset = _DecodeFiles(paths, geometry, full_decode, with_origin)
     if decodes_in_process(paths, workers):  # a plain loop, without the DataLoader's per-batch machinery
         batches = ([dataset[index] for index in range(start, min(start + batch_size, len(paths)))]
                    for start in range(0, len(paths), batch_size))

@@ -11,6 +11,7 @@ import csv
 import glob
 import io
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -23,6 +24,8 @@ from cnnlab.data.prepare import Geometry, decode_files, decodes_in_process
 from cnnlab.errors import CnnlabError, UnreadableImageError
 from cnnlab.io import write_text_atomic
 from cnnlab.trained import TrainedModel, load
+
+log = logging.getLogger(__name__)
 
 
 def expand_paths(patterns: Iterable[str | Path]) -> list[tuple[str, Path | None, str | None]]:
@@ -73,6 +76,7 @@ def predict(run: str | Path | TrainedModel, paths: Sequence[str | Path], *, top_
     readable = [index for index, (_, path, error) in enumerate(found) if error is None]
     geometry = Geometry(*trained.input.shape)
     files = [found[index][1] for index in readable]
+    fitted: list[tuple[str, tuple[int, int, bool]]] = []  # files that differ from what the model takes
 
     def predict_batch(batch: list, offset: int) -> None:
         decoded = []
@@ -81,7 +85,10 @@ def predict(run: str | Path | TrainedModel, paths: Sequence[str | Path], *, top_
             if isinstance(result, UnreadableImageError):
                 row["error"] = result.reason
             else:
-                decoded.append((row, result))
+                pixels, origin = result
+                if _differs(origin, geometry):
+                    fitted.append((row["file"], origin))
+                decoded.append((row, pixels))
         if decoded:
             images = torch.from_numpy(np.stack([pixels for _, pixels in decoded]))
             for (row, _), prediction in zip(decoded, trained.predict_arrays(images, top_k=top_k)):
@@ -90,9 +97,29 @@ def predict(run: str | Path | TrainedModel, paths: Sequence[str | Path], *, top_
     if decodes_in_process(files, workers) and len(files) > batch_size:
         _decode_ahead_and_predict(files, geometry, batch_size, trained.device, predict_batch)
     else:  # one batch, or worker processes decoding
-        for batch in decode_files(files, geometry, workers=workers, batch_size=batch_size):
+        for batch in decode_files(files, geometry, workers=workers, batch_size=batch_size, with_origin=True):
             predict_batch(batch, 0)
+    if fitted:
+        log.warning(_fitted_note(fitted, len(files), geometry, classes=trained.class_names is not None))
     return rows
+
+
+def _differs(origin: tuple[int, int, bool], geometry: Geometry) -> bool:
+    width, height, colour = origin
+    return (height, width) != geometry.size or colour != (geometry.channels == 3)
+
+
+def _fitted_note(fitted: list[tuple[str, tuple[int, int, bool]]], count: int, geometry: Geometry, *,
+                 classes: bool) -> str:
+    """Say that files were resized or converted to fit the model, with an example: a learner who
+    gives a cat photo to a clothing model should know what the model saw."""
+    name, (width, height, colour) = fitted[0]
+    kind = "grayscale" if geometry.channels == 1 else "colour"
+    example = f"{name}: {width}×{height} {'colour' if colour else 'grayscale'}"
+    caution = (" It answers with one of its own classes however unlike its training images a picture is."
+               if classes else "")
+    return (f"note: the model takes {geometry.height}×{geometry.width} {kind} images; {len(fitted)} of {count} "
+            f"file(s) were resized or converted to fit (e.g. {example}).{caution}")
 
 
 def _decode_ahead_and_predict(files: list[Path], geometry: Geometry, batch_size: int, device: torch.device,
@@ -100,7 +127,7 @@ def _decode_ahead_and_predict(files: list[Path], geometry: Geometry, batch_size:
     """Decoding in this process: the first two batches one after the other, the second timed (the
     first also wakes the thread pools); then the rest with the next batch decoded on a thread while
     the model runs, on a core of its own if that pays (see `_worth_a_core`)."""
-    first_two = decode_files(files[: 2 * batch_size], geometry, workers=0, batch_size=batch_size)
+    first_two = decode_files(files[: 2 * batch_size], geometry, workers=0, batch_size=batch_size, with_origin=True)
     predict_batch(next(first_two), 0)
     started = time.perf_counter()
     second = next(first_two, [])
@@ -112,7 +139,8 @@ def _decode_ahead_and_predict(files: list[Path], geometry: Geometry, batch_size:
     threads = torch.get_num_threads()
     give_core = device.type == "cpu" and _worth_a_core(decode_seconds, model_seconds, threads)
     with _threads(threads - 1) if give_core else contextlib.nullcontext():
-        for batch in decode_files(files[2 * batch_size :], geometry, workers=0, batch_size=batch_size, ahead=True):
+        for batch in decode_files(files[2 * batch_size :], geometry, workers=0, batch_size=batch_size, ahead=True,
+                                  with_origin=True):
             predict_batch(batch, 2 * batch_size)  # positions count from the third batch's first file
 
 
