@@ -13,7 +13,7 @@ from PIL import Image
 from tests.explain.chromium import CHROMIUM, check_page
 from tests.helpers import run_cli
 
-SECTIONS = ["config", "data", "training", "evaluation", "mistakes", "filters", "feature-maps"]
+SECTIONS = ["config", "model", "data", "training", "evaluation", "mistakes", "filters", "feature-maps"]
 requires_chromium = pytest.mark.skipif(not Path(CHROMIUM).exists(),
                                        reason="Chromium not installed: apt-get install chromium")
 
@@ -56,6 +56,11 @@ def test_guide_report_has_every_section_and_is_self_contained(guide_report, guid
     assert html.count('<div class="card">') == 4
     assert "Sandal" in html and "accuracy" in html
     assert (guide_run / "eval-fashion-mnist-test" / "predictions.csv").is_file()
+    # the model section: guide-cnn's layer table and where its arithmetic is (as `cnnlab summary`)
+    assert "guide-cnn: 93,322 parameters (93,322 trainable), 2,794,240 multiply-adds per 1×28×28 image." in html
+    assert "The convolutions hold 59.7% of the parameters and do 98.7% of the multiply-adds" in html
+    assert '<td>features.conv2</td><td>Conv2d</td><td>64×11×11</td><td class="number">18,496</td>' \
+           '<td class="number">2,230,272</td>' in html
 
 
 @requires_chromium

@@ -39,7 +39,7 @@ _POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
 @dataclass
 class Section:
-    id: str  # the anchor: config, data, training, evaluation, mistakes, filters, feature-maps
+    id: str  # the anchor: config, model, data, training, evaluation, mistakes, filters, feature-maps
     title: str
     body: str  # HTML
 

@@ -46,6 +46,7 @@ def report(run: str | Path, *, output: str | Path | None = None, data: str | Non
         work = Path(temp)
         sections = [
             _config_section(record),
+            _model_section(trained),
             _data_section(record, trained, samples, data_dir, work),
             _training_section(record),
             _evaluation_section(evaluation),
@@ -71,6 +72,26 @@ def _config_section(record: RunRecord) -> Section:
     again = f"cnnlab train -c {record.run_dir / 'config.yaml'} --name <new name>"
     body = paragraph(f"Reproduce the run with: {again}", "note") + table(["setting", "value"], rows)
     return Section("config", "Configuration", body)
+
+
+def _model_section(trained: TrainedModel) -> Section:
+    """The layer table (`cnnlab summary`): output shapes, parameters and multiply-adds per layer."""
+    from cnnlab.models.summary import percent, shape_text, summarize
+
+    summary = summarize(trained.model, tuple(trained.input.shape))
+    rows = [(row.name or "(own parameters)", row.type, shape_text(row.output_shape), f"{row.params:,}",
+             f"{row.mult_adds:,}" if row.mult_adds else "") for row in summary.rows]
+    parts = [paragraph(f"{trained.info.architecture.short_name}: {summary.total_params:,} parameters "
+                       f"({summary.trainable_params:,} trainable), {summary.mult_adds:,} multiply-adds per "
+                       f"{shape_text(summary.input_shape)} image.")]
+    conv_params, conv_work = summary.share("conv")
+    if 0 < conv_work < 1:
+        parts.append(paragraph(f"The convolutions hold {percent(conv_params)} of the parameters and do "
+                               f"{percent(conv_work)} of the multiply-adds: a filter's few weights are reused at "
+                               "every position of the image.", "note"))
+    parts.append(table(["layer", "type", "output shape", "parameters", "multiply-adds"], rows,
+                       numeric=[False, False, False, True, True]))
+    return Section("model", "Model", "\n".join(parts))
 
 
 def _data_section(record: RunRecord, trained: TrainedModel, samples: int, data_dir: str | None,

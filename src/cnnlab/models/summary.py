@@ -52,6 +52,11 @@ class ModelSummary:
         return params, work
 
 
+def percent(fraction: float) -> str:
+    """'59.7%'; 'over 99.9%' rather than a 100.0% that is not all of it."""
+    return "over 99.9%" if 0.999 <= fraction < 1 else f"{fraction:.1%}"
+
+
 def _kind(module_type: str) -> str:
     return "conv" if module_type.startswith("Conv") else "dense" if module_type == "Linear" else ""
 
@@ -216,8 +221,8 @@ def format_summary(summary: ModelSummary) -> str:
     ]
     conv_params, conv_work = summary.share("conv")
     if conv_work and conv_work < 1:  # convolutions beside other layers: the CNN lesson in two numbers
-        lines.append(f"Convolutions: {conv_params:.1%} of the parameters, {conv_work:.1%} of the multiply-adds "
-                     "(a filter's weights are reused at every position)")
+        lines.append(f"Convolutions: {percent(conv_params)} of the parameters, {percent(conv_work)} of the "
+                     "multiply-adds (a filter's weights are reused at every position)")
     if summary.ends_with_linear:
         lines.append("(softmax is applied by the loss/predict, not by the model)")
     return "\n".join(lines)
