@@ -20,6 +20,7 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "onecycle")
 AUGMENTATIONS = ("none", "flip", "light", "standard")
 TTA_MODES = ("none", "flip")
+FITS = ("squash", "crop", "pad")  # as cnnlab.data.images.FITS, which this module does not import
 
 # A recipe is a tested set of defaults; flags the user gives still win. Measured in docs/speed.md.
 RECIPES: dict[str, dict[str, Any]] = {
@@ -74,6 +75,9 @@ class TrainConfig:
     val_fraction: float = _option("fraction of --data held out for validation (stratified, seeded)",
                                   default=0.1)
     image_size: str | None = _option("resize images to N or H,W [default: the data's own size]", default=None)
+    fit: str = _option("how images of another shape than --image-size are fitted to it: squash = stretch, "
+                       "crop = scale to cover it and cut out the centre, pad = scale to fit inside it and add "
+                       "black borders (crop and pad keep the aspect ratio)", choices=FITS, default="squash")
     channels: int | None = _option("1 (grayscale) or 3 (colour) [default: the data's own]", default=None)
     recipe: str | None = _option("a tested set of defaults that flags you give still override: fast = fast-cnn-v2, "
                                  "5 epochs, batch 128, AdamW (beta2 0.99) one-cycle at 0.004 with a 15% warm-up, "
@@ -162,7 +166,7 @@ class TrainConfig:
             parse_image_size(self.image_size)
         _require(self.recipe is None or self.recipe in RECIPES,
                  f"--recipe must be one of {', '.join(RECIPES)} (got {self.recipe!r})")
-        for name in ("optimizer", "schedule", "augment", "task", "cache", "precision", "tta"):
+        for name in ("optimizer", "schedule", "augment", "task", "cache", "precision", "tta", "fit"):
             choices = _field(name).metadata["choices"]
             _require(getattr(self, name) in choices,
                      f"--{name.replace('_', '-')} must be one of {', '.join(choices)} "

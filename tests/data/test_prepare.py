@@ -35,7 +35,8 @@ def test_mixed_sizes_warn_of_224_only_when_no_size_was_given(tmp_path, caplog):
     source = open_data(tmp_path)
     with caplog.at_level("WARNING"):
         assert infer_geometry(source) == Geometry(1, 224, 224)
-    assert "different sizes; resizing all to 224×224" in caplog.text
+    assert "different sizes; making all 224×224 by stretching them" in caplog.text
+    assert "--fit crop or pad to keep their aspect ratio" in caplog.text
     caplog.clear()
     with caplog.at_level("WARNING"):
         assert infer_geometry(source, image_size=(64, 64)) == Geometry(1, 64, 64)

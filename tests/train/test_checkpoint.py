@@ -32,7 +32,8 @@ def test_model_checkpoint_round_trip_and_sidecar(tmp_path):
     assert info.class_names == ["a", "b", "c"] and info.input.shape == (1, 28, 28) and info.epoch == 3
     sidecar = json.loads((tmp_path / "best.json").read_text())
     assert sidecar["format"] == "cnnlab.checkpoint/1"
-    assert sidecar["input"] == {"channels": 1, "height": 28, "width": 28, "mean": [0.28], "std": [0.35]}
+    assert sidecar["input"] == {"channels": 1, "height": 28, "width": 28, "mean": [0.28], "std": [0.35],
+                                "fit": "squash"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.json", "best.safetensors"]  # no temp files left
 
 

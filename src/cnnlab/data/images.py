@@ -163,38 +163,71 @@ def normalize_mode(image: "Image.Image") -> "Image.Image":
     return image.convert("RGB")  # RGB, CMYK, YCbCr, LAB, HSV, RGBX
 
 
-def image_to_array(image: "Image.Image", *, channels: int, size: tuple[int, int]) -> np.ndarray:
-    """A decoded image -> uint8 array of shape (channels, height, width), resized to `size` (H, W)."""
-    return _to_array(normalize_mode(image), channels, size)
+FITS = ("squash", "crop", "pad")
+"""How an image of another shape is made to fit the model's H×W: stretched to it (torchvision's
+`Resize`), scaled to cover it and its centre cut out (Keras' `crop_to_aspect_ratio`), or scaled to
+fit inside it with black borders added (Keras' `pad_to_aspect_ratio`, a "letterbox"). The last two
+keep the aspect ratio, so a tall document scan or a wide X-ray is not distorted."""
 
 
-def _to_array(image: "Image.Image", channels: int, size: tuple[int, int]) -> np.ndarray:
+def image_to_array(image: "Image.Image", *, channels: int, size: tuple[int, int],
+                   fit: str = "squash") -> np.ndarray:
+    """A decoded image -> uint8 array of shape (channels, height, width), fitted to `size` (H, W)."""
+    return _to_array(normalize_mode(image), channels, size, fit)
+
+
+def _to_array(image: "Image.Image", channels: int, size: tuple[int, int], fit: str = "squash") -> np.ndarray:
     target_mode = "L" if channels == 1 else "RGB"
     if image.mode != target_mode:
         image = image.convert(target_mode)
     height, width = size
     if image.size != (width, height):
-        from PIL import Image
-
-        # Bilinear with Pillow's support scaling: anti-aliased when shrinking, like torchvision.
-        image = image.resize((width, height), Image.Resampling.BILINEAR)
+        image = fit_image(image, size, fit)
     pixels = np.array(image, dtype=np.uint8)  # a writable copy, safe to hand to torch
     return pixels[None] if channels == 1 else np.ascontiguousarray(pixels.transpose(2, 0, 1))
 
 
-def load_image_array(path: str | Path, *, channels: int, size: tuple[int, int]) -> np.ndarray:
+def fit_image(image: "Image.Image", size: tuple[int, int], fit: str) -> "Image.Image":
+    """`image` at `size` (H, W) by one of `FITS`; bilinear with Pillow's support scaling, so
+    anti-aliased when shrinking, like torchvision."""
+    from PIL import Image, ImageOps
+
+    check_fit(fit)
+    height, width = size
+    bilinear = Image.Resampling.BILINEAR
+    if fit == "crop":
+        return ImageOps.fit(image, (width, height), method=bilinear)
+    if fit == "squash":
+        return image.resize((width, height), bilinear)
+    # pad. Not ImageOps.pad: it rounds a 1000×1 strip to a height of 0 and fails.
+    scale = min(width / image.width, height / image.height)
+    inner = (max(1, min(width, round(image.width * scale))), max(1, min(height, round(image.height * scale))))
+    canvas = Image.new(image.mode, (width, height), 0)
+    canvas.paste(image.resize(inner, bilinear), ((width - inner[0]) // 2, (height - inner[1]) // 2))
+    return canvas
+
+
+def check_fit(fit: str) -> None:
+    if fit not in FITS:
+        raise ValueError(f"fit must be one of {', '.join(FITS)} (got {fit!r})")
+
+
+def load_image_array(path: str | Path, *, channels: int, size: tuple[int, int], fit: str = "squash") -> np.ndarray:
     """Read `path` and return uint8 (channels, H, W) pixels; UnreadableImageError names the file."""
+    check_fit(fit)  # here, not inside the decoder, which reads every error as a bad file
     path = path if isinstance(path, Path) else Path(path)
-    return _decoded(path, lambda image: image_to_array(image, channels=channels, size=size))
+    return _decoded(path, lambda image: image_to_array(image, channels=channels, size=size, fit=fit))
 
 
-def load_image_array_and_origin(path: str | Path, *, channels: int,
-                                size: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int, bool]]:
+def load_image_array_and_origin(path: str | Path, *, channels: int, size: tuple[int, int],
+                                fit: str = "squash") -> tuple[np.ndarray, tuple[int, int, bool]]:
     """`load_image_array`, and what the file held before it was fitted to (channels, size):
     (width, height, is_colour) of the upright image."""
+    check_fit(fit)
+
     def convert(image: "Image.Image") -> tuple[np.ndarray, tuple[int, int, bool]]:
         normalised = normalize_mode(image)
-        return _to_array(normalised, channels, size), (*normalised.size, normalised.mode == "RGB")
+        return _to_array(normalised, channels, size, fit), (*normalised.size, normalised.mode == "RGB")
 
     return _decoded(path if isinstance(path, Path) else Path(path), convert)
 

@@ -9,9 +9,13 @@ evaluation, prediction and deployment prepare images exactly as training did.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from cnnlab.data.prepare import Geometry
 
 
 @dataclass(frozen=True)
@@ -23,6 +27,7 @@ class InputSpec:
     width: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    fit: str = "squash"  # how an image of another shape is fitted to H×W (`cnnlab.data.images.FITS`)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -34,12 +39,21 @@ class InputSpec:
 
     def to_json(self) -> dict:
         return {"channels": self.channels, "height": self.height, "width": self.width,
-                "mean": list(self.mean), "std": list(self.std)}
+                "mean": list(self.mean), "std": list(self.std), "fit": self.fit}
 
     @classmethod
     def from_json(cls, values: dict) -> "InputSpec":
+        # Runs saved before `fit` existed were all squashed.
         return cls(int(values["channels"]), int(values["height"]), int(values["width"]),
-                   tuple(float(v) for v in values["mean"]), tuple(float(v) for v in values["std"]))
+                   tuple(float(v) for v in values["mean"]), tuple(float(v) for v in values["std"]),
+                   str(values.get("fit", "squash")))
+
+    @property
+    def geometry(self) -> "Geometry":
+        """The shape files are decoded to for this model, and how they are fitted to it."""
+        from cnnlab.data.prepare import Geometry
+
+        return Geometry(self.channels, self.height, self.width, self.fit)
 
     def normalizer(self) -> "Normalizer":
         return Normalizer(self.mean, self.std)

@@ -33,7 +33,7 @@ class TrainingData:
 
         return {
             "geometry": {"channels": self.geometry.channels, "height": self.geometry.height,
-                         "width": self.geometry.width},
+                         "width": self.geometry.width, "fit": self.geometry.fit},
             "train": describe(self.train),
             "val": describe(self.val),
             "val_origin": self.val_origin,
@@ -108,8 +108,8 @@ def prepare_training_data(config: TrainConfig, console: Console) -> TrainingData
     train_source, val_source, val_origin = _validation_source(config, source)
     empty_classes = _classes_without_images(train_source)
     geometry = infer_geometry(train_source, channels=config.channels,
-                              image_size=parse_image_size(config.image_size))
-    console.info(f"data: {source.description} → images as {geometry} (C×H×W)")
+                              image_size=parse_image_size(config.image_size), fit=config.fit)
+    console.info(f"data: {source.description} → images as {geometry.describe()}")
     if empty_classes:
         console.warn(f"no training images for class {', '.join(empty_classes)}: the model still gets an output "
                      "for it, which it never learns to use; remove the empty class folder if it is a mistake")

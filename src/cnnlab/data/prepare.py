@@ -33,11 +33,13 @@ _PROBE_COUNT = 64
 
 @dataclass(frozen=True)
 class Geometry:
-    """The shape every image is converted to: channels × height × width."""
+    """The shape every image is converted to: channels × height × width, and how an image of
+    another shape is fitted to it (`cnnlab.data.images.FITS`)."""
 
     channels: int
     height: int
     width: int
+    fit: str = "squash"
 
     @property
     def size(self) -> tuple[int, int]:
@@ -46,9 +48,16 @@ class Geometry:
     def __str__(self) -> str:
         return f"{self.channels}×{self.height}×{self.width}"
 
+    def describe(self) -> str:
+        """The shape, and how other shapes are fitted to it, for a log line."""
+        how = {"squash": "", "crop": ", other shapes scaled to cover it and centre-cropped",
+               "pad": ", other shapes scaled to fit inside it and padded with black"}[self.fit]
+        return f"{self} (C×H×W{how})"
+
 
 def infer_geometry(
-    source: Source, *, channels: int | None = None, image_size: tuple[int, int] | None = None
+    source: Source, *, channels: int | None = None, image_size: tuple[int, int] | None = None,
+    fit: str = "squash",
 ) -> Geometry:
     """The data's own geometry, overridden by `--channels` / `--image-size` where given.
 
@@ -59,13 +68,13 @@ def infer_geometry(
         own_channels = 1 if source.pixels.ndim == 3 else source.pixels.shape[3]
         own_size = source.pixels.shape[1:3]
     elif channels and image_size:
-        return Geometry(channels, *image_size)  # nothing left for the files to decide
+        return Geometry(channels, *image_size, fit)  # nothing left for the files to decide
     else:
-        own_channels, own_size = _probe_files(source, size_given=image_size is not None)
-    return Geometry(channels or own_channels, *(image_size or own_size))
+        own_channels, own_size = _probe_files(source, size_given=image_size is not None, fit=fit)
+    return Geometry(channels or own_channels, *(image_size or own_size), fit)
 
 
-def _probe_files(source: Source, *, size_given: bool = False) -> tuple[int, tuple[int, int]]:
+def _probe_files(source: Source, *, size_given: bool = False, fit: str = "squash") -> tuple[int, tuple[int, int]]:
     sizes, colour = set(), False
     for path in list(source.paths or [])[:_PROBE_COUNT]:
         try:
@@ -77,7 +86,11 @@ def _probe_files(source: Source, *, size_given: bool = False) -> tuple[int, tupl
     if len(sizes) == 1:
         return (3 if colour else 1), sizes.pop()
     if not size_given:  # with --image-size the sizes differing changes nothing
-        log.warning("images have different sizes; resizing all to 224×224 (set --image-size to choose)")
+        how = ("stretching them" if fit == "squash" else
+               "scaling each to cover it and cutting out the centre" if fit == "crop" else
+               "scaling each to fit inside it and padding with black")
+        keep = " and --fit crop or pad to keep their aspect ratio" if fit == "squash" else ""
+        log.warning(f"images have different sizes; making all 224×224 by {how} (set --image-size to choose{keep})")
     return (3 if colour else 1), (224, 224)
 
 
@@ -111,7 +124,8 @@ class ImageSet:
             return self.pixels[index], self.targets[index]
         path = self.source.paths[index]  # type: ignore[index]
         try:
-            array = load_image_array(path, channels=self.geometry.channels, size=self.geometry.size)
+            array = load_image_array(path, channels=self.geometry.channels, size=self.geometry.size,
+                                     fit=self.geometry.fit)
         except UnreadableImageError as error:
             log.warning("skipping %s", error)
             return None
@@ -183,9 +197,28 @@ def array_to_tensor(pixels: np.ndarray, geometry: Geometry, chunk: int = 4096) -
         if part.shape[1] != geometry.channels:
             part = F.rgb_to_grayscale(part) if geometry.channels == 1 else part.expand(-1, 3, -1, -1)
         if tuple(part.shape[2:]) != geometry.size:
-            part = F.resize(part, list(geometry.size), antialias=True)
+            part = _fit_tensor(part, geometry)
         parts.append(part.contiguous())
     return torch.cat(parts) if parts else images
+
+
+def _fit_tensor(images: "torch.Tensor", geometry: Geometry) -> "torch.Tensor":
+    """(N, C, h, w) uint8 -> (N, C, H, W) by `geometry.fit`, as `images.fit_image` fits a file."""
+    from torchvision.transforms.v2 import functional as F
+
+    height, width = geometry.size
+    if geometry.fit == "squash":
+        return F.resize(images, [height, width], antialias=True)
+    own_height, own_width = images.shape[-2:]
+    scale = (max if geometry.fit == "crop" else min)(height / own_height, width / own_width)
+    inner = [max(1, round(own_height * scale)), max(1, round(own_width * scale))]
+    if geometry.fit == "crop":
+        inner = [max(height, inner[0]), max(width, inner[1])]  # rounding must not leave a gap
+        return F.center_crop(F.resize(images, inner, antialias=True), [height, width])
+    inner = [min(height, inner[0]), min(width, inner[1])]
+    top, left = (height - inner[0]) // 2, (width - inner[1]) // 2
+    padding = [left, top, width - inner[1] - left, height - inner[0] - top]
+    return F.pad(F.resize(images, inner, antialias=True), padding, fill=0)
 
 
 class _DecodeFiles:
@@ -206,9 +239,9 @@ class _DecodeFiles:
                 return index, None
             if self.with_origin:
                 return index, load_image_array_and_origin(self.paths[index], channels=self.geometry.channels,
-                                                          size=self.geometry.size)
+                                                          size=self.geometry.size, fit=self.geometry.fit)
             return index, load_image_array(self.paths[index], channels=self.geometry.channels,
-                                           size=self.geometry.size)
+                                           size=self.geometry.size, fit=self.geometry.fit)
         except UnreadableImageError as error:
             return index, error
 

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from cnnlab.console import Console
 from cnnlab.data.loader import Batches
-from cnnlab.data.prepare import Geometry, load_images
+from cnnlab.data.prepare import load_images
 from cnnlab.data.source import Source
 from cnnlab.data.sources import check_recorded_data, find_split_folders, open_data
 from cnnlab.errors import DataError
@@ -74,7 +74,7 @@ def evaluate(run: str | Path, data: str | None = None, *, split: str = "test", b
         from cnnlab.data.pipeline import limit_source
 
         source = limit_source(source, limit, seed=0)
-    geometry = Geometry(*trained.input.shape)
+    geometry = trained.input.geometry
     imageset, report = load_images(source, geometry, workers=workers)
     if report.unreadable:
         console.warn(report.summary())

@@ -74,7 +74,7 @@ def predict(run: str | Path | TrainedModel, paths: Sequence[str | Path], *, top_
     rows: list[dict[str, Any]] = [{"file": name} if error is None else {"file": name, "error": error}
                                   for name, _, error in found]
     readable = [index for index, (_, path, error) in enumerate(found) if error is None]
-    geometry = Geometry(*trained.input.shape)
+    geometry = trained.input.geometry
     files = [found[index][1] for index in readable]
     fitted: list[tuple[str, tuple[int, int, bool]]] = []  # files that differ from what the model takes
 
@@ -119,7 +119,12 @@ def _fitted_note(fitted: list[tuple[str, tuple[int, int, bool]]], count: int, ge
     caution = (" It answers with one of its own classes however unlike its training images a picture is."
                if classes else "")
     return (f"note: the model takes {geometry.height}×{geometry.width} {kind} images; {len(fitted)} of {count} "
-            f"file(s) were resized or converted to fit (e.g. {example}).{caution}")
+            f"file(s) were {_FITTED[geometry.fit]} or converted to fit (e.g. {example}).{caution}")
+
+
+# How `_fitted_note` says a run's --fit changed a file's shape.
+_FITTED = {"squash": "resized", "crop": "scaled and centre-cropped (as in training: --fit crop)",
+           "pad": "scaled and padded with black (as in training: --fit pad)"}
 
 
 def _decode_ahead_and_predict(files: list[Path], geometry: Geometry, batch_size: int, device: torch.device,

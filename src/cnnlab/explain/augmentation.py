@@ -51,26 +51,28 @@ def augmentation_figure(rows: Sequence[tuple[str, np.ndarray]], preset: str, ver
 
 def preview_augmentation(paths: Sequence[str | Path], preset: str, output: str | Path, *,
                          versions: int = DEFAULT_VERSIONS, image_size: tuple[int, int] | None = None,
-                         channels: int | None = None, seed: int = 0) -> Path:
+                         channels: int | None = None, seed: int = 0, fit: str = "squash") -> Path:
     """Write a picture of `paths`, each followed by `versions` drawn by `preset`, and return its path.
 
     The images are read as training reads them: grayscale or colour (colour if any of them is),
-    resized to `image_size` (default: their own size when they share one, else 224×224).
+    fitted to `image_size` by `fit` (default: their own size when they share one, else 224×224).
     """
     from cnnlab.data.augment import PRESETS
-    from cnnlab.data.images import load_image_array
+    from cnnlab.data.images import FITS, load_image_array
     from cnnlab.explain.pictures import save
 
     if preset == "none" or preset not in PRESETS:
         drawing = ", ".join(name for name in PRESETS if name != "none")
         raise ConfigError(f"--augment must be one of {drawing} (got {preset!r}): "
                           + ("it draws nothing to show" if preset == "none" else "no such preset"))
+    if fit not in FITS:
+        raise ConfigError(f"--fit must be one of {', '.join(FITS)} (got {fit!r})")
     if versions < 1:
         raise ConfigError(f"--versions must be at least 1 (got {versions})")
     if not paths:
         raise ConfigError("give at least one image")
     channels, size = preview_geometry(paths, image_size=image_size, channels=channels)
-    rows = [(Path(path).name, load_image_array(path, channels=channels, size=size)) for path in paths]
+    rows = [(Path(path).name, load_image_array(path, channels=channels, size=size, fit=fit)) for path in paths]
     return save(augmentation_figure(rows, preset, versions, seed), Path(output))
 
 

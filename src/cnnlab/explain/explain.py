@@ -73,7 +73,8 @@ def prepare_image(trained: TrainedModel, path: str | Path) -> np.ndarray:
     """An image file as uint8 (C, H, W) at the model's input size and channels."""
     from cnnlab.data.images import load_image_array
 
-    return load_image_array(path, channels=trained.input.channels, size=trained.input.size)
+    return load_image_array(path, channels=trained.input.channels, size=trained.input.size,
+                            fit=trained.input.fit)
 
 
 def explain_pixels(trained: TrainedModel, pixels: np.ndarray, folder: Path, *, name: str,

@@ -120,12 +120,13 @@ def source_images(source: Source, indices: Sequence[int], trained: TrainedModel)
     if not len(indices):
         return []
     if source.pixels is not None:
-        from cnnlab.data.prepare import Geometry, array_to_tensor
+        from cnnlab.data.prepare import array_to_tensor
 
-        geometry = Geometry(*trained.input.shape)
+        geometry = trained.input.geometry
         return list(array_to_tensor(source.pixels[np.asarray(indices)], geometry).numpy())
     assert source.paths is not None
-    return [load_image_array(source.paths[index], channels=trained.input.channels, size=trained.input.size)
+    return [load_image_array(source.paths[index], channels=trained.input.channels, size=trained.input.size,
+                             fit=trained.input.fit)
             for index in indices]
 
 
@@ -159,7 +160,8 @@ def images_by_name(trained: TrainedModel, names: Sequence[str],
         path = paths.get(name, Path(name))
         if name not in found and Path(path).is_file():
             try:
-                found[name] = load_image_array(path, channels=trained.input.channels, size=trained.input.size)
+                found[name] = load_image_array(path, channels=trained.input.channels, size=trained.input.size,
+                                               fit=trained.input.fit)
             except CnnlabError:
                 continue  # unreadable now: left out, and the report says the image was not found
     return found

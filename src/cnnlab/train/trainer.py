@@ -126,7 +126,8 @@ def prepare_run(config: TrainConfig, console: Console,
     geometry = data.geometry
     mean, std = (pretrained_normalisation(pretrained, geometry.channels)
                  or channel_statistics(data.train, seed=config.seed))
-    input_spec = InputSpec(geometry.channels, geometry.height, geometry.width, tuple(mean), tuple(std))
+    input_spec = InputSpec(geometry.channels, geometry.height, geometry.width, tuple(mean), tuple(std),
+                           geometry.fit)
     if pretrained is not None:
         console.info(describe_input(input_spec, pretrained))
     return RunStart(config, device, architecture, pretrained, data, task, input_spec)
