@@ -65,6 +65,10 @@ class TrainConfig:
                                    "constant]", default=None)
     weight_decay: float = _option("L2 penalty (decoupled for adamw)", default=0.0)
     label_smoothing: float = _option("cross-entropy label smoothing, 0 to 1", default=0.0)
+    class_weights: str = _option("weigh each image's loss by its class: balanced = inversely to the class's number "
+                                 "of training images (every class then counts alike: for imbalanced data such "
+                                 "as X-rays), NAME=W pairs such as 'NORMAL=3,PNEUMONIA=1' (others weigh 1), or "
+                                 "none", default="none")
     seed: int = _option("random seed for splits, initialisation, shuffling and augmentation", default=0)
     device: str = _option("auto, cpu, cuda, cuda:N or mps", default="auto")
     workers: int | None = _option("data-loading processes [default: 0 for data in memory, else up to 4]",
@@ -150,6 +154,7 @@ class TrainConfig:
         _require(self.lr is None or self.lr == "auto" or (number and self.lr > 0),
                  f"--lr must be a positive number or auto (got {self.lr!r})")
         _require(0.0 <= self.label_smoothing < 1.0, "--label-smoothing must be in [0, 1)")
+        self._validate_classification_only()
         _require(0.0 < self.beta2 < 1.0, f"--beta2 must be between 0 and 1, e.g. 0.99 (got {self.beta2})")
         _require(self.optimizer != "sgd" or self.beta2 == _field("beta2").default,
                  "--beta2 is Adam's setting; with --optimizer sgd set --momentum instead")
@@ -173,6 +178,15 @@ class TrainConfig:
                      f"(got {getattr(self, name)!r})")
         return self
 
+
+    def _validate_classification_only(self) -> None:
+        if self.class_weights.strip() not in ("none", "balanced"):
+            parse_class_weights(self.class_weights)
+        if self.task != "classification":
+            _require(self.label_smoothing == 0.0, "--label-smoothing softens class labels; --task regression "
+                                                  "has none: leave it out")
+            _require(self.class_weights == "none", "--class-weights weighs classes; --task regression has none: "
+                                                   "leave it out")
 
     def _validate_transfer(self) -> None:
         _require(self.weights != "",
@@ -215,6 +229,24 @@ def parse_image_size(text: str | int | tuple[int, int] | None) -> tuple[int, int
     if len(sizes) not in (1, 2) or min(sizes, default=0) < 1:
         raise ConfigError(f"--image-size must be N or H,W with positive integers (got {text!r})")
     return (sizes[0], sizes[-1])
+
+
+def parse_class_weights(spec: str) -> dict[str, float]:
+    """"NORMAL=3,PNEUMONIA=1" -> {"NORMAL": 3.0, "PNEUMONIA": 1.0}; a ConfigError says what is wrong."""
+    example = "none, balanced, or NAME=WEIGHT pairs such as cats=1,dogs=2.5"
+    weights: dict[str, float] = {}
+    for pair in spec.split(","):
+        name, equals, value = pair.strip().rpartition("=")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = float("nan")
+        if not equals or not name.strip() or not weight >= 0 or weight == float("inf"):
+            raise ConfigError(f"--class-weights must be {example}, with weights of 0 or more (got {spec!r})")
+        weights[name.strip()] = weight
+    if not any(weights.values()):
+        raise ConfigError(f"--class-weights {spec}: at least one weight must be above 0")
+    return weights
 
 
 def coerce_fields(cls: type, values: dict[str, Any], *, origin: str) -> dict[str, Any]:
@@ -293,4 +325,6 @@ def with_recipe(config: TrainConfig, explicit: set[str]) -> TrainConfig:
     if config.recipe not in RECIPES:
         raise ConfigError(f"--recipe must be one of {', '.join(RECIPES)} (got {config.recipe!r})")
     chosen = {k: v for k, v in RECIPES[config.recipe].items() if k not in explicit}
+    if config.task != "classification":
+        chosen.pop("label_smoothing", None)  # the recipe's, for classes; a regression run has none
     return dataclasses.replace(config, **chosen)

@@ -114,6 +114,7 @@ def prepare_training_data(config: TrainConfig, console: Console) -> TrainingData
         console.warn(f"no training images for class {', '.join(empty_classes)}: the model still gets an output "
                      "for it, which it never learns to use; remove the empty class folder if it is a mistake")
     _warn_if_mirroring_changes_the_class(config, console)
+    _note_if_imbalanced(config, train_source, console)
     reports: dict[str, LoadReport] = {}
     train_set, reports["train"] = _load(train_source, geometry, config, console, "train")
     val_set = None
@@ -146,6 +147,23 @@ def _warn_if_mirroring_changes_the_class(config: TrainConfig, console: Console) 
     console.warn(f"{flags}{f' (from --recipe {config.recipe})' if from_recipe else ''} "
                  f"{'mirrors' if len(mirroring) == 1 else 'mirror'} images, but in {spec.name} a mirror image is "
                  f"not the same class (a mirrored 2 or 7 is no digit); add {switch_off} to train without mirror images")
+
+
+IMBALANCE_RATIO = 3  # largest class / smallest, from which accuracy alone misleads
+
+
+def _note_if_imbalanced(config: TrainConfig, train: Source, console: Console) -> None:
+    """Say when one class has many times the images of another: a model that favours the large
+    class then scores a high accuracy while missing most of the small one (the X-ray case)."""
+    counts = {name: count for name, count in train.class_counts().items() if count}
+    if config.class_weights != "none" or len(counts) < 2:
+        return
+    largest, smallest = max(counts, key=counts.__getitem__), min(counts, key=counts.__getitem__)
+    if counts[largest] < IMBALANCE_RATIO * counts[smallest]:
+        return
+    console.warn(f"the classes are imbalanced: {largest} has {counts[largest]:,} training images, {smallest} "
+                 f"{counts[smallest]:,}. Accuracy then favours the large classes: look at each class's recall "
+                 f"and the macro F1 (cnnlab evaluate), or train with --class-weights balanced")
 
 
 def _classes_without_images(train: Source) -> list[str]:

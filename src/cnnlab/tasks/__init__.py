@@ -25,9 +25,9 @@ def task_from_json(values: dict[str, Any]) -> Task:
     return _task_class(values.get("name")).from_json(values)
 
 
-def task_for_training(name: str, source: Any, *, label_smoothing: float = 0.0) -> Task:
+def task_for_training(name: str, source: Any, *, label_smoothing: float = 0.0, class_weights: str = "none") -> Task:
     """The task for training on `source` (a Source: class names, or targets to standardise)."""
-    return _task_class(name).for_training(source, label_smoothing=label_smoothing)
+    return _task_class(name).for_training(source, label_smoothing=label_smoothing, class_weights=class_weights)
 
 
 __all__ = ["Task", "TASK_NAMES", "task_from_json", "task_for_training"]

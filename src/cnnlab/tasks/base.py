@@ -66,7 +66,7 @@ class Task(ABC):
 
     @classmethod
     @abstractmethod
-    def for_training(cls, source: Any, *, label_smoothing: float = 0.0) -> "Task":
+    def for_training(cls, source: Any, *, label_smoothing: float = 0.0, class_weights: str = "none") -> "Task":
         """The task fitted to a training Source (its classes, or its target statistics)."""
 
     @abstractmethod

@@ -30,8 +30,9 @@ class Regression(Task):
         self.std = torch.tensor(std, dtype=torch.float32)
 
     @classmethod
-    def for_training(cls, source: Any, *, label_smoothing: float = 0.0) -> "Regression":
-        """Take the standardisation from the training Source's targets (N, T)."""
+    def for_training(cls, source: Any, *, label_smoothing: float = 0.0, class_weights: str = "none") -> "Regression":
+        """Take the standardisation from the training Source's targets (N, T). (`label_smoothing`
+        and `class_weights` are classification's; `TrainConfig.validate` refuses them here.)"""
         if source.target_names is None:
             raise ConfigError(f"{source.description} has class labels; regression needs numeric targets")
         target_names = source.target_names

@@ -122,7 +122,8 @@ def prepare_run(config: TrainConfig, console: Console,
     pretrained = load_pretrained(config, architecture)
     config = with_weights_defaults(config, pretrained)
     data = prepare_training_data(config, console)
-    task = task_for_training(config.task, data.train.source, label_smoothing=config.label_smoothing)
+    task = task_for_training(config.task, data.train.source, label_smoothing=config.label_smoothing,
+                             class_weights=config.class_weights)
     geometry = data.geometry
     mean, std = (pretrained_normalisation(pretrained, geometry.channels)
                  or channel_statistics(data.train, seed=config.seed))
