@@ -29,9 +29,10 @@ import click
 def evaluate_command(run: str, data: str | None, split: str, as_json: bool, batch_size: int, device: str,
                      limit: int | None, data_dir: str | None, output_dir: str | None, workers: int | None,
                      runs_dir: str, precision: str, tta: str | None) -> None:
-    """Score RUN's best model: accuracy, top-5, per-class precision/recall/F1, confusion matrix,
-    and a predictions CSV (or MAE/RMSE/R² and a scatter plot for regression)."""
-    from cnnlab.evaluate.evaluate import evaluate
+    """Score RUN's best model: accuracy, top-5, per-class precision/recall/F1 and ROC AUC, the
+    confusion matrix, ROC and precision-recall curves, and a predictions CSV (or MAE/RMSE/R² and a
+    scatter plot for regression). The last line printed is the summary."""
+    from cnnlab.evaluate.evaluate import class_table, evaluate
 
     result = evaluate(run, data, split=split, batch_size=batch_size, device=device, limit=limit,
                       data_dir=data_dir, output_dir=output_dir, workers=workers, runs_dir=runs_dir, tta=tta,
@@ -39,4 +40,6 @@ def evaluate_command(run: str, data: str | None, split: str, as_json: bool, batc
     if as_json:
         click.echo(json.dumps(result.metrics))
     else:
+        for line in class_table(result.metrics):
+            click.echo(line)
         click.echo(result.summary)

@@ -4,6 +4,8 @@ Writes into `RUN/eval-<data>-<split>/`:
   metrics.json           every metric (accuracy, top-5, per-class precision/recall/F1, macro and
                          weighted averages — or MAE/RMSE/R² for regression)
   confusion_matrix.png   + confusion_matrix.json (classification)
+  roc_curves.png         ROC and precision-recall curves, each class against the rest, with the model's
+                         own answers marked (classification; ROC AUC and average precision in metrics.json)
   predicted_vs_true.png  (regression)
   predictions.csv        one row per image: file, true label, predicted label, confidence
 """
@@ -48,8 +50,32 @@ def summary_line(metrics: dict[str, Any]) -> str:
         text = f"accuracy {metrics['accuracy']:.2%}"
         if "top5_accuracy" in metrics:
             text += f", top-5 {metrics['top5_accuracy']:.2%}"
-        return text + f", macro F1 {metrics['macro_avg']['f1']:.4f} on {_images(metrics['images'])}"
+        text += f", macro F1 {metrics['macro_avg']['f1']:.4f}"
+        if (metrics.get("roc_auc") or {}).get("macro") is not None:
+            text += f", ROC AUC {metrics['roc_auc']['macro']:.4f}"
+        return text + f" on {_images(metrics['images'])}"
     return f"MAE {metrics['mae']:.4g}, RMSE {metrics['rmse']:.4g}, R² {metrics['r2']:.4f} on {_images(metrics['images'])}"
+
+
+MAX_TABLE_CLASSES = 30  # beyond this the terminal table is too long to read; metrics.json has them all
+
+
+def class_table(metrics: dict[str, Any]) -> list[str]:
+    """Per-class precision, recall, F1, ROC AUC and image count as aligned text lines (classification
+    with up to `MAX_TABLE_CLASSES` classes; nothing otherwise): on imbalanced data, the numbers
+    that accuracy hides."""
+    per_class = metrics.get("per_class")
+    if not per_class or len(per_class) > MAX_TABLE_CLASSES:
+        return []
+    auc = (metrics.get("roc_auc") or {}).get("per_class", {})
+    rows = [["class", "precision", "recall", "F1", "ROC AUC", "images"]]
+    for name, scores in per_class.items():
+        value = auc.get(name)
+        rows.append([name, f"{scores['precision']:.3f}", f"{scores['recall']:.3f}", f"{scores['f1']:.3f}",
+                     "–" if value is None else f"{value:.3f}", f"{scores['support']:,}"])
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(width) if column == 0 else cell.rjust(width)
+                      for column, (cell, width) in enumerate(zip(row, widths))).rstrip() for row in rows]
 
 
 def _images(count: int) -> str:

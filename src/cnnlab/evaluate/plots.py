@@ -55,3 +55,47 @@ def plot_regression_scatter(true: np.ndarray, predicted: np.ndarray, target_name
         axes.set_ylabel(f"predicted {name}")
         axes.legend(loc="upper left")
     return save_figure(figure, path)
+
+
+MAX_CURVES = 10  # more lines than this on one plot cannot be told apart
+
+
+def plot_ranking_curves(curves: dict, operating: dict[str, tuple[float, float, float]], path: Path, *,
+                        binary: bool = False) -> Path:
+    """ROC curves (left) and precision-recall curves (right), each class against the rest, with a
+    dot where the model's own answers (its most probable class) sit on each curve. With two
+    classes both are drawn: their ROC curves mirror each other (same AUC), but which one is the
+    "positive" finding is the user's to say, and its precision-recall curve differs. With more than
+    `MAX_CURVES` classes, the ones with the lowest ROC AUC are drawn."""
+    shown = curves
+    if len(shown) > MAX_CURVES:
+        hardest = sorted(shown, key=lambda name: shown[name].roc_auc())[:MAX_CURVES]
+        shown = {name: shown[name] for name in hardest}
+    figure = new_figure(11.0, 5.0)
+    roc_axes, pr_axes = figure.add_subplot(1, 2, 1), figure.add_subplot(1, 2, 2)
+    for index, (name, curve) in enumerate(shown.items()):
+        colour = f"C{index % 10}"
+        fpr, tpr = curve.roc()
+        recall, precision = curve.precision_recall()
+        roc_axes.plot(fpr, tpr, color=colour, linewidth=1.4, label=f"{name} (AUC {curve.roc_auc():.3f})")
+        pr_axes.step(np.concatenate([[0.0], recall]), np.concatenate([[precision[0]], precision]), where="post",
+                     color=colour, linewidth=1.4, label=f"{name} (AP {curve.average_precision():.3f})")
+        false_rate, true_rate, precision_here = operating[name]
+        roc_axes.plot([false_rate], [true_rate], "o", color=colour, markersize=6, markeredgecolor="black")
+        pr_axes.plot([true_rate], [precision_here], "o", color=colour, markersize=6, markeredgecolor="black")
+    roc_axes.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="guessing (AUC 0.5)")
+    roc_axes.set_xlabel("false-positive rate (1 − specificity)")
+    roc_axes.set_ylabel("true-positive rate (sensitivity, recall)")
+    pr_axes.set_xlabel("recall (sensitivity)")
+    pr_axes.set_ylabel("precision")
+    against = "against the other" if binary else "against the rest"
+    roc_axes.set_title(f"ROC: each threshold on the class's probability, {against}", fontsize=9)
+    pr_axes.set_title("precision-recall; dots: the model's own answers (most probable class)", fontsize=9)
+    if len(shown) < len(curves):
+        figure.suptitle(f"the {len(shown)} classes with the lowest ROC AUC, of {len(curves)}")
+    for axes in (roc_axes, pr_axes):
+        axes.set_xlim(-0.01, 1.01)
+        axes.set_ylim(-0.01, 1.01)
+        axes.grid(alpha=0.3)
+        axes.legend(loc="lower right" if axes is roc_axes else "lower left", fontsize=7)
+    return save_figure(figure, path)

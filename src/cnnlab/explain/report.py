@@ -183,6 +183,10 @@ def _scores(values: dict) -> tuple[str, str, str]:
     return f"{values['precision']:.3f}", f"{values['recall']:.3f}", f"{values['f1']:.3f}"
 
 
+def _auc(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"
+
+
 def _evaluation_section(evaluation: Evaluation) -> Section:
     metrics = evaluation.metrics
     parts = [paragraph(f"{summary_line(metrics)} — {metrics.get('data', '')}, split {evaluation.split} "
@@ -196,13 +200,24 @@ def _evaluation_section(evaluation: Evaluation) -> Section:
                                "one means it memorised them (over-fitting). Evaluate on images the model has "
                                "never seen (cnnlab evaluate RUN --data ...) for what it will do on new ones.",
                                "note"))
+    after: list[str] = []  # shown below the main picture
     if "per_class" in metrics:
-        rows = [(name, *_scores(s), f"{s['support']:,}") for name, s in metrics["per_class"].items()]
-        rows += [(label, *_scores(metrics[key]), "")
-                 for label, key in (("macro average", "macro_avg"), ("weighted average", "weighted_avg"))]
-        parts.append(table(["class", "precision", "recall", "F1", "images"], rows,
-                           numeric=[False, True, True, True, True]))
+        auc = (metrics.get("roc_auc") or {}).get("per_class", {})  # evaluations from before ROC AUC have none
+        rows = [(name, *_scores(s), _auc(auc.get(name)), f"{s['support']:,}")
+                for name, s in metrics["per_class"].items()]
+        rows += [("macro average", *_scores(metrics["macro_avg"]), _auc((metrics.get("roc_auc") or {}).get("macro")),
+                  ""), ("weighted average", *_scores(metrics["weighted_avg"]), "", "")]
+        parts.append(table(["class", "precision", "recall", "F1", "ROC AUC", "images"], rows,
+                           numeric=[False, True, True, True, True, True]))
         picture = evaluation.folder / "confusion_matrix.png"
+        curves = evaluation.folder / "roc_curves.png"
+        if curves.is_file():
+            after.append(paragraph("Recall and precision above are the model's own answers (its most probable "
+                                   "class). ROC AUC scores every threshold instead: the chance that an image of "
+                                   "the class gets a higher probability for it than an image of another class. "
+                                   "The curves show what a different threshold would trade: more of the class "
+                                   "found for more false alarms.", "note"))
+            after.append(image(curves, "ROC and precision-recall curves"))
     else:
         rows = [(name, f"{s['mae']:.4g}", f"{s['rmse']:.4g}", f"{s['r2']:.4f}")
                 for name, s in metrics.get("per_target", {}).items()]
@@ -213,7 +228,7 @@ def _evaluation_section(evaluation: Evaluation) -> Section:
         picture = evaluation.folder / "predicted_vs_true.png"
     if picture.is_file():
         parts.append(image(picture, picture.stem.replace("_", " ")))
-    return Section("evaluation", "Evaluation", "\n".join(parts))
+    return Section("evaluation", "Evaluation", "\n".join(parts + after))
 
 
 def _mistakes_section(trained: TrainedModel, evaluation: Evaluation, source: Source | None, count: int,

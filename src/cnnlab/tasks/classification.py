@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.nn import functional as F
@@ -12,6 +13,7 @@ from torch.nn import functional as F
 from cnnlab.config import parse_class_weights
 from cnnlab.errors import ConfigError
 from cnnlab.tasks.base import Task
+from cnnlab.tasks.ranking import Curve, one_vs_rest, ranking_metrics
 
 
 class Classification(Task):
@@ -100,18 +102,31 @@ class Classification(Task):
         if self.num_outputs > 5:
             metrics["top5_accuracy"] = top_k_accuracy(outputs, targets, 5)
         metrics.update(per_class_scores(matrix, self.class_names))
+        if count:
+            metrics.update(ranking_metrics(self._curves(outputs, targets)))
         metrics["confusion_matrix"] = {"labels": self.class_names, "matrix": matrix.tolist(),
                                        "rows": "true class", "columns": "predicted class"}
         return metrics
 
+    def _curves(self, outputs: Tensor, targets: Tensor) -> dict[str, Curve]:
+        """One-vs-rest ranking curves of each class's probability (outputs may be logits or, after
+        test-time augmentation, log-probabilities: softmax gives the probabilities either way)."""
+        probabilities = torch.softmax(outputs.float(), dim=1).cpu().numpy()
+        return one_vs_rest(probabilities, targets.cpu().numpy(), self.class_names)
+
     def plots(self, metrics: dict[str, Any], outputs: Tensor, targets: Tensor, folder: Path) -> list[Path]:
-        from cnnlab.evaluate.plots import plot_confusion_matrix
+        from cnnlab.evaluate.plots import plot_confusion_matrix, plot_ranking_curves
 
         path = folder / "confusion_matrix.png"
         matrix = metrics["confusion_matrix"]
         plot_confusion_matrix(matrix["matrix"], matrix["labels"], path,
                               title=f"Confusion matrix — accuracy {metrics['accuracy']:.2%}")
-        return [path]
+        paths = [path]
+        curves = {name: curve for name, curve in self._curves(outputs, targets).items() if curve.defined}
+        if curves:
+            paths.append(plot_ranking_curves(curves, operating_points(matrix["matrix"], self.class_names),
+                                             folder / "roc_curves.png", binary=self.num_outputs == 2))
+        return paths
 
     def predictions(self, outputs: Tensor, top_k: int = 1) -> list[dict[str, Any]]:
         probabilities = torch.softmax(outputs.float(), dim=1).cpu()
@@ -167,6 +182,19 @@ def weights_for_classes(spec: str, counts: dict[str, int]) -> list[float] | None
                               f"{', '.join(counts)}")
         weights[name] = weight
     return list(weights.values())
+
+
+def operating_points(matrix: list[list[int]], class_names: list[str]) -> dict[str, tuple[float, float, float]]:
+    """Where the model's own answers (the most probable class) sit on each class's curves:
+    (false-positive rate, true-positive rate, precision), from the confusion matrix."""
+    counts = np.asarray(matrix, dtype=np.float64)
+    total, points = counts.sum(), {}
+    for index, name in enumerate(class_names):
+        hits, actual, predicted = counts[index, index], counts[index].sum(), counts[:, index].sum()
+        negatives = total - actual
+        points[name] = ((predicted - hits) / negatives if negatives else 0.0, hits / actual if actual else 0.0,
+                        hits / predicted if predicted else 0.0)
+    return points
 
 
 def confusion_matrix(targets: Tensor, predicted: Tensor, num_classes: int) -> Tensor:
