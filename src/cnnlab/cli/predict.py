@@ -20,13 +20,17 @@ import click
               show_default=True, help="arithmetic: auto = bfloat16 where the CPU/GPU has it natively, else fp32")
 @click.option("--tta", type=click.Choice(["none", "flip"]),
               help="test-time augmentation [default: what the model was trained with]")
+@click.option("--threshold", metavar="CLASS=P",
+              help="answer CLASS whenever its probability is at least P (0-1), else the most probable other class: "
+                   "a lower P finds more of CLASS for more false alarms (see roc_curves.png from evaluate)")
 def predict_command(run: str, paths: tuple[str, ...], top_k: int, output: str | None, device: str,
-                    batch_size: int, workers: int | None, runs_dir: str, precision: str, tta: str | None) -> None:
+                    batch_size: int, workers: int | None, runs_dir: str, precision: str, tta: str | None,
+                    threshold: str | None) -> None:
     """Predict PATHS (files, folders, globs) with RUN's best model; unreadable files get an error row."""
     from cnnlab.evaluate.predict import format_table, predict, write_predictions
 
     rows = predict(run, list(paths), top_k=top_k, device=device, batch_size=batch_size, workers=workers,
-                   runs_dir=runs_dir, tta=tta, precision=precision)
+                   runs_dir=runs_dir, tta=tta, precision=precision, threshold=threshold)
     click.echo(format_table(rows, top_k))
     if output:
         click.echo(f"predictions written to {write_predictions(rows, output)}", err=True)

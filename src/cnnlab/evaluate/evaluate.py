@@ -51,6 +51,9 @@ def summary_line(metrics: dict[str, Any]) -> str:
         if "top5_accuracy" in metrics:
             text += f", top-5 {metrics['top5_accuracy']:.2%}"
         text += f", macro F1 {metrics['macro_avg']['f1']:.4f}"
+        if "threshold" in metrics:
+            chosen = metrics["threshold"]
+            text += f" (answering {chosen['class']} at probability ≥ {chosen['probability']:g})"
         if (metrics.get("roc_auc") or {}).get("macro") is not None:
             text += f", ROC AUC {metrics['roc_auc']['macro']:.4f}"
         return text + f" on {_images(metrics['images'])}"
@@ -85,12 +88,16 @@ def _images(count: int) -> str:
 def evaluate(run: str | Path, data: str | None = None, *, split: str = "test", batch_size: int = 256,
              device: str = "auto", limit: int | None = None, data_dir: str | None = None,
              output_dir: str | Path | None = None, workers: int | None = None, runs_dir: str | Path = "runs",
-             tta: str | None = None, precision: str = "auto", quiet: bool = False) -> EvaluationResult:
+             tta: str | None = None, precision: str = "auto", threshold: str | None = None,
+             quiet: bool = False) -> EvaluationResult:
     """Evaluate a run's best model on `data` (default: the data it was trained on) at `split`.
 
-    `tta` overrides the model's own test-time augmentation ("none" or "flip")."""
+    `tta` overrides the model's own test-time augmentation ("none" or "flip"). `threshold`
+    ("NAME=P") gives NAME to every image whose probability for it is at least P (see
+    `TrainedModel.set_threshold`); its results go to a folder of their own."""
     console = Console(quiet=quiet)
     trained = load(run, device=device, runs_dir=runs_dir, tta=tta, precision=precision)
+    trained.set_threshold(threshold)
     if data:
         source = open_data(data, split=split, task=trained.task.name, data_dir=data_dir)
     else:
@@ -110,7 +117,8 @@ def evaluate(run: str | Path, data: str | None = None, *, split: str = "test", b
     metrics.update({"data": source.description, "split": split, "checkpoint": str(trained.checkpoint),
                     "tta": trained.tta,
                     "skipped_files": [{"path": e.path, "reason": e.reason} for e in report.unreadable]})
-    folder = Path(output_dir) if output_dir else trained.run_dir / f"eval-{_slug(data)}-{split}"
+    at = "-" + re.sub(r"[^A-Za-z0-9._]+", "-", threshold).strip("-") if threshold else ""  # eval-x-test-PNEUMONIA-0.3
+    folder = Path(output_dir) if output_dir else trained.run_dir / f"eval-{_slug(data)}-{split}{at}"
     result = EvaluationResult(metrics, folder, _write_outputs(trained, imageset.source, outputs, targets, metrics, folder))
     console.info(f"evaluation written to {folder}")
     return result

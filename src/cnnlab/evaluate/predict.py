@@ -53,7 +53,7 @@ def expand_paths(patterns: Iterable[str | Path]) -> list[tuple[str, Path | None,
 def predict(run: str | Path | TrainedModel, paths: Sequence[str | Path], *, top_k: int = 1,
             device: str = "auto", batch_size: int = 256, workers: int | None = None,
             runs_dir: str | Path = "runs", tta: str | None = None,
-            precision: str = "auto") -> list[dict[str, Any]]:
+            precision: str = "auto", threshold: str | None = None) -> list[dict[str, Any]]:
     """One dict per file: {"file", "label", "confidence", "top_k"} (or {"file", "values"}), or {"file", "error"}.
 
     Large jobs are decoded in worker processes while the model runs on the batches already
@@ -64,12 +64,26 @@ def predict(run: str | Path | TrainedModel, paths: Sequence[str | Path], *, top_
     >>> rows = cnnlab.predict("runs/demo", ["shoe.png"], top_k=3)  # doctest: +SKIP
     >>> rows[0]["label"], round(rows[0]["confidence"], 2)           # doctest: +SKIP
     ('Sneaker', 0.97)
+
+    `threshold` ("NAME=P") answers NAME whenever its probability is at least P (see
+    `TrainedModel.set_threshold`); a TrainedModel passed in keeps its own setting afterwards.
     """
     if top_k < 1:
         raise CnnlabError(f"--top-k must be at least 1 (got {top_k})")
     if not isinstance(run, TrainedModel):
         run = load(run, device=device, runs_dir=runs_dir, tta=tta, precision=precision)
-    trained = run
+    if threshold is None:
+        return _predict(run, paths, top_k, batch_size, workers)
+    kept = getattr(run.task, "threshold", None)
+    run.set_threshold(threshold)
+    try:
+        return _predict(run, paths, top_k, batch_size, workers)
+    finally:
+        run.task.threshold = kept  # type: ignore[attr-defined]
+
+
+def _predict(trained: TrainedModel, paths: Sequence[str | Path], top_k: int, batch_size: int,
+             workers: int | None) -> list[dict[str, Any]]:
     found = expand_paths(paths)
     rows: list[dict[str, Any]] = [{"file": name} if error is None else {"file": name, "error": error}
                                   for name, _, error in found]

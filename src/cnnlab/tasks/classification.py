@@ -29,6 +29,45 @@ class Classification(Task):
         self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
         self.weighting = weighting if class_weights is not None else "none"  # the --class-weights it came from
         self._weight_tensor: Tensor | None = None
+        # (class index, probability): answer that class whenever its probability reaches this. A choice
+        # made when the model is used (`--threshold`), not saved with it.
+        self.threshold: tuple[int, float] | None = None
+
+    def set_threshold(self, spec: str | None) -> None:
+        """`--threshold NAME=P`: answer NAME whenever its probability is at least P, otherwise the most
+        probable other class; None goes back to the most probable class."""
+        if spec is None:
+            self.threshold = None
+            return
+        name, equals, value = spec.rpartition("=")
+        try:
+            probability = float(value)
+        except ValueError:
+            probability = float("nan")
+        if not equals or not 0.0 < probability < 1.0:
+            raise ConfigError(f"--threshold must be CLASS=PROBABILITY with the probability between 0 and 1, "
+                              f"e.g. {self.class_names[-1]}=0.3 (got {spec!r})")
+        if name.strip() not in self.class_names:
+            raise ConfigError(f"--threshold {spec}: there is no class {name.strip()!r}; the classes are "
+                              f"{', '.join(self.class_names)}")
+        self.threshold = (self.class_names.index(name.strip()), probability)
+
+    def describe_threshold(self) -> str | None:
+        if self.threshold is None:
+            return None
+        index, probability = self.threshold
+        return f"{self.class_names[index]} whenever its probability is at least {probability:g}"
+
+    def decide(self, outputs: Tensor) -> Tensor:
+        """The class each image is given: the most probable one, or the `threshold` class once its
+        probability reaches the threshold (then the most probable of the others below it)."""
+        if self.threshold is None:
+            return outputs.argmax(dim=1)
+        index, probability = self.threshold
+        probabilities = torch.softmax(outputs.float(), dim=1)
+        others = probabilities.clone()
+        others[:, index] = -1.0
+        return torch.where(probabilities[:, index] >= probability, index, others.argmax(dim=1))
 
     @classmethod
     def for_training(cls, source: Any, *, label_smoothing: float = 0.0,
@@ -92,7 +131,7 @@ class Classification(Task):
     def evaluate(self, outputs: Tensor, targets: Tensor) -> dict[str, Any]:
         outputs, targets = outputs.float().cpu(), targets.long().cpu()
         count = len(targets)
-        predicted = outputs.argmax(dim=1)
+        predicted = self.decide(outputs)
         matrix = confusion_matrix(targets, predicted, self.num_outputs)
         metrics: dict[str, Any] = {
             "images": count,
@@ -104,6 +143,8 @@ class Classification(Task):
         metrics.update(per_class_scores(matrix, self.class_names))
         if count:
             metrics.update(ranking_metrics(self._curves(outputs, targets)))
+        if self.threshold is not None:
+            metrics["threshold"] = {"class": self.class_names[self.threshold[0]], "probability": self.threshold[1]}
         metrics["confusion_matrix"] = {"labels": self.class_names, "matrix": matrix.tolist(),
                                        "rows": "true class", "columns": "predicted class"}
         return metrics
@@ -129,16 +170,19 @@ class Classification(Task):
         return paths
 
     def predictions(self, outputs: Tensor, top_k: int = 1) -> list[dict[str, Any]]:
+        """Per image: the answer (the most probable class, unless `threshold` says otherwise) with its
+        probability, and `top_k` classes: the answer first, then the most probable others."""
         probabilities = torch.softmax(outputs.float(), dim=1).cpu()
         k = min(top_k, self.num_outputs)
-        confidences, indices = probabilities.topk(k, dim=1)
+        decided = self.decide(outputs.cpu())
+        ranked = probabilities.argsort(dim=1, descending=True)
         rows = []
-        for confidence_row, index_row in zip(confidences.tolist(), indices.tolist()):
+        for answer, order, row in zip(decided.tolist(), ranked.tolist(), probabilities.tolist()):
+            classes = [answer] + [index for index in order if index != answer][: k - 1]
             rows.append({
-                "label": self.class_names[index_row[0]],
-                "confidence": confidence_row[0],
-                "top_k": [{"label": self.class_names[i], "confidence": c}
-                          for i, c in zip(index_row, confidence_row)],
+                "label": self.class_names[answer],
+                "confidence": row[answer],
+                "top_k": [{"label": self.class_names[i], "confidence": row[i]} for i in classes],
             })
         return rows
 
