@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 IMAGE_SUFFIXES = frozenset(
-    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".pnm"}
+    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".pnm",
+     ".dcm", ".dicom"}  # DICOM through pydicom: cnnlab.data.dicom
 )
 
 _GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
@@ -62,6 +63,10 @@ def _decoded(path: Path, convert: Callable[["Image.Image"], T]) -> T:
     """
     from PIL import Image, UnidentifiedImageError
 
+    from cnnlab.data.dicom import is_dicom, read_dicom
+
+    if is_dicom(path):
+        return convert(read_dicom(path))
     try:
         with Image.open(path) as image:
             image.load()  # decode now: a truncated file fails here, not in the middle of training
@@ -85,7 +90,11 @@ def probe_image(path: str | Path) -> tuple[int, int, bool]:
     """(width, height, is_colour) from the file header, without decoding the pixels."""
     from PIL import Image, UnidentifiedImageError
 
+    from cnnlab.data.dicom import is_dicom, probe_dicom
+
     path = Path(path)
+    if is_dicom(path):
+        return probe_dicom(path)
     try:
         with Image.open(path) as image:
             width, height = image.size
