@@ -118,3 +118,21 @@ def test_a_folder_of_dicom_scans_trains_and_predicts(tmp_path):
                           runs_dir=str(tmp_path / "runs"), quiet=True, device="cpu")
     rows = cnnlab.predict(result.run_dir, [str(SCANS / "CT_small.dcm"), str(SCANS / "MR_small.dcm")], device="cpu")
     assert [row["label"] for row in rows] == ["ct", "mr"]
+
+
+def test_dicom_files_without_a_suffix_are_found_by_their_marker(tmp_path):
+    """PACS exports are often named IM00001: such files are DICOM by the "DICM" after their preamble."""
+    from cnnlab.data.images import image_files_below
+
+    for label, name in (("ct", "CT_small.dcm"), ("mr", "MR_small.dcm")):
+        (tmp_path / label).mkdir()
+        for index in range(3):
+            (tmp_path / label / f"IM{index:05d}").write_bytes((SCANS / name).read_bytes())
+    (tmp_path / "ct" / "README").write_text("scanned 2026-11-26\n")  # no suffix, no marker: not an image
+    (tmp_path / "ct" / "SHORT").write_bytes(b"DICM")  # too short to hold the marker at byte 128
+    found = image_files_below(tmp_path)
+    assert [path.relative_to(tmp_path).as_posix() for path in found] == [
+        f"{label}/IM{index:05d}" for label in ("ct", "mr") for index in range(3)]
+    source = open_data(tmp_path)
+    assert source.class_names == ["ct", "mr"] and len(source) == 6
+    np.testing.assert_array_equal(load_image_array(found[0], channels=1, size=(128, 128))[0], _grey("CT_small.dcm"))

@@ -31,7 +31,19 @@ DICOM_SUFFIXES = frozenset({".dcm", ".dicom"})
 
 
 def is_dicom(path: Path) -> bool:
-    return path.suffix.lower() in DICOM_SUFFIXES
+    """By suffix, or for a file without one (PACS exports are often named IM00001) by the "DICM"
+    marker that a DICOM file carries after its 128-byte preamble."""
+    suffix = path.suffix.lower()
+    return suffix in DICOM_SUFFIXES or (suffix == "" and has_dicom_marker(path))
+
+
+def has_dicom_marker(path: Path) -> bool:
+    try:
+        with open(path, "rb") as file:
+            file.seek(128)
+            return file.read(4) == b"DICM"
+    except OSError:  # a folder, a file that vanished, no permission: not an image cnnlab can use
+        return False
 
 
 def _pydicom(path: Path):

@@ -40,19 +40,30 @@ _HIGH_BIT_DEPTH_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 
 
 def is_image_file(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES
+    return _is_image_name(path.name, path)
+
+
+def _is_image_name(name: str, path: Path) -> bool:
+    suffix = os.path.splitext(name)[1].lower()
+    if suffix in IMAGE_SUFFIXES:
+        return True
+    if suffix:
+        return False
+    from cnnlab.data.dicom import has_dicom_marker
+
+    return has_dicom_marker(path)  # a DICOM file without a suffix
 
 
 def image_files_below(folder: Path) -> list[Path]:
-    """Every image file anywhere below `folder` (by suffix; hidden files and folders such as macOS'
-    `._x.jpg` or `.ipynb_checkpoints/` left out), in a stable order: a folder's own files by name,
-    then its sub-folders by name."""
+    """Every image file anywhere below `folder` (by suffix, or for a DICOM file without one by its
+    marker; hidden files and folders such as macOS' `._x.jpg` or `.ipynb_checkpoints/` left out), in
+    a stable order: a folder's own files by name, then its sub-folders by name."""
     found: list[Path] = []
     for root, subfolders, names in os.walk(folder):
         subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))  # os.walk's next visits
         base = Path(root)
         found.extend(base / name for name in sorted(names)
-                     if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES)
+                     if not name.startswith(".") and _is_image_name(name, base / name))
     return found
 
 
