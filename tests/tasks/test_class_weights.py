@@ -125,3 +125,18 @@ def test_the_cli_notes_imbalance_and_records_the_weights(imbalanced_digits, tmp_
     wrong = run_cli("train", "--data", imbalanced_digits / "train", "--class-weights", "nine=2", "--epochs", "1",
                     "--runs-dir", tmp_path, "--model", "fast-cnn-v2", "--image-size", "16")
     assert wrong.exit_code != 0 and "there is no class 'nine'; the classes are 3, 8" in wrong.stderr
+
+
+def test_the_report_says_the_classes_are_imbalanced_and_how_the_run_dealt_with_it(imbalanced_digits, tmp_path):
+    from cnnlab.explain.report import report
+
+    notes = {}
+    for weights in ("none", "balanced"):
+        result = cnnlab.train(data=str(imbalanced_digits / "train"), model="fast-cnn-v2", image_size="16",
+                              epochs=1, class_weights=weights, runs_dir=str(tmp_path), name=weights, quiet=True,
+                              device="cpu")
+        html = report(result.run_dir, data=str(imbalanced_digits / "test"), device="cpu", quiet=True).read_text()
+        assert "The classes are imbalanced: 3 has 129 training images, 8 7." in html
+        notes[weights] = html
+    assert "trained without class weights, so accuracy favours the large classes" in notes["none"]
+    assert "trained with --class-weights balanced" in notes["balanced"]

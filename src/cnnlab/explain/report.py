@@ -67,6 +67,25 @@ def report(run: str | Path, *, output: str | Path | None = None, data: str | Non
 # --- sections -----------------------------------------------------------------------------------
 
 
+def _imbalance_note(counts: dict[str, int], trained: TrainedModel) -> str | None:
+    """What imbalanced classes mean for this run's scores, and what it was trained with."""
+    from cnnlab.data.pipeline import IMBALANCE_RATIO
+
+    present = {name: count for name, count in counts.items() if count}
+    if len(present) < 2:
+        return None
+    largest, smallest = max(present, key=present.__getitem__), min(present, key=present.__getitem__)
+    if present[largest] < IMBALANCE_RATIO * present[smallest]:
+        return None
+    weighting = getattr(trained.task, "weighting", "none")
+    how = (f"It was trained with --class-weights {weighting}, so every image of a rarer class weighed more in the "
+           "loss." if weighting != "none" else
+           "It was trained without class weights, so accuracy favours the large classes: read each class's recall "
+           "and the macro F1 in the evaluation (or train with --class-weights balanced).")
+    return (f"The classes are imbalanced: {largest} has {present[largest]:,} training images, {smallest} "
+            f"{present[smallest]:,}. {how}")
+
+
 def _config_section(record: RunRecord) -> Section:
     rows = [(key, "" if value is None else value) for key, value in record.config.items()]
     again = f"cnnlab train -c {record.run_dir / 'config.yaml'} --name <new name>"
@@ -113,6 +132,9 @@ def _data_section(record: RunRecord, trained: TrainedModel, samples: int, data_d
                 for name, count in counts["train"].items()]
         parts.append(table(["class", "train images", "validation images", ""], rows,
                            numeric=[False, True, True, False], raw=True))
+        imbalance = _imbalance_note(counts["train"], trained)
+        if imbalance:
+            parts.append(paragraph(imbalance, "note"))
     elif trained.task.name == "regression":
         task = trained.task.to_json()
         rows = zip(task["target_names"], (f"{v:.4g}" for v in task["target_mean"]),
