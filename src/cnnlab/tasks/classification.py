@@ -52,12 +52,6 @@ class Classification(Task):
                               f"{', '.join(self.class_names)}")
         self.threshold = (self.class_names.index(name.strip()), probability)
 
-    def describe_threshold(self) -> str | None:
-        if self.threshold is None:
-            return None
-        index, probability = self.threshold
-        return f"{self.class_names[index]} whenever its probability is at least {probability:g}"
-
     def decide(self, outputs: Tensor) -> Tensor:
         """The class each image is given: the most probable one, or the `threshold` class once its
         probability reaches the threshold (then the most probable of the others below it)."""
