@@ -152,17 +152,27 @@ def _warn_if_mirroring_changes_the_class(config: TrainConfig, console: Console) 
 IMBALANCE_RATIO = 3  # largest class / smallest, from which accuracy alone misleads
 
 
+def imbalanced_classes(counts: dict[str, int]) -> tuple[tuple[str, int], tuple[str, int]] | None:
+    """((largest class, images), (smallest class, images)) when the largest has `IMBALANCE_RATIO`
+    times the images of the smallest or more (classes without images left out); else None."""
+    present = {name: count for name, count in counts.items() if count}
+    if len(present) < 2:
+        return None
+    largest, smallest = max(present, key=present.__getitem__), min(present, key=present.__getitem__)
+    if present[largest] < IMBALANCE_RATIO * present[smallest]:
+        return None
+    return (largest, present[largest]), (smallest, present[smallest])
+
+
 def _note_if_imbalanced(config: TrainConfig, train: Source, console: Console) -> None:
     """Say when one class has many times the images of another: a model that favours the large
     class then scores a high accuracy while missing most of the small one (the X-ray case)."""
-    counts = {name: count for name, count in train.class_counts().items() if count}
-    if config.class_weights != "none" or len(counts) < 2:
+    imbalance = imbalanced_classes(train.class_counts())
+    if config.class_weights != "none" or imbalance is None:
         return
-    largest, smallest = max(counts, key=counts.__getitem__), min(counts, key=counts.__getitem__)
-    if counts[largest] < IMBALANCE_RATIO * counts[smallest]:
-        return
-    console.warn(f"the classes are imbalanced: {largest} has {counts[largest]:,} training images, {smallest} "
-                 f"{counts[smallest]:,}. Accuracy then favours the large classes: look at each class's recall "
+    (largest, most), (smallest, fewest) = imbalance
+    console.warn(f"the classes are imbalanced: {largest} has {most:,} training images, {smallest} "
+                 f"{fewest:,}. Accuracy then favours the large classes: look at each class's recall "
                  f"and the macro F1 (cnnlab evaluate), or train with --class-weights balanced")
 
 

@@ -69,21 +69,18 @@ def report(run: str | Path, *, output: str | Path | None = None, data: str | Non
 
 def _imbalance_note(counts: dict[str, int], trained: TrainedModel) -> str | None:
     """What imbalanced classes mean for this run's scores, and what it was trained with."""
-    from cnnlab.data.pipeline import IMBALANCE_RATIO
+    from cnnlab.data.pipeline import imbalanced_classes
 
-    present = {name: count for name, count in counts.items() if count}
-    if len(present) < 2:
+    imbalance = imbalanced_classes(counts)
+    if imbalance is None:
         return None
-    largest, smallest = max(present, key=present.__getitem__), min(present, key=present.__getitem__)
-    if present[largest] < IMBALANCE_RATIO * present[smallest]:
-        return None
+    (largest, most), (smallest, fewest) = imbalance
     weighting = getattr(trained.task, "weighting", "none")
     how = (f"It was trained with --class-weights {weighting}, so every image of a rarer class weighed more in the "
            "loss." if weighting != "none" else
            "It was trained without class weights, so accuracy favours the large classes: read each class's recall "
            "and the macro F1 in the evaluation (or train with --class-weights balanced).")
-    return (f"The classes are imbalanced: {largest} has {present[largest]:,} training images, {smallest} "
-            f"{present[smallest]:,}. {how}")
+    return f"The classes are imbalanced: {largest} has {most:,} training images, {smallest} {fewest:,}. {how}"
 
 
 def _config_section(record: RunRecord) -> Section:
