@@ -36,10 +36,12 @@ import guide_keras
 from _common import (Turns, common_arguments, device_argument, machine_info, markdown_table, ratio,
                      run_in_fresh_process, run_taking_turns, use_threads, write_results, write_worker_output)
 
-CONTENDERS = ("cnnlab", "plain", "keras")
+# cnnlab_whole: cnnlab with --batch-threads 1, each batch whole, every operation spread over the cores:
+# what the batch threads add, side by side.
+CONTENDERS = ("cnnlab", "cnnlab_whole", "plain", "keras")
 # The settings the report names (those this cnnlab has); the JSON keeps the whole resolved config.
 CNNLAB_SETTINGS_SHOWN = ("optimizer", "lr", "schedule", "weight_decay", "augment", "precision", "channels_last",
-                         "compile", "recipe")
+                         "compile", "batch_threads", "recipe")
 
 
 def parse_settings(pairs: list[str]) -> dict[str, Any]:
@@ -90,7 +92,7 @@ def train_cnnlab(*, epochs: int, batch_size: int, limit: int | None, threads: in
                          "val_accuracy": float(row["val_accuracy"])} for row in rows],
             "test_accuracy": report.metrics["accuracy"], "train_wall_seconds": train_wall,
             "wall_seconds": time.perf_counter() - wall_start - turns.waited_seconds,
-            "config": config}
+            "config": config, "arithmetic": result.arithmetic}
 
 
 def run_worker(args: argparse.Namespace) -> None:
@@ -99,8 +101,11 @@ def run_worker(args: argparse.Namespace) -> None:
               "threads": args.threads}
     if args.worker != "keras":
         common["device"] = args.device
-    if args.worker == "cnnlab":
-        result = train_cnnlab(**common, settings=parse_settings(args.set))
+    if args.worker in ("cnnlab", "cnnlab_whole"):
+        settings = parse_settings(args.set)
+        if args.worker == "cnnlab_whole":
+            settings["batch_threads"] = 1
+        result = train_cnnlab(**common, settings=settings)
     elif args.worker == "plain":
         import plain_pytorch
 
@@ -171,7 +176,8 @@ def run_contenders(names: list[str], args: argparse.Namespace, epochs: int) -> d
 
 
 def table_rows(results: dict[str, dict[str, Any]]) -> list[list[str]]:
-    labels = {"cnnlab": "cnnlab (`cnnlab.train`)", "plain": "plain PyTorch loop", "keras": "guide Keras code",
+    labels = {"cnnlab": "cnnlab (`cnnlab.train`)", "cnnlab_whole": "cnnlab, batches whole (`--batch-threads 1`)",
+              "plain": "plain PyTorch loop", "keras": "guide Keras code",
               "keras_reference": "guide Keras code (reference run)"}
     rows = []
     for key, result in results.items():
@@ -189,13 +195,16 @@ def ratios(results: dict[str, dict[str, Any]]) -> dict[str, float | None]:
     speed = {key: result.get("images_per_s") for key, result in results.items()}
     best = {key: result.get("images_per_s_best_epoch") for key, result in results.items()}
     accuracy = {key: result.get("test_accuracy") for key, result in results.items()}
-    epoch_by_epoch = {other: median_epoch_ratio(results["cnnlab"], results.get(other)) for other in ("plain", "keras")}
+    epoch_by_epoch = {other: median_epoch_ratio(results["cnnlab"], results.get(other))
+                      for other in ("cnnlab_whole", "plain", "keras")}
     keras = results.get("keras") or {}
     median_without_setup = None
     if "epoch_seconds_without_setup" in keras:
         without_setup = {**keras, "epoch_train_seconds": keras["epoch_seconds_without_setup"]}
         median_without_setup = median_epoch_ratio(results["cnnlab"], without_setup)
-    return {"cnnlab_over_plain_images_per_s": ratio(speed["cnnlab"], speed.get("plain")),
+    return {"cnnlab_over_cnnlab_whole_images_per_s": ratio(speed["cnnlab"], speed.get("cnnlab_whole")),
+            "cnnlab_over_cnnlab_whole_median_epoch": epoch_by_epoch["cnnlab_whole"],
+            "cnnlab_over_plain_images_per_s": ratio(speed["cnnlab"], speed.get("plain")),
             "cnnlab_over_keras_images_per_s": ratio(speed["cnnlab"], speed.get("keras")),
             "cnnlab_over_plain_best_epoch": ratio(best["cnnlab"], best.get("plain")),
             "cnnlab_over_keras_best_epoch": ratio(best["cnnlab"], best.get("keras")),
@@ -249,6 +258,17 @@ def _keras_setup_line(keras: dict[str, Any], found: dict[str, Any]) -> list[str]
             f"{found['cnnlab_over_keras_median_epoch_without_keras_setup']:.2f}×)"]
 
 
+def _batch_threads_line(contenders: dict[str, Any], found: dict[str, Any]) -> list[str]:
+    """What training each batch in parts on threads (`--batch-threads`) gave against batches whole."""
+    if found.get("cnnlab_over_cnnlab_whole_images_per_s") is None:
+        return []
+    arithmetic = contenders["cnnlab"].get("arithmetic", "?")
+    median = found.get("cnnlab_over_cnnlab_whole_median_epoch")
+    per_epoch = f", median of epoch-by-epoch ratios {median:.2f}×" if median is not None else ""
+    return [f"- cnnlab ({arithmetic}) / cnnlab with each batch whole (`--batch-threads 1`): "
+            f"**{found['cnnlab_over_cnnlab_whole_images_per_s']:.2f}×** images/s{per_epoch}"]
+
+
 ORDER_NOTES = {
     "turns": "The contenders trained at the same time, taking turns an epoch each (the order rotating "
              "every round; one computes while the others wait), so that a drift in the machine's speed "
@@ -281,6 +301,7 @@ def report(results: dict[str, Any]) -> str:
                     found["cnnlab_over_keras_best_epoch"], found.get("cnnlab_over_keras_median_epoch"),
                     found["cnnlab_minus_keras_test_accuracy"]),
         *_keras_setup_line(results["contenders"].get("keras", {}), found),
+        *_batch_threads_line(results["contenders"], found),
         f"- {ORDER_NOTES[results.get('order', 'sequential')]}",
         f"- FLOPs per training image (forward + backward, convolutions and matmuls): "
         f"{flops['train_flops_per_image'] / 1e6:.2f} M ({flops['forward_flops_per_image'] / 1e6:.2f} M "

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import requires_fashion_mnist
+
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
@@ -73,3 +75,23 @@ def test_the_epoch_by_epoch_ratio_is_the_median_of_pairs_after_the_first_epoch()
     assert median_epoch_ratio(cnnlab, other) == pytest.approx(1.55)
     assert median_epoch_ratio(cnnlab, {"skipped": "no TensorFlow"}) is None
     assert median_epoch_ratio(cnnlab, {"train_images": 100, "epoch_train_seconds": [1.0]}) is None
+
+
+@requires_fashion_mnist
+def test_the_throughput_benchmark_sets_batch_threads_against_whole_batches(tmp_path):
+    """cnnlab_whole is cnnlab with --batch-threads 1, whatever the cnnlab contender was given."""
+    import json
+    import subprocess
+
+    output = tmp_path / "throughput"
+    subprocess.run([sys.executable, str(BENCHMARKS / "train_throughput.py"), "--epochs", "1", "--limit", "600",
+                    "--keras-epochs", "0", "--only", "cnnlab", "--only", "cnnlab_whole", "--threads", "2",
+                    "--set", "batch_threads=2", "--output", str(output)], check=True, capture_output=True)
+    results = json.loads(output.with_suffix(".json").read_text())
+    contenders = results["contenders"]
+    assert "each batch in 2 parts on 2 threads" in contenders["cnnlab"]["arithmetic"]
+    assert "parts" not in contenders["cnnlab_whole"]["arithmetic"]
+    assert results["ratios"]["cnnlab_over_cnnlab_whole_images_per_s"] == pytest.approx(
+        contenders["cnnlab"]["images_per_s"] / contenders["cnnlab_whole"]["images_per_s"])
+    report = output.with_suffix(".md").read_text()
+    assert "/ cnnlab with each batch whole (`--batch-threads 1`): **" in report

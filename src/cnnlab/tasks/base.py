@@ -33,6 +33,12 @@ class Task(ABC):
     def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
         """Mean loss over the batch (differentiable)."""
 
+    def loss_share(self, targets: Tensor) -> Tensor:
+        """How much these images weigh in the mean that `loss` takes over a batch: their number
+        (a task that weighs images differently says so). A batch trained in parts adds the parts'
+        losses in these proportions."""
+        return torch.tensor(float(len(targets)), device=targets.device)
+
     @abstractmethod
     def describe_loss(self) -> str:
         """What the "loss" in the training log is, in a line (printed when training starts)."""

@@ -91,6 +91,10 @@ class Classification(Task):
         image_weights = weights[targets]
         return (per_image * image_weights).sum() / image_weights.sum().clamp_min(1e-12)
 
+    def loss_share(self, targets: Tensor) -> Tensor:
+        weights = self._weights_on(targets.device)
+        return super().loss_share(targets) if weights is None else weights[targets].sum()
+
     def _weights_on(self, device: torch.device) -> Tensor | None:
         """The class weights as a tensor on `device`, made once (not a host-to-device copy per step)."""
         if self.class_weights is None:

@@ -14,6 +14,8 @@ file stays one readable loop. Running sums stay on the device: reading a number 
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 import random
 import time
@@ -26,6 +28,7 @@ from torch import Tensor, nn
 
 from cnnlab.data.loader import Batches, epoch_seed
 from cnnlab.tasks.base import Task
+from cnnlab.train.batch_threads import BatchThreads, add_gradients, batch_parts
 from cnnlab.train.distributed import context_from_environment, sum_across_processes
 from cnnlab.train.performance import Performance
 
@@ -102,23 +105,64 @@ def train_one_epoch(model: nn.Module, task: Task, normalizer: nn.Module, batches
     loss_sum = torch.zeros((), device=device)
     headline_sum = torch.zeros((), device=device)
     images = 0
-    for inputs, targets in batches.epoch(epoch):
-        with performance.autocast():
-            outputs = model(performance.prepare_inputs(normalizer(inputs)))   # forward pass
-        loss = task.loss(outputs.float(), targets)
-        optimizer.zero_grad(set_to_none=True)
-        performance.backward_and_step(loss, optimizer)             # backpropagation, then the gradient step
-        scheduler.step()
-        count = len(targets)
-        images += count
-        loss_sum += loss.detach() * count
-        headline_sum += task.headline_sum(outputs.detach(), targets)
-        _call(callbacks, "on_batch_end", state, images, loss_sum, headline_sum)
+    threads = BatchThreads(performance.batch_threads) if performance.batch_threads > 1 else None
+    with threads or contextlib.nullcontext():
+        for inputs, targets in batches.epoch(epoch):
+            if threads is None:
+                with performance.autocast():
+                    outputs = model(performance.prepare_inputs(normalizer(inputs)))   # forward pass
+                loss = task.loss(outputs.float(), targets)
+                optimizer.zero_grad(set_to_none=True)
+                performance.backward_and_step(loss, optimizer)         # backpropagation, then the gradient step
+            else:
+                loss, outputs = _step_in_parts(threads, model, task, normalizer, performance, inputs, targets)
+                optimizer.step()
+            scheduler.step()
+            count = len(targets)
+            images += count
+            loss_sum += loss.detach() * count
+            headline_sum += task.headline_sum(outputs.detach(), targets)
+            _call(callbacks, "on_batch_end", state, images, loss_sum, headline_sum)
     # With several processes, the epoch's numbers are those of all of them together.
     loss_total, headline_total, image_total = sum_across_processes(
         torch.stack([loss_sum.double(), headline_sum.double(), torch.tensor(float(images), device=device)])).tolist()
     return {"loss": loss_total / max(image_total, 1), task.headline_name: task.headline(headline_total, int(image_total)),
             "images": int(image_total)}
+
+
+def _step_in_parts(threads: BatchThreads, model: nn.Module, task: Task, normalizer: nn.Module,
+                   performance: Performance, inputs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    """The forward and backward pass of one batch as parts on `threads` (batch_threads.py); leaves
+    each weight's .grad the batch's gradient and returns (batch loss, outputs), as the usual step."""
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    whole_share = task.loss_share(targets)
+    parts = batch_parts(len(targets), threads.threads)
+    # Two parts' gradients can be accumulated by autograd itself, in either order: a + b == b + a
+    # exactly. With more, the order of the additions would change the result from run to run, so
+    # each part keeps its own and they are added in the parts' order.
+    accumulate = len(parts) <= 2
+    results: list[tuple[tuple[Tensor | None, ...], Tensor, Tensor] | None] = [None] * len(parts)
+
+    def compute(index: int, part: slice) -> None:
+        part_targets = targets[part]
+        with performance.autocast():
+            outputs = model(performance.prepare_inputs(normalizer(inputs[part])))
+        # The batch's loss is a mean over its images: each part's mean counts by its share of them.
+        loss = task.loss(outputs.float(), part_targets) * (task.loss_share(part_targets) / whole_share)
+        if accumulate:
+            loss.backward()
+            gradients: tuple[Tensor | None, ...] = ()
+        else:
+            gradients = torch.autograd.grad(loss, parameters, allow_unused=True)
+        results[index] = (gradients, loss.detach(), outputs.detach())
+
+    for parameter in parameters:
+        parameter.grad = None
+    threads.run([functools.partial(compute, index, part) for index, part in enumerate(parts)])
+    done = [result for result in results if result is not None]
+    if not accumulate:
+        add_gradients(parameters, [gradients for gradients, _, _ in done])
+    return torch.stack([loss for _, loss, _ in done]).sum(), torch.cat([outputs for _, _, outputs in done])
 
 
 @torch.no_grad()

@@ -6,6 +6,7 @@
               stay float32. "auto" picks the fastest safe choice for the device.
   channels_last  images stored as N×H×W×C: the layout oneDNN and cuDNN convolutions prefer.
   compile     torch.compile: fuses small operations into larger kernels (slow first epoch).
+  batch_threads  on a CPU, each training batch in parts, one thread and core each (batch_threads.py).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class Performance:
     autocast_dtype: torch.dtype | None = None
     channels_last: bool = False
     compile: bool = False
+    batch_threads: int = 1  # >1: each training batch in parts on that many threads (batch_threads.py)
 
     def __post_init__(self) -> None:
         # float16 has a narrow range: scale the loss so small gradients don't underflow to zero.
@@ -103,6 +105,8 @@ class Performance:
             parts.append("channels-last")
         if self.compile:
             parts.append("compiled")
+        if self.batch_threads > 1:
+            parts.append(f"each batch in {self.batch_threads} parts on {self.batch_threads} threads")
         return ", ".join(parts)
 
 

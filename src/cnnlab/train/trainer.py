@@ -42,6 +42,7 @@ from cnnlab.train.pretrained import (describe_input, head_layers, load_pretraine
 from cnnlab.train.stages import FineTuneStages, StagePlan, apply_stage, parameter_groups, staged_schedule
 from cnnlab.train import distributed
 from cnnlab.train.distributed import DistributedContext
+from cnnlab.train.batch_threads import choose_batch_threads
 from cnnlab.train.performance import Performance, resolve_performance
 
 # Flags that may change when a run is resumed; anything else would make it a different run.
@@ -54,6 +55,7 @@ class TrainResult:
     history: list[dict[str, Any]]
     best_epoch: int
     stop_reason: str | None
+    arithmetic: str = ""  # how the steps ran: "bf16, channels-last, each batch in 2 parts on 2 threads"
 
     @property
     def best_checkpoint(self) -> Path:
@@ -194,6 +196,7 @@ def _start(config: TrainConfig, console: Console, context: DistributedContext,
     # The model first: a network that does not fit the data (a YAML layer list, a too-small image)
     # must fail before a run folder exists, not leave an empty one behind.
     model, report = start.initial_model(console)
+    _batch_threads(start.config, model, start.device, context)  # a --batch-threads it cannot take, too
     run_dir = None
     if context.is_main:
         run_dir = create_run_dir(start.config.runs_dir, start.config.name,
@@ -360,6 +363,7 @@ def _fit(setup: _Setup, state: FitState, console: Console, user_callbacks: list[
         callbacks.append(checkpointer)
     callbacks += user_callbacks  # last: they see the epoch logged and saved
     normalizer = setup.info.input.normalizer().to(setup.device)
+    performance.batch_threads = _batch_threads(setup.config, setup.model, setup.device, setup.context)
     processes = f"; {setup.context.world_size} processes (DDP)" if setup.context.enabled else ""
     console.info(f"arithmetic: {performance.describe()}{processes}")
     model = performance.prepare_model(setup.model)
@@ -378,7 +382,14 @@ def _fit(setup: _Setup, state: FitState, console: Console, user_callbacks: list[
         console.warn(f"{skipped} image(s) failed to decode during training and were skipped")
     # The run folder was named when training started; `cnnlab train` prints it again on stdout.
     console.info(f"best epoch {state.best_epoch} (validation loss {state.best_val_loss:.4f})")
-    return TrainResult(setup.run_dir, state.history, state.best_epoch, state.stop_reason)
+    return TrainResult(setup.run_dir, state.history, state.best_epoch, state.stop_reason, performance.describe())
+
+
+def _batch_threads(config: TrainConfig, model: torch.nn.Module, device: torch.device,
+                   context: DistributedContext) -> int:
+    """How many threads train each batch (batch_threads.py); a ConfigError for a number that cannot work."""
+    return choose_batch_threads(config.batch_threads, model, device=device, batch_size=config.batch_size,
+                                distributed=context.enabled, compiled=config.compile)
 
 
 def _interrupted(run_dir: Path, kept: int, epochs: int) -> str:
