@@ -106,8 +106,9 @@ class TrainConfig:
     compile: bool = _option("torch.compile the model (faster steps after a slow first epoch)", default=False)
     batch_threads: int | str = _option("CPU only: train each batch as N equal parts on N threads, a core each, "
                                        "adding their gradients (auto = one part per core, for networks under "
-                                       "1M weights without batch norm or dropout, on a 2-core CPU, at 64+ "
-                                       "images a batch; 1 = off: every operation spread over the cores)",
+                                       "1M weights without dropout, on a 2-core CPU, at 64+ images a batch; "
+                                       "batch norm then normalises each part by its own images; 1 = off: "
+                                       "every operation spread over the cores)",
                                        default="auto")
     patience: int | None = _option("stop early after N epochs without a better validation loss",
                                    default=None)

@@ -13,19 +13,24 @@ Measured on 2 cores (docs/speed.md, "Batch threads"): guide-cnn at batch 128 tra
 with whole batches while PyTorch's threads answer each other promptly, and keeps that speed when
 they do not — in this VM's slow phases, when waking a sleeping OpenMP thread costs tens of
 microseconds at each of a step's many barriers, whole batches take ~15 ms a step against ~12.
-It is not for every network:
-  * batch norm's running statistics and dropout's random masks would be updated or drawn by the
-    threads in whatever order they reach them, so a seed would no longer fix the run (and batch
-    norm would normalise over each part rather than the batch);
+`--recipe fast` (fast-cnn-v2) ended its 5 epochs 0.91× as soon over seeds 0-4, at the same accuracy.
+
+Batch norm: every part after the first runs a copy of the network that shares its weights but owns
+its buffers (`part_models`), so each part normalises by its own images ("ghost batch norm") and no
+two threads write to one tensor; the network keeps the first part's running statistics. It is not
+for every network:
+  * dropout's random masks would be drawn by the threads in whatever order they reach the random
+    number generator, so a seed would no longer fix the run;
   * the optimiser step runs on one core, which for a large network (AlexNet's 61M weights)
     costs more than the threads gain — measured 2× slower.
-So `auto` (see `choose_batch_threads`) takes it for small networks without either, on 2 cores (the
+So `auto` (see `choose_batch_threads`) takes it for small networks without dropout, on 2 cores (the
 machine it was measured on; with more, --batch-threads N asks for it).
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import threading
 from typing import Callable, Iterator
 
@@ -37,11 +42,10 @@ MAX_AUTO_THREADS = 2  # the only core count it was measured on; more cores: --ba
 MAX_AUTO_PARAMETERS = 1_000_000  # the optimiser's single-threaded step must stay small
 
 
-def _stateful_layers(model: nn.Module) -> list[str]:
-    """Layers whose forward pass changes state or draws random numbers: batch norm's running
-    statistics (any buffer), dropout's masks."""
+def _random_layers(model: nn.Module) -> list[str]:
+    """Layers that draw random numbers in training (dropout): threads would draw in no fixed order."""
     return [name or "the model" for name, module in model.named_modules()
-            if isinstance(module, nn.modules.dropout._DropoutNd) or any(True for _ in module.buffers(recurse=False))]
+            if isinstance(module, nn.modules.dropout._DropoutNd)]
 
 
 def choose_batch_threads(setting: str | int, model: nn.Module, *, device: torch.device, batch_size: int,
@@ -63,7 +67,7 @@ def choose_batch_threads(setting: str | int, model: nn.Module, *, device: torch.
         return 1
     if batch_size < 2 * MIN_IMAGES_PER_THREAD:
         return 1
-    if _stateful_layers(model) or sum(p.numel() for p in model.parameters()) > MAX_AUTO_PARAMETERS:
+    if _random_layers(model) or sum(p.numel() for p in model.parameters()) > MAX_AUTO_PARAMETERS:
         return 1
     return min(cores, batch_size // MIN_IMAGES_PER_THREAD)
 
@@ -81,11 +85,11 @@ def _refuse_if_unsupported(threads: int, model: nn.Module, *, device: torch.devi
     if compiled:
         raise ConfigError(f"--batch-threads {threads} cannot run a --compile'd model on several threads; "
                           "pass one of them")
-    stateful = _stateful_layers(model)
-    if stateful:
-        raise ConfigError(f"--batch-threads {threads}: layer {stateful[0]!r} keeps running statistics or "
-                          "draws random numbers (batch norm, dropout), which threads would update in no fixed "
-                          "order; use --batch-threads 1 for this model")
+    random = _random_layers(model)
+    if random:
+        raise ConfigError(f"--batch-threads {threads}: layer {random[0]!r} draws random numbers (dropout), "
+                          "which threads would draw in no fixed order, so the seed would not fix the run; "
+                          "use --batch-threads 1 for this model")
 
 
 @contextlib.contextmanager
@@ -189,3 +193,22 @@ def add_gradients(parameters: list[nn.Parameter], part_gradients: list[tuple[Ten
         for gradient in gradients[1:]:
             total.add_(gradient)
         parameter.grad = total
+
+
+def part_models(model: nn.Module, parts: int) -> list[nn.Module]:
+    """The module each part of a batch runs: `model` for the first, and for the others copies that
+    share its parameters (so every part's gradient lands on the same weights) but own their
+    buffers: each part's batch norm then normalises by its own images and updates its own running
+    statistics, so no two threads write to the same tensor. Only `model`'s statistics — from the
+    first part of every batch, a random share of it — are kept. The copies take each layer's
+    train/eval mode as it is now (a callback may have frozen some batch norm)."""
+    if not any(True for _ in model.buffers()):
+        return [model] * parts
+    copies = [model]
+    for _ in range(parts - 1):
+        replica = copy.deepcopy(model)
+        for original, duplicate in zip(model.modules(), replica.modules()):
+            for name, parameter in original._parameters.items():
+                duplicate._parameters[name] = parameter
+        copies.append(replica)
+    return copies

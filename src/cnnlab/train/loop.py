@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from cnnlab.data.loader import Batches, epoch_seed
 from cnnlab.tasks.base import Task
-from cnnlab.train.batch_threads import BatchThreads, add_gradients, batch_parts
+from cnnlab.train.batch_threads import BatchThreads, add_gradients, batch_parts, part_models
 from cnnlab.train.distributed import context_from_environment, sum_across_processes
 from cnnlab.train.performance import Performance
 
@@ -106,6 +106,7 @@ def train_one_epoch(model: nn.Module, task: Task, normalizer: nn.Module, batches
     headline_sum = torch.zeros((), device=device)
     images = 0
     threads = BatchThreads(performance.batch_threads) if performance.batch_threads > 1 else None
+    models = part_models(model, performance.batch_threads) if threads else [model]
     with threads or contextlib.nullcontext():
         for inputs, targets in batches.epoch(epoch):
             if threads is None:
@@ -115,7 +116,7 @@ def train_one_epoch(model: nn.Module, task: Task, normalizer: nn.Module, batches
                 optimizer.zero_grad(set_to_none=True)
                 performance.backward_and_step(loss, optimizer)         # backpropagation, then the gradient step
             else:
-                loss, outputs = _step_in_parts(threads, model, task, normalizer, performance, inputs, targets)
+                loss, outputs = _step_in_parts(threads, models, task, normalizer, performance, inputs, targets)
                 optimizer.step()
             scheduler.step()
             count = len(targets)
@@ -130,11 +131,11 @@ def train_one_epoch(model: nn.Module, task: Task, normalizer: nn.Module, batches
             "images": int(image_total)}
 
 
-def _step_in_parts(threads: BatchThreads, model: nn.Module, task: Task, normalizer: nn.Module,
+def _step_in_parts(threads: BatchThreads, models: list[nn.Module], task: Task, normalizer: nn.Module,
                    performance: Performance, inputs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
     """The forward and backward pass of one batch as parts on `threads` (batch_threads.py); leaves
     each weight's .grad the batch's gradient and returns (batch loss, outputs), as the usual step."""
-    parameters = [p for p in model.parameters() if p.requires_grad]
+    parameters = [p for p in models[0].parameters() if p.requires_grad]
     whole_share = task.loss_share(targets)
     parts = batch_parts(len(targets), threads.threads)
     # Two parts' gradients can be accumulated by autograd itself, in either order: a + b == b + a
@@ -146,7 +147,7 @@ def _step_in_parts(threads: BatchThreads, model: nn.Module, task: Task, normaliz
     def compute(index: int, part: slice) -> None:
         part_targets = targets[part]
         with performance.autocast():
-            outputs = model(performance.prepare_inputs(normalizer(inputs[part])))
+            outputs = models[index](performance.prepare_inputs(normalizer(inputs[part])))
         # The batch's loss is a mean over its images: each part's mean counts by its share of them.
         loss = task.loss(outputs.float(), part_targets) * (task.loss_share(part_targets) / whole_share)
         if accumulate:
