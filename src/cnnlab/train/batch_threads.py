@@ -53,7 +53,7 @@ def choose_batch_threads(setting: str | int, model: nn.Module, *, device: torch.
     """How many threads train each batch (1 = PyTorch's usual way).
 
     `setting` is --batch-threads: "auto", or a number the user chose (checked against what
-    cannot work: a GPU, DDP, a compiled model, batch norm or dropout).
+    cannot work: a GPU, DDP, a compiled model, dropout).
     """
     cores = torch.get_num_threads()
     if str(setting) != "auto":
