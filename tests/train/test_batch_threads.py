@@ -172,6 +172,11 @@ def test_a_number_is_taken_where_it_works_and_refused_where_it_cannot():
     assert _choose(dropout, 1) == 1
     with pytest.raises(ConfigError, match=r"--batch-threads 2: layer '2' draws random numbers.*--batch-threads 1"):
         _choose(dropout, 2)
+    from torchvision.ops import StochasticDepth
+
+    stochastic_depth = nn.Sequential(nn.Conv2d(1, 8, 3), StochasticDepth(0.2, "row"))
+    with pytest.raises(ConfigError, match="layer '1' draws random numbers"):
+        _choose(stochastic_depth, 2)
     with pytest.raises(ConfigError, match="CPU cores; on cuda"):
         _choose(guide, 2, device=torch.device("cuda"))
     with pytest.raises(ConfigError, match="--nproc or --batch-threads"):

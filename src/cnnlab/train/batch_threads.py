@@ -43,9 +43,11 @@ MAX_AUTO_PARAMETERS = 1_000_000  # the optimiser's single-threaded step must sta
 
 
 def _random_layers(model: nn.Module) -> list[str]:
-    """Layers that draw random numbers in training (dropout): threads would draw in no fixed order."""
+    """Layers that draw random numbers in training (dropout, randomized ReLU, torchvision's stochastic
+    depth in EfficientNet): threads would draw in no fixed order."""
     return [name or "the model" for name, module in model.named_modules()
-            if isinstance(module, nn.modules.dropout._DropoutNd)]
+            if isinstance(module, (nn.modules.dropout._DropoutNd, nn.RReLU))
+            or type(module).__name__ == "StochasticDepth"]  # by name: importing torchvision takes a second
 
 
 def choose_batch_threads(setting: str | int, model: nn.Module, *, device: torch.device, batch_size: int,
