@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import torch
 
 from cnnlab.errors import ConfigError
@@ -25,3 +28,15 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError(f"--device {name}: Apple MPS is not available here; use --device cpu or auto")
     return device
+
+
+@contextlib.contextmanager
+def intra_op_threads(count: int) -> Iterator[None]:
+    """Run the calling thread's PyTorch operations on `count` threads for a while, then restore the
+    count. (OpenMP keeps the count per thread; set it back at once all the same.)"""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

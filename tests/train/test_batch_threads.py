@@ -15,8 +15,8 @@ from cnnlab.errors import ConfigError
 from cnnlab.models.build import create_model
 from cnnlab.tasks.classification import Classification
 from cnnlab.tasks.regression import Regression
-from cnnlab.train.batch_threads import (BatchThreads, add_gradients, batch_parts, choose_batch_threads,
-                                        intra_op_threads, part_models)
+from cnnlab.device import intra_op_threads
+from cnnlab.train.batch_threads import BatchThreads, add_gradients, batch_parts, choose_batch_threads, part_models
 from cnnlab.train.loop import _step_in_parts
 from cnnlab.train.performance import Performance
 

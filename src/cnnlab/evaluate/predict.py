@@ -14,13 +14,14 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
 
 from cnnlab.data.images import image_files_below
 from cnnlab.data.prepare import Geometry, decode_files, decodes_in_process
+from cnnlab.device import intra_op_threads
 from cnnlab.errors import CnnlabError, UnreadableImageError
 from cnnlab.io import write_text_atomic
 from cnnlab.trained import TrainedModel, load
@@ -157,7 +158,7 @@ def _decode_ahead_and_predict(files: list[Path], geometry: Geometry, batch_size:
         return
     threads = torch.get_num_threads()
     give_core = device.type == "cpu" and _worth_a_core(decode_seconds, model_seconds, threads)
-    with _threads(threads - 1) if give_core else contextlib.nullcontext():
+    with intra_op_threads(threads - 1) if give_core else contextlib.nullcontext():
         for batch in decode_files(files[2 * batch_size :], geometry, workers=0, batch_size=batch_size, ahead=True,
                                   with_origin=True):
             predict_batch(batch, 2 * batch_size)  # positions count from the third batch's first file
@@ -173,17 +174,6 @@ def _worth_a_core(decode_seconds: float, model_seconds: float, threads: int) -> 
     if threads < 2:
         return False
     return max(decode_seconds, model_seconds * threads / (threads - 1)) < decode_seconds + model_seconds
-
-
-@contextlib.contextmanager
-def _threads(count: int) -> Iterator[None]:
-    """PyTorch's intra-op thread count set to `count` for a while (it is process-wide: put back at once)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def format_table(rows: list[dict[str, Any]], top_k: int = 1) -> str:

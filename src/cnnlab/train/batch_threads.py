@@ -32,10 +32,12 @@ from __future__ import annotations
 import contextlib
 import copy
 import threading
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
+
+from cnnlab.device import intra_op_threads
 
 MIN_IMAGES_PER_THREAD = 32  # below this a part's operations are too short to gain from their own core
 MAX_AUTO_THREADS = 2  # the only core count it was measured on; more cores: --batch-threads N
@@ -92,17 +94,6 @@ def _refuse_if_unsupported(threads: int, model: nn.Module, *, device: torch.devi
         raise ConfigError(f"--batch-threads {threads}: layer {random[0]!r} draws random numbers (dropout), "
                           "which threads would draw in no fixed order, so the seed would not fix the run; "
                           "use --batch-threads 1 for this model")
-
-
-@contextlib.contextmanager
-def intra_op_threads(count: int) -> Iterator[None]:
-    """Run the calling thread's PyTorch operations on `count` threads, then restore the setting."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 class BatchThreads:
