@@ -3,6 +3,8 @@
     runs/NAME/
       config.yaml            the resolved TrainConfig (reload with -c to reproduce the run)
       data.json              what was trained on: sources, class counts, image size, skipped files
+      run.json               how and where each session trained: what every auto became (precision,
+                             layout, batch threads), the machine, PyTorch's version, outcome, images/s
       metrics.csv            one row per epoch
       training_curves.png    loss and accuracy per epoch
       weights/best.safetensors + best.json     lowest validation loss

@@ -195,7 +195,29 @@ def _training_section(record: RunRecord) -> Section:
         rows = [[row[key] for key in headers] for row in record.history]
         parts.append(f"<details><summary>per-epoch metrics ({len(rows)} epochs, metrics.csv)</summary>"
                      f"{table(headers, rows, numeric=[True] * len(headers))}</details>")
+    if record.sessions:
+        parts.append(_sessions_table(record.sessions))
     return Section("training", "Training", "\n".join(parts))
+
+
+def _sessions_table(sessions: list[dict]) -> str:
+    """run.json, a row per session (the first run, then each --resume): how the steps ran and where."""
+    headers = ["started", "epochs", "outcome", "training s", "images/s", "arithmetic", "machine", "PyTorch"]
+    rows = []
+    for entry in sessions:
+        epochs = entry.get("epochs") or {}
+        machine = entry.get("machine") or {}
+        processes = machine.get("processes") or 1
+        where = f"{machine.get('name', '?')} ({machine.get('device', '?')}, {machine.get('cpu_threads', '?')} threads"
+        where += f", {processes} processes)" if processes > 1 else ")"
+        speed = entry.get("images_per_s")
+        rows.append([str(entry.get("started", "")).replace("T", " ").replace("+00:00", " UTC"),
+                     f"{epochs.get('first', '?')}–{epochs.get('last') or '?'}", entry.get("outcome", ""),
+                     entry.get("training_seconds", ""), f"{speed:,.0f}" if isinstance(speed, (int, float)) else "",
+                     (entry.get("arithmetic") or {}).get("summary", ""), where,
+                     (entry.get("software") or {}).get("torch", "")])
+    return (f"<p>How the steps ran and where (run.json):</p>"
+            f"{table(headers, rows, numeric=[False, False, False, True, True, False, False, False])}")
 
 
 def _scores(values: dict) -> tuple[str, str, str]:

@@ -44,6 +44,7 @@ class RunRecord:
     history: list[dict[str, str]]  # metrics.csv
     curves: Path | None
     notes: list[str] = field(default_factory=list)
+    sessions: list[dict[str, Any]] = field(default_factory=list)  # run.json: where and how each session trained
 
 
 def read_run(run_dir: Path) -> RunRecord:
@@ -55,7 +56,17 @@ def read_run(run_dir: Path) -> RunRecord:
     data_summary = read("data.json", json.loads) or {}
     history = read("metrics.csv", lambda text: list(csv.DictReader(text.splitlines()))) or []
     curves = run_dir / "training_curves.png"
-    return RunRecord(run_dir, config, data_summary, history, curves if curves.is_file() else None)
+    sessions = (read("run.json", _json_or_none) or {}).get("sessions") or []
+    return RunRecord(run_dir, config, data_summary, history, curves if curves.is_file() else None,
+                     sessions=[entry for entry in sessions if isinstance(entry, dict)])
+
+
+def _json_or_none(text: str) -> Any:
+    """run.json is a record, not an input: an unreadable one leaves the report without it."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
 
 
 def _eval_folders(run_dir: Path) -> list[Path]:

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -44,6 +45,7 @@ from cnnlab.train import distributed
 from cnnlab.train.distributed import DistributedContext
 from cnnlab.train.batch_threads import choose_batch_threads
 from cnnlab.train.performance import Performance, resolve_performance
+from cnnlab.train.run_record import RunRecord
 
 # Flags that may change when a run is resumed; anything else would make it a different run.
 RESUMABLE_OVERRIDES = frozenset({"epochs", "patience", "device", "workers"})
@@ -368,21 +370,39 @@ def _fit(setup: _Setup, state: FitState, console: Console, user_callbacks: list[
     console.info(f"arithmetic: {performance.describe()}{processes}")
     model = performance.prepare_model(setup.model)
     match_parameter_layouts(setup.optimizer)  # a resumed optimizer's moments, as its weights now are
+    record = None
+    if setup.context.is_main:  # run.json: what every auto became, on which machine and software
+        record = RunRecord(setup.run_dir, performance=performance, device=setup.device,
+                           processes=setup.context.world_size, first_epoch=state.epoch + 1)
     try:
         fit(model=performance.compiled(distributed.wrap(model, setup.context, setup.device)), eval_model=model,
             task=task, normalizer=normalizer, train_batches=setup.train_batches, val_batches=setup.val_batches,
             optimizer=setup.optimizer, scheduler=setup.scheduler, state=state, seed=setup.config.seed,
             callbacks=callbacks, performance=performance)
     except KeyboardInterrupt:
+        _close_quietly(record, state, "interrupted")
         if checkpointer is not None:
             console.warn(_interrupted(setup.run_dir, checkpointer.saved_epoch, state.epochs))
         raise
+    except Exception as error:
+        _close_quietly(record, state, f"failed: {type(error).__name__}: {error}")
+        raise
+    if record is not None:
+        record.finish(state.history, f"stopped early: {state.stop_reason}" if state.stop_reason else "completed")
     skipped = setup.train_batches.skipped
     if skipped:
         console.warn(f"{skipped} image(s) failed to decode during training and were skipped")
     # The run folder was named when training started; `cnnlab train` prints it again on stdout.
     console.info(f"best epoch {state.best_epoch} (validation loss {state.best_val_loss:.4f})")
     return TrainResult(setup.run_dir, state.history, state.best_epoch, state.stop_reason, performance.describe())
+
+
+def _close_quietly(record: RunRecord | None, state: FitState, outcome: str) -> None:
+    """Note how the session ended without hiding why: a run.json that cannot be written now must
+    not replace the error (or Ctrl-C) the user needs to see."""
+    if record is not None:
+        with contextlib.suppress(OSError):
+            record.finish(state.history, outcome)
 
 
 def _batch_threads(config: TrainConfig, model: torch.nn.Module, device: torch.device,
