@@ -43,6 +43,11 @@ def test_two_processes_train_like_one(digits_split_folder, tmp_path):
     rows = _rows(runs / "two")
     assert [r["epoch"] for r in rows] == ["1", "2", "3", "4", "5"]
     assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
+    # run.json: rank 0 alone writes it, a session for the run and one for the resume, both on 2 processes
+    sessions = json.loads((runs / "two" / "run.json").read_text())["sessions"]
+    assert [(s["epochs"]["first"], s["epochs"]["last"], s["outcome"]) for s in sessions] == [
+        (1, 4, "completed"), (5, 5, "completed")]
+    assert all(s["machine"]["processes"] == 2 and s["arithmetic"]["batch_threads"] == 1 for s in sessions)
 
 
 def test_batch_must_split_evenly_across_processes(digits_split_folder, tmp_path):
