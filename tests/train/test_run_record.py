@@ -125,3 +125,21 @@ def test_the_report_shows_each_session(digits_split_folder, runs_dir):
     assert "1–1" in html and "(cpu, " in html and " UTC" in html
     (result.run_dir / "run.json").write_text("garbage")
     assert read_run(result.run_dir).sessions == []  # a report still comes out, without the table
+
+
+def test_recording_the_machine_starts_no_process(monkeypatch):
+    """platform.platform() and platform.processor() run `uname -p`; a run's start should not fork."""
+    import subprocess
+
+    from cnnlab.train.run_record import software
+
+    monkeypatch.setattr(platform, "_uname_cache", None, raising=False)
+    monkeypatch.setattr(platform, "_platform_cache", {}, raising=False)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"started a process: {args}")
+
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+    described = software()
+    assert described["platform"].startswith(f"{platform.system()}-{platform.release()}")
+    assert cpu_name()

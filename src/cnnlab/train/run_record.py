@@ -51,8 +51,10 @@ def _version(package: str) -> str | None:
 
 def software() -> dict[str, Any]:
     """Versions that change results: cnnlab's, PyTorch's and the Python underneath."""
+    # Not platform.platform(): it runs `uname -p` in a subprocess to name the processor.
+    system = f"{platform.system()}-{platform.release()}-{platform.machine()}"
     return {"cnnlab": _version("cnnlab"), "torch": torch.__version__, "torchvision": _version("torchvision"),
-            "python": platform.python_version(), "platform": platform.platform()}
+            "python": platform.python_version(), "platform": system}
 
 
 def cpu_name() -> str:
@@ -65,7 +67,7 @@ def cpu_name() -> str:
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine() or "unknown"
+    return platform.machine() or "unknown"  # not platform.processor(): a subprocess on Linux
 
 
 def machine(device: torch.device, processes: int) -> dict[str, Any]:
