@@ -111,6 +111,10 @@ def test_an_unreadable_run_json_is_set_aside_not_lost(digits_split_folder, runs_
     assert (first.run_dir / "run.json.unreadable").read_text() == "{ not json"
     sessions = _record(first.run_dir)["sessions"]
     assert len(sessions) == 1 and sessions[0]["epochs"] == {"first": 2, "last": 2}
+    (first.run_dir / "run.json").write_text("[]")  # a second bad one does not replace the first
+    cnnlab.train(resume=first.run_dir, epochs=3, quiet=True)
+    assert (first.run_dir / "run.json.unreadable").read_text() == "{ not json"
+    assert (first.run_dir / "run.json.unreadable-2").read_text() == "[]"
 
 
 def test_the_report_shows_each_session(digits_split_folder, runs_dir):

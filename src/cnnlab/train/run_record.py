@@ -92,7 +92,7 @@ def _sessions(path: Path) -> list[dict[str, Any]]:
         if not isinstance(sessions, list):
             raise TypeError("sessions is not a list")
     except (OSError, ValueError, KeyError, TypeError):
-        path.replace(path.with_name(path.name + ".unreadable"))
+        path.replace(_free_name(path.with_name(path.name + ".unreadable")))
         return []
     for entry in sessions:
         # A session still "running" when the next one starts never closed its entry: its process
@@ -100,6 +100,14 @@ def _sessions(path: Path) -> list[dict[str, Any]]:
         if isinstance(entry, dict) and entry.get("outcome") == "running":
             entry["outcome"] = KILLED
     return sessions
+
+
+def _free_name(path: Path) -> Path:
+    """`path`, or `path-2`, `path-3`, ... : the first that does not exist (an earlier copy is kept)."""
+    candidate, number = path, 2
+    while candidate.exists():
+        candidate, number = path.with_name(f"{path.name}-{number}"), number + 1
+    return candidate
 
 
 class RunRecord:
