@@ -209,9 +209,9 @@ def test_early_stopping_with_patience(digits_split_folder, runs_dir):
 
 
 def test_predict_reading_ahead_gives_the_same_rows_and_restores_threads(trained_digits, tmp_path):
-    # 20 files a batch: the first two one after the other, then decoding runs ahead on a thread
-    # (with a core of its own where that pays); one batch of everything: no thread. Same rows,
-    # broken files in both parts included, thread count restored.
+    # 20 files a batch: decoding runs ahead on a thread from the first batch on (with a core of its
+    # own where that pays); one batch of everything: no thread. Same rows, broken files in the
+    # first batches and later ones included, thread count restored.
     import torch
 
     import cnnlab
@@ -246,6 +246,41 @@ def test_predict_says_when_files_were_fitted_to_the_model(trained_digits, tmp_pa
            f"(e.g. {tmp_path / 'colour.png'}: 24×24 colour). It answers with one of its own classes" in caplog.text
     outcome = run_cli("predict", run, digit)
     assert outcome.exit_code == 0 and f"(e.g. {digit}: 8×8 grayscale)" in outcome.stderr
+
+
+@pytest.mark.parametrize("worth_it", [True, False])
+def test_predict_gives_the_model_its_threads_back_unless_a_core_for_decoding_pays(trained_digits, monkeypatch,
+                                                                                  worth_it):
+    """The first batch runs with one intra-op thread fewer and is timed; the decision that
+    `_worth_a_core` takes from it holds for every later batch; the count is restored at the end."""
+    import torch
+
+    import cnnlab
+    import cnnlab.evaluate.predict as predict_module
+
+    run, data, _ = trained_digits
+    paths = sorted((data / "test").rglob("*.png"))[:70]
+    trained = cnnlab.load(run, device="cpu")
+    threads = torch.get_num_threads()
+    if threads < 2:
+        pytest.skip("needs 2 or more intra-op threads")
+    seen, timed = [], []
+    answer = predict_module._worth_a_core
+
+    def worth(decode, model, count):
+        timed.append((decode, model, count))
+        answer(decode, model, count)  # still computes on real timings
+        return worth_it
+
+    monkeypatch.setattr(predict_module, "_worth_a_core", worth)
+    monkeypatch.setattr(trained, "predict_arrays",
+                        lambda images, top_k=1, inner=trained.predict_arrays: (
+                            seen.append(torch.get_num_threads()), inner(images, top_k=top_k))[1])
+    rows = cnnlab.predict(trained, paths, batch_size=20)
+    assert len(rows) == 70 and all("label" in row for row in rows)
+    assert len(timed) == 1 and timed[0][0] > 0 and timed[0][1] > 0 and timed[0][2] == threads
+    assert seen == [threads - 1] + [threads - 1 if worth_it else threads] * 3
+    assert torch.get_num_threads() == threads
 
 
 @pytest.mark.parametrize("decode, model, threads, expected", [

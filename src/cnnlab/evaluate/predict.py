@@ -144,24 +144,26 @@ _FITTED = {"squash": "resized", "crop": "scaled and centre-cropped (as in traini
 
 def _decode_ahead_and_predict(files: list[Path], geometry: Geometry, batch_size: int, device: torch.device,
                               predict_batch: Callable[[list, int], None]) -> None:
-    """Decoding in this process: the first two batches one after the other, the second timed (the
-    first also wakes the thread pools); then the rest with the next batch decoded on a thread while
-    the model runs, on a core of its own if that pays (see `_worth_a_core`)."""
-    first_two = decode_files(files[: 2 * batch_size], geometry, workers=0, batch_size=batch_size, with_origin=True)
-    predict_batch(next(first_two), 0)
-    started = time.perf_counter()
-    second = next(first_two, [])
-    decoded_at = time.perf_counter()
-    predict_batch(second, 0)
-    decode_seconds, model_seconds = decoded_at - started, time.perf_counter() - decoded_at
-    if len(files) <= 2 * batch_size:
-        return
+    """Decoding in this process, the next batch on a thread while the model runs on this one, from
+    the first batch on. On a CPU the model starts with one thread fewer, leaving the decoding thread
+    a core; the first batch times both sides (its model time, which also wakes the thread pools, is
+    an overestimate, so the core is kept free only when that clearly pays), and the model takes every
+    thread back for the rest unless keeping the core free finishes sooner (see `_worth_a_core`)."""
     threads = torch.get_num_threads()
-    give_core = device.type == "cpu" and _worth_a_core(decode_seconds, model_seconds, threads)
-    with intra_op_threads(threads - 1) if give_core else contextlib.nullcontext():
-        for batch in decode_files(files[2 * batch_size :], geometry, workers=0, batch_size=batch_size, ahead=True,
-                                  with_origin=True):
-            predict_batch(batch, 2 * batch_size)  # positions count from the third batch's first file
+    spare_a_core = device.type == "cpu" and threads > 1
+    batches = decode_files(files, geometry, workers=0, batch_size=batch_size, ahead=True, with_origin=True)
+    with contextlib.closing(batches), contextlib.ExitStack() as fewer_threads:
+        if spare_a_core:
+            fewer_threads.enter_context(intra_op_threads(threads - 1))
+        started = time.perf_counter()
+        first = next(batches, [])
+        decoded_at = time.perf_counter()
+        predict_batch(first, 0)
+        model_seconds = (time.perf_counter() - decoded_at) * (threads - 1) / threads  # as with every thread
+        if spare_a_core and not _worth_a_core(decoded_at - started, model_seconds, threads):
+            fewer_threads.close()  # the model needs every thread more than decoding needs a core
+        for batch in batches:
+            predict_batch(batch, 0)
 
 
 def _worth_a_core(decode_seconds: float, model_seconds: float, threads: int) -> bool:
