@@ -166,8 +166,8 @@ def report(results: dict[str, Any]) -> str:
                      f"most {difference:.1e})")
         lines.append("- How they differ: the ONNX Runtime pipeline decodes a batch, then runs it, as such a "
                      "script is usually written; cnnlab.predict decodes the next batch on a thread while "
-                     "the model runs (the model leaving that thread a core when its first two batches, run one "
-                     "after the other, show that pays)")
+                     "the model runs, from the first batch on (the model leaving that thread a core, and "
+                     "keeping it free when the first batch's timings show that pays)")
     else:
         lines.append(f"- ONNX Runtime: {results['onnxruntime_skipped']}")
     if results.get("cli_seconds"):
