@@ -136,3 +136,19 @@ def test_reading_ahead_keeps_order_raises_the_producers_error_and_stops_with_the
     time.sleep(0.3)
     assert len(produced) == count <= 3 + 2 + 1
     assert not any(thread.name == "cnnlab-decode-ahead" and thread.is_alive() for thread in threading.enumerate())
+
+
+@pytest.mark.parametrize("ahead", [False, True])
+def test_a_short_first_batch_then_full_ones_in_order(digits_folder, ahead):
+    from cnnlab.data.prepare import decode_files
+
+    paths = sorted(digits_folder.rglob("*.png"))[:23]
+    batches = list(decode_files(paths, Geometry(1, 8, 8), workers=0, batch_size=8, first_batch=2, ahead=ahead))
+    assert [len(batch) for batch in batches] == [2, 8, 8, 5]
+    assert [index for batch in batches for index, _ in batch] == list(range(23))
+    whole = list(decode_files(paths, Geometry(1, 8, 8), workers=0, batch_size=23))[0]
+    assert all(np.array_equal(pixels, whole[index][1]) for batch in batches for index, pixels in batch)
+    assert [len(batch) for batch in decode_files(paths, Geometry(1, 8, 8), workers=0, batch_size=8,
+                                                 first_batch=40)] == [23]
+    with pytest.raises(ValueError, match="first_batch applies to decoding in this process"):
+        next(iter(decode_files(paths, Geometry(1, 8, 8), workers=1, batch_size=8, first_batch=2)))

@@ -279,7 +279,7 @@ def test_predict_gives_the_model_its_threads_back_unless_a_core_for_decoding_pay
     rows = cnnlab.predict(trained, paths, batch_size=20)
     assert len(rows) == 70 and all("label" in row for row in rows)
     assert len(timed) == 1 and timed[0][0] > 0 and timed[0][1] > 0 and timed[0][2] == threads
-    assert seen == [threads - 1] + [threads - 1 if worth_it else threads] * 3
+    assert seen == [threads - 1] + [threads - 1 if worth_it else threads] * 4  # batches of 5, then 20, 20, 20, 5
     assert torch.get_num_threads() == threads
 
 

@@ -276,24 +276,37 @@ def decodes_in_process(paths: Sequence[Path], workers: int | None) -> bool:
 
 
 def decode_files(paths: Sequence[Path], geometry: Geometry, *, workers: int | None = None, batch_size: int = 64,
-                 full_decode: bool = True, with_origin: bool = False,
-                 ahead: bool = False) -> Iterator[list[tuple[int, "np.ndarray | UnreadableImageError | None"]]]:
+                 full_decode: bool = True, with_origin: bool = False, ahead: bool = False,
+                 first_batch: int | None = None) -> Iterator[list[tuple[int, "np.ndarray | UnreadableImageError | None"]]]:
     """Decode files in worker processes, in order, a batch at a time: [(index, pixels or the error)].
 
     In this process (see `decodes_in_process`), `ahead` decodes the next batch on a thread while the
     caller works on this one: Pillow releases the interpreter while it decompresses, and PyTorch
-    while it computes, so the two overlap.
+    while it computes, so the two overlap; `first_batch` makes the first batch that size (a quick
+    one to time), the others `batch_size`.
     """
     from torch.utils.data import DataLoader
 
     dataset = _DecodeFiles(paths, geometry, full_decode, with_origin)
     if decodes_in_process(paths, workers):  # a plain loop, without the DataLoader's per-batch machinery
-        batches = ([dataset[index] for index in range(start, min(start + batch_size, len(paths)))]
-                   for start in range(0, len(paths), batch_size))
-        yield from (_ahead_on_a_thread(batches) if ahead and len(paths) > batch_size else batches)
+        bounds = _batch_bounds(len(paths), batch_size, first_batch)
+        batches = ([dataset[index] for index in range(start, end)] for start, end in bounds)
+        yield from (_ahead_on_a_thread(batches) if ahead and len(bounds) > 1 else batches)
         return
+    if first_batch is not None:
+        raise ValueError("first_batch applies to decoding in this process (workers=0)")
     yield from DataLoader(dataset, batch_size=batch_size, num_workers=_default_workers(workers),
                           collate_fn=_as_list)
+
+
+def _batch_bounds(count: int, batch_size: int, first_batch: int | None) -> list[tuple[int, int]]:
+    """(start, end) of each batch: the first `first_batch` long (when given), then `batch_size`."""
+    starts = [0] if count else []
+    position = min(first_batch or batch_size, count)
+    while position < count:
+        starts.append(position)
+        position += batch_size
+    return [(start, min(end, count)) for start, end in zip(starts, [*starts[1:], count])]
 
 
 def _ahead_on_a_thread(items: Iterator, depth: int = 2) -> Iterator:
