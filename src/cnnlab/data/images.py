@@ -78,6 +78,12 @@ def _decoded(path: Path, convert: Callable[["Image.Image"], T]) -> T:
 
     if is_dicom(path):
         return convert(read_dicom(path))
+    if path.suffix.lower() == ".png":
+        from cnnlab.data.plain_png import plain_png
+
+        plain = plain_png(path)  # upright by construction: it declines files that could say otherwise
+        if plain is not None:
+            return convert(plain)
     try:
         with Image.open(path) as image:
             image.load()  # decode now: a truncated file fails here, not in the middle of training
