@@ -237,6 +237,7 @@ def measure(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
                              f"so the timings mean nothing")
         results["cnnlab_over_onnxruntime"] = (min(seconds["onnxruntime"], seconds[ORT_SPINNING])
                                               / seconds["cnnlab.predict"])
+    pipelines.clear()  # ONNX Runtime's sessions go, and their threads with them, before the timed command
     results["cli_seconds"] = cli_seconds(trained.run_dir, folder, args.batch_size, scratch)
     results["checkpoint"] = str(trained.checkpoint) if args.run else "a guide-cnn trained for this benchmark"
     return results
