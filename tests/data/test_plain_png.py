@@ -118,6 +118,9 @@ def _declined_files() -> dict[str, bytes]:
     plain = png_bytes(grey)
     flipped = bytearray(plain)
     flipped[len(plain) // 2] ^= 0xFF
+    halved = bytearray(plain)  # IHDR's height halved, its CRC left as it was: a damaged header
+    height_at = 8 + 8 + 4
+    halved[height_at : height_at + 4] = struct.pack(">I", grey.shape[0] // 2)
     frames = [Image.fromarray(grey), Image.fromarray(255 - grey)]
     animated = io.BytesIO()
     frames[0].save(animated, "PNG", save_all=True, append_images=frames[1:])
@@ -134,6 +137,7 @@ def _declined_files() -> dict[str, bytes]:
         "interlaced": png_bytes(grey, interlace=1),
         "unknown chunk": png_bytes(grey, extra_chunks=((b"zzZz", b"?"),)),
         "bad CRC in the pixel data": bytes(flipped),
+        "bad CRC in the header": bytes(halved),
         "cut short": plain[: len(plain) - 20],
         "no IEND": plain[:-12],
         "a JPEG named .png": _jpeg(colour),
@@ -167,7 +171,7 @@ def test_declines_large_files_and_missing_ones(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("case", ["plain grey", "plain RGB", "EXIF orientation", "palette", "interlaced",
-                                  "bad CRC in the pixel data", "cut short"])
+                                  "bad CRC in the pixel data", "bad CRC in the header", "cut short"])
 @pytest.mark.parametrize("channels,size", [(1, (32, 32)), (3, (20, 36))])
 def test_loading_gives_what_pillows_path_gives(tmp_path, monkeypatch, case, channels, size):
     """Through `load_image_array`: the same array, or the same error, with and without the quick way."""
