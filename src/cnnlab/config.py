@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, get_args, get_type_hints
 
 from cnnlab.errors import ConfigError
+from cnnlab.tasks import task_names
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "onecycle")
@@ -33,7 +34,6 @@ RECIPES: dict[str, dict[str, Any]] = {
 # waiting for kernel launches. On an H100, seeds 0–2: 93.17/93.16/93.18% after 6 epochs, at 2.6–2.9 s
 # of training, against 6.1–7.4 s for "fast" (docs/speed.md, "On a GPU").
 RECIPES["fast-gpu"] = {**RECIPES["fast"], "epochs": 6, "batch_size": 512, "lr": 0.008}
-TASKS = ("classification", "regression")
 CACHES = ("auto", "memory", "none")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -49,7 +49,8 @@ class TrainConfig:
     data: str = _option("named dataset (fashion-mnist, mnist, cifar10, digits), a folder with one "
                         "sub-folder per class, a CSV of path,label, or an IDX images file", default="")
     model: str = _option("registered model name (see `cnnlab models`) or a YAML layer list", default="guide-cnn")
-    task: str = _option("what the network predicts", choices=TASKS, default="classification")
+    task: str = _option("what the network predicts (cnnlab tasks lists them)", choices=task_names(),
+                        default="classification")
     epochs: int = _option("passes over the training data", default=10)
     batch_size: int = _option("images per optimisation step", default=32)
     optimizer: str = _option("optimisation algorithm (sgd uses momentum)", choices=OPTIMIZERS, default="adam")
@@ -191,10 +192,11 @@ class TrainConfig:
         if self.class_weights.strip() not in ("none", "balanced"):
             parse_class_weights(self.class_weights)
         if self.task != "classification":
-            _require(self.label_smoothing == 0.0, "--label-smoothing softens class labels; --task regression "
-                                                  "has none: leave it out")
-            _require(self.class_weights == "none", "--class-weights weighs classes; --task regression has none: "
-                                                   "leave it out")
+            # Both act on one label per image, which only classification has.
+            _require(self.label_smoothing == 0.0, f"--label-smoothing softens an image's class label; --task "
+                                                  f"{self.task} has none: leave it out")
+            _require(self.class_weights == "none", f"--class-weights weighs each image by its class; --task "
+                                                   f"{self.task} has no one class per image: leave it out")
 
     def _validate_transfer(self) -> None:
         _require(self.weights != "",

@@ -17,7 +17,6 @@ from torch import Tensor, nn
 from cnnlab.data.normalize import InputSpec
 from cnnlab.device import resolve_device
 from cnnlab.errors import CnnlabError
-from cnnlab.models.build import build_model
 from cnnlab.runs import find_checkpoint
 from cnnlab.tasks import Task, task_from_json
 from cnnlab.train.checkpoint import ModelInfo, load_model_checkpoint
@@ -41,7 +40,7 @@ class TrainedModel:
 
     @property
     def class_names(self) -> list[str] | None:
-        return self.info.class_names
+        return getattr(self.task, "class_names", None)
 
     @property
     def run_dir(self) -> Path:
@@ -71,8 +70,11 @@ class TrainedModel:
         with performance.autocast():
             return self.model(performance.prepare_inputs(inputs)).float()
 
-    def predict_arrays(self, images: Tensor, top_k: int = 1) -> list[dict[str, Any]]:
-        return self.task.predictions(self.outputs(images), top_k=top_k)
+    def predict_arrays(self, images: Tensor, top_k: int = 1,
+                       origins: list[tuple[int, int]] | None = None) -> list[dict[str, Any]]:
+        """The task's prediction for each uint8 image (B, C, H, W) at the model's input; `origins`
+        are the images' own (width, height), for tasks that answer in the image's pixels."""
+        return self.task.predictions(self.outputs(images), top_k=top_k, origins=origins)
 
     def set_threshold(self, spec: str | None) -> None:
         """Answer a class whenever its probability reaches a threshold ("PNEUMONIA=0.3"), for
@@ -98,8 +100,7 @@ def load(run: str | Path, *, which: str = "best", device: str = "auto", runs_dir
     checkpoint = find_checkpoint(run, which, runs_dir)
     state_dict, info = load_model_checkpoint(checkpoint)
     task = task_from_json(info.task)
-    model = build_model(info.architecture, in_channels=info.input.channels, num_outputs=task.num_outputs,
-                        image_size=info.input.size)
+    model = task.build_model(info.architecture, in_channels=info.input.channels, image_size=info.input.size)
     try:
         model.load_state_dict(state_dict)
     except RuntimeError as error:

@@ -35,7 +35,7 @@ def evaluate_command(run: str, data: str | None, split: str, as_json: bool, batc
     """Score RUN's best model: accuracy, top-5, per-class precision/recall/F1 and ROC AUC, the
     confusion matrix, ROC and precision-recall curves, and a predictions CSV (or MAE/RMSE/R² and a
     scatter plot for regression). The last line printed is the summary."""
-    from cnnlab.evaluate.evaluate import class_table, evaluate
+    from cnnlab.evaluate.evaluate import evaluate
 
     result = evaluate(run, data, split=split, batch_size=batch_size, device=device, limit=limit,
                       data_dir=data_dir, output_dir=output_dir, workers=workers, runs_dir=runs_dir, tta=tta,
@@ -43,6 +43,6 @@ def evaluate_command(run: str, data: str | None, split: str, as_json: bool, batc
     if as_json:
         click.echo(json.dumps(result.metrics))
     else:
-        for line in class_table(result.metrics):
+        for line in result.details:
             click.echo(line)
         click.echo(result.summary)

@@ -27,13 +27,13 @@ def predict_command(run: str, paths: tuple[str, ...], top_k: int, output: str | 
                     batch_size: int, workers: int | None, runs_dir: str, precision: str, tta: str | None,
                     threshold: str | None) -> None:
     """Predict PATHS (files, folders, globs) with RUN's best model; unreadable files get an error row."""
-    from cnnlab.evaluate.predict import format_table, predict, write_predictions
+    from cnnlab.evaluate.predict import predict
 
     rows = predict(run, list(paths), top_k=top_k, device=device, batch_size=batch_size, workers=workers,
                    runs_dir=runs_dir, tta=tta, precision=precision, threshold=threshold)
-    click.echo(format_table(rows, top_k))
+    click.echo(rows.table(top_k))
     if output:
-        click.echo(f"predictions written to {write_predictions(rows, output)}", err=True)
+        click.echo(f"predictions written to {rows.write(output)}", err=True)
     failed = sum("error" in row for row in rows)
     if failed:
         click.echo(f"{failed} of {len(rows)} file(s) could not be predicted", err=True)

@@ -9,6 +9,11 @@ draw one set per image and apply them all at once: a whole batch is augmented on
 few tensor operations, with no per-image Python. Geometry goes through one affine resampling
 (`affine_grid` + `grid_sample`), so a crop, a zoom and a shift cost the same.
 
+Targets that are positions in the image (a detector's boxes, a segmentation's masks) move with the
+pixels: each geometric transform also says, as one 2×3 matrix per image (`theta`, the same matrix
+the pixels are resampled with), where it moved them, and the task's `move_targets` applies it.
+Colour changes leave targets alone.
+
 Presets, applied to batches of pixel values 0–255 before normalisation:
   none      nothing (the default: right for digits, documents and anything orientation-sensitive)
   flip      horizontal mirror images only: for things that look the same mirrored (clothes, animals)
@@ -20,7 +25,7 @@ Presets, applied to batches of pixel values 0–255 before normalisation:
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -63,6 +68,9 @@ class BatchRandomAffine(v2.Transform):
     def transform(self, inpt: Tensor, params: dict[str, Any]) -> Tensor:
         return _resample(inpt, params["theta"])
 
+    def theta(self, params: dict[str, Any]) -> Tensor:
+        return params["theta"]
+
 
 class BatchRandomResizedCrop(v2.Transform):
     """Per-image random crop of `scale` of the area with aspect ratio in `ratio`, resized back to full size."""
@@ -87,6 +95,9 @@ class BatchRandomResizedCrop(v2.Transform):
     def transform(self, inpt: Tensor, params: dict[str, Any]) -> Tensor:
         return _resample(inpt, params["theta"])
 
+    def theta(self, params: dict[str, Any]) -> Tensor:
+        return params["theta"]
+
 
 class BatchRandomHorizontalFlip(v2.Transform):
     """Mirror each image left-right with probability p."""
@@ -100,7 +111,16 @@ class BatchRandomHorizontalFlip(v2.Transform):
         return {"flip": torch.rand(len(images), device=images.device) < self.p}
 
     def transform(self, inpt: Tensor, params: dict[str, Any]) -> Tensor:
+        # An exact mirror image (no resampling): pixels only change places.
         return torch.where(params["flip"].view(-1, 1, 1, 1), inpt.flip(-1), inpt)
+
+    def theta(self, params: dict[str, Any]) -> Tensor:
+        """The mirror as a sampling matrix: output x reads input −x."""
+        flip = params["flip"]
+        theta = torch.zeros(len(flip), 2, 3, device=flip.device)
+        theta[:, 0, 0] = torch.where(flip, -1.0, 1.0)
+        theta[:, 1, 1] = 1.0
+        return theta
 
 
 class BatchColorJitter(v2.Transform):
@@ -137,8 +157,33 @@ def _luminance(images: Tensor) -> Tensor:
     return (images * weights).sum(dim=1, keepdim=True)
 
 
-def build_augmentation(preset: str) -> Callable | None:
+class BatchAugmentation:
+    """A preset's transforms applied in order to a batch: `augmentation(images)` for pixels alone,
+    `augmentation.apply(images, targets)` to move targets that are positions in the image along."""
+
+    def __init__(self, transforms: Sequence[v2.Transform],
+                 move_targets: Callable[[Tensor, Tensor, tuple[int, int]], Tensor] | None = None):
+        self.transforms = list(transforms)
+        self.move_targets = move_targets
+
+    def __call__(self, images: Tensor) -> Tensor:
+        return self.apply(images, None)[0]
+
+    def apply(self, images: Tensor, targets: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        for transform in self.transforms:
+            # make_params, then transform: the order v2's own forward() draws and applies in.
+            params = transform.make_params([images])
+            images = transform.transform(images, params)
+            theta = getattr(transform, "theta", None)
+            if self.move_targets is not None and targets is not None and theta is not None:
+                targets = self.move_targets(targets, theta(params), tuple(images.shape[-2:]))
+        return images, targets
+
+
+def build_augmentation(preset: str, move_targets: Callable[[Tensor, Tensor, tuple[int, int]], Tensor] | None = None
+                       ) -> BatchAugmentation | None:
     """The batch transform for `preset` (None for 'none'): takes and returns float (B, C, H, W) in 0–255.
+    `move_targets(targets, theta, (H, W))` moves targets that are positions in the image (a task's).
 
     >>> augment = build_augmentation("light")
     >>> augment(torch.full((4, 1, 28, 28), 255.0)).shape
@@ -147,10 +192,12 @@ def build_augmentation(preset: str) -> Callable | None:
     if preset == "none":
         return None
     if preset == "flip":
-        return BatchRandomHorizontalFlip()
-    if preset == "light":
-        return BatchRandomAffine(translate=0.1, scale=(0.9, 1.1))
-    if preset == "standard":
-        return v2.Compose([BatchRandomResizedCrop(scale=(0.6, 1.0)), BatchRandomHorizontalFlip(),
-                           BatchColorJitter(0.2, 0.2, 0.2)])
-    raise ConfigError(f"--augment must be one of {', '.join(PRESETS)} (got {preset!r})")
+        transforms: list[v2.Transform] = [BatchRandomHorizontalFlip()]
+    elif preset == "light":
+        transforms = [BatchRandomAffine(translate=0.1, scale=(0.9, 1.1))]
+    elif preset == "standard":
+        transforms = [BatchRandomResizedCrop(scale=(0.6, 1.0)), BatchRandomHorizontalFlip(),
+                      BatchColorJitter(0.2, 0.2, 0.2)]
+    else:
+        raise ConfigError(f"--augment must be one of {', '.join(PRESETS)} (got {preset!r})")
+    return BatchAugmentation(transforms, move_targets)

@@ -15,12 +15,14 @@ with several processes (DDP) each rank takes its own share of that one order.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from cnnlab.data.prepare import ImageSet
 
 if TYPE_CHECKING:
     import torch
+
+    from cnnlab.data.augment import BatchAugmentation
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -83,7 +85,8 @@ def _collate_skipping_unreadable(items: list):
 class Batches:
     """Re-iterable batches of an ImageSet; `epoch(n)` yields (images, targets) on `device`.
 
-    Images are uint8, or float 0–255 when `augment` is given (it runs on the device, per batch).
+    Images are uint8, or float 0–255 when `augment` is given (it runs on the device, per batch, and
+    moves targets that are positions in the image along: see `cnnlab.data.augment`).
     """
 
     def __init__(
@@ -94,7 +97,7 @@ class Batches:
         device: "torch.device",
         shuffle: bool,
         seed: int = 0,
-        augment: Callable | None = None,
+        augment: "BatchAugmentation | None" = None,
         workers: int | None = None,
         drop_last: bool = False,
         rank: int = 0,
@@ -126,7 +129,9 @@ class Batches:
         self.order.set_epoch(epoch)
         batches = self._in_memory() if self.imageset.in_memory and self.workers == 0 else self._streamed()
         for images, targets in batches:
-            yield (self.augment(images.float()) if self.augment is not None else images), targets
+            if self.augment is not None:
+                images, targets = self.augment.apply(images.float(), targets)
+            yield images, targets
 
     def __iter__(self) -> Iterator[tuple["torch.Tensor", "torch.Tensor"]]:
         return self.epoch(0)

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from cnnlab.config import TrainConfig, parse_image_size
 from cnnlab.console import Console
 from cnnlab.data.prepare import Geometry, ImageSet, LoadReport, infer_geometry, load_images
@@ -42,11 +44,20 @@ class TrainingData:
         }
 
 
+def _split(source: Source, fraction: float, seed: int):
+    """(taken, rest) indices: `fraction` of the images, each class keeping its share where images
+    have one class each."""
+    labels = source.stratify_labels
+    if labels is None:
+        return split_indices(np.arange(len(source)), fraction, seed, stratify=False)
+    return split_indices(labels, fraction, seed, stratify=True)
+
+
 def limit_source(source: Source, limit: int, seed: int) -> Source:
     """A seeded subset of `limit` images (stratified by class when there are classes)."""
     if limit >= len(source):
         return source
-    taken, _ = split_indices(source.targets, limit / len(source), seed, stratify=source.is_classification)
+    taken, _ = _split(source, limit / len(source), seed)
     return source.subset(taken, f"{source.description}, limited to {len(taken):,}")
 
 
@@ -58,11 +69,10 @@ def _validation_source(config: TrainConfig, source: Source) -> tuple[Source, Sou
     if not _holds_out(config):
         val = open_data(config.data, split="val", task=config.task, data_dir=config.data_dir)
         return source, val, f"{find_split_folders(Path(config.data))['val']}"
-    taken, rest = split_indices(source.targets, config.val_fraction, config.seed,
-                                stratify=source.is_classification)
+    taken, rest = _split(source, config.val_fraction, config.seed)
     if len(rest) == 0 or len(taken) == 0:
         return source, None, "none (too few images to hold any out)"
-    origin = f"{config.val_fraction:.0%} of --data held out ({'stratified, ' if source.is_classification else ''}" \
+    origin = f"{config.val_fraction:.0%} of --data held out ({'stratified, ' if source.stratify_labels is not None else ''}" \
              f"seed {config.seed})"
     return source.subset(rest), source.subset(taken), origin
 
@@ -179,7 +189,7 @@ def _note_if_imbalanced(config: TrainConfig, train: Source, console: Console) ->
 def _classes_without_images(train: Source) -> list[str]:
     """The classes with no training images; refused, before any image is decoded, unless at least
     two classes have some: a classifier learns to tell classes apart."""
-    if not train.is_classification:
+    if train.stratify_labels is None:
         return []
     counts = train.class_counts()
     present = [name for name, count in counts.items() if count]

@@ -20,6 +20,7 @@ import numpy as np
 
 from cnnlab.data.images import load_image_array, load_image_array_and_origin, probe_image
 from cnnlab.data.source import Source
+from cnnlab.data.targets import dense_targets, needs_origins
 from cnnlab.errors import DataError, UnreadableImageError
 
 if TYPE_CHECKING:
@@ -98,17 +99,22 @@ class ImageSet:
     """A torch-style dataset: `imageset[i]` is (uint8 tensor C×H×W, target).
 
     `pixels` holds every image when in memory (`in_memory`); otherwise files are decoded in
-    `__getitem__`, which returns None for a file that fails so the batch can drop it.
+    `__getitem__`, which returns None for a file that fails so the batch can drop it. `targets` is
+    the dense target tensor (`cnnlab.data.targets`); for streamed images whose targets depend on the
+    image's own size (boxes), each image's is made as it is decoded, and `targets` is None.
+    `origins`: each image's own (width, height) before it was fitted, where known.
     """
 
-    def __init__(self, source: Source, geometry: Geometry, pixels: "torch.Tensor | None"):
-        import torch
-
+    def __init__(self, source: Source, geometry: Geometry, pixels: "torch.Tensor | None",
+                 origins: list[tuple[int, int]] | None = None):
         self.source = source
         self.geometry = geometry
         self.pixels = pixels
-        targets = torch.from_numpy(np.ascontiguousarray(source.targets))
-        self.targets = targets.long() if source.is_classification else targets.float()
+        self.origins = origins
+        if pixels is None and needs_origins(source.targets) and origins is None:
+            self.targets = None
+        else:
+            self.targets = dense_targets(source.targets, origins, geometry)
 
     @property
     def in_memory(self) -> bool:
@@ -123,19 +129,25 @@ class ImageSet:
         if self.pixels is not None:
             return self.pixels[index], self.targets[index]
         path = self.source.paths[index]  # type: ignore[index]
+        geometry = self.geometry
         try:
-            array = load_image_array(path, channels=self.geometry.channels, size=self.geometry.size,
-                                     fit=self.geometry.fit)
+            if self.targets is not None:
+                array = load_image_array(path, channels=geometry.channels, size=geometry.size, fit=geometry.fit)
+                return torch.from_numpy(array), self.targets[index]
+            array, (width, height, _) = load_image_array_and_origin(path, channels=geometry.channels,
+                                                                    size=geometry.size, fit=geometry.fit)
         except UnreadableImageError as error:
             log.warning("skipping %s", error)
             return None
-        return torch.from_numpy(array), self.targets[index]
+        target = dense_targets(self.source.targets[np.array([index])], [(width, height)], geometry)[0]
+        return torch.from_numpy(array), target
 
     def subset(self, indices: np.ndarray) -> "ImageSet":
         import torch
 
         pixels = None if self.pixels is None else self.pixels[torch.from_numpy(np.asarray(indices))]
-        return ImageSet(self.source.subset(indices), self.geometry, pixels)
+        origins = None if self.origins is None else [self.origins[i] for i in np.asarray(indices)]
+        return ImageSet(self.source.subset(indices), self.geometry, pixels, origins)
 
 
 @dataclass
@@ -163,10 +175,13 @@ def load_images(
 ) -> tuple[ImageSet, LoadReport]:
     """Convert a Source to an ImageSet at `geometry`, skipping (or, if strict, refusing) bad files."""
     if source.pixels is not None:
-        return ImageSet(source, geometry, array_to_tensor(source.pixels, geometry)), LoadReport([])
+        height, width = source.pixels.shape[1:3]
+        origins = [(width, height)] * len(source) if needs_origins(source.targets) else None
+        return ImageSet(source, geometry, array_to_tensor(source.pixels, geometry), origins), LoadReport([])
     image_bytes = len(source) * geometry.channels * geometry.height * geometry.width
+    origins = None
     if cache == "memory" or (cache == "auto" and image_bytes <= MEMORY_BUDGET_BYTES):
-        pixels, good, unreadable = _decode_all(source, geometry, workers, progress)
+        pixels, good, unreadable, origins = _decode_all(source, geometry, workers, progress)
     else:
         good, unreadable = _probe_all(source, workers, full_decode=strict, geometry=geometry)
         pixels = None
@@ -176,7 +191,7 @@ def load_images(
     if not good.size:
         raise DataError(f"{source.description}: none of the images could be read")
     kept = source.subset(good) if len(good) != len(source) else source
-    return ImageSet(kept, geometry, pixels), report
+    return ImageSet(kept, geometry, pixels, origins), report
 
 
 def array_to_tensor(pixels: np.ndarray, geometry: Geometry, chunk: int = 4096) -> "torch.Tensor":
@@ -352,26 +367,36 @@ def _ahead_on_a_thread(items: Iterator, depth: int = 2) -> Iterator:
 
 
 def _run_decoder(dataset: _DecodeFiles, workers: int | None, progress: Callable[[int], None] | None):
-    for batch in decode_files(dataset.paths, dataset.geometry, workers=workers, full_decode=dataset.full_decode):
+    for batch in decode_files(dataset.paths, dataset.geometry, workers=workers, full_decode=dataset.full_decode,
+                              with_origin=dataset.with_origin):
         yield from batch
         if progress:
             progress(len(batch))
 
 
 def _decode_all(source: Source, geometry: Geometry, workers, progress):
+    """(pixels of the readable images, their indices, the errors, their own (width, height) or None
+    where the targets do not need them)."""
     import torch
 
+    with_origin = needs_origins(source.targets)
     pixels = torch.empty((len(source), geometry.channels, *geometry.size), dtype=torch.uint8)
     ok = np.zeros(len(source), dtype=bool)
+    origins: list[tuple[int, int]] = [(0, 0)] * len(source)
     unreadable = []
-    for index, result in _run_decoder(_DecodeFiles(source.paths, geometry), workers, progress):
+    decoder = _DecodeFiles(source.paths, geometry, with_origin=with_origin)
+    for index, result in _run_decoder(decoder, workers, progress):
         if isinstance(result, UnreadableImageError):
             unreadable.append(result)
-        else:
-            pixels[index] = torch.from_numpy(result)
-            ok[index] = True
+            continue
+        if with_origin:
+            result, (width, height, _) = result
+            origins[index] = (width, height)
+        pixels[index] = torch.from_numpy(result)
+        ok[index] = True
     good = np.flatnonzero(ok)
-    return (pixels if ok.all() else pixels[torch.from_numpy(good)]), good, unreadable
+    kept_origins = [origins[i] for i in good] if with_origin else None
+    return (pixels if ok.all() else pixels[torch.from_numpy(good)]), good, unreadable, kept_origins
 
 
 def _probe_all(source: Source, workers, *, full_decode: bool, geometry: Geometry):

@@ -20,8 +20,9 @@ class Source:
 
     names:        one display name per image: the file path, or `<dataset>/<split>/<index>`.
     targets:      int64 class indices, shape (N,), for classification;
-                  float32 values, shape (N, T), for regression.
-    class_names:  the classes, index order (classification); None for regression.
+                  float32 values, shape (N, T), for regression;
+                  a target container (`cnnlab.data.targets`) for boxes or masks.
+    class_names:  the classes, index order (classification, detection); None for regression.
     target_names: the numeric targets' column names (regression); None for classification.
     pixels:       uint8 array (N, H, W) or (N, H, W, C) when the images are already in memory.
     paths:        image files, one per name, when they are decoded on demand.
@@ -49,8 +50,12 @@ class Source:
         return len(self.targets)
 
     @property
-    def is_classification(self) -> bool:
-        return self.class_names is not None
+    def stratify_labels(self) -> np.ndarray | None:
+        """One class per image to stratify splits by (each class keeps its share), or None where an
+        image has no single class (numeric targets, several boxes)."""
+        if self.class_names is None or not isinstance(self.targets, np.ndarray) or self.targets.ndim != 1:
+            return None
+        return self.targets
 
     def subset(self, indices: Sequence[int] | np.ndarray, description: str | None = None) -> "Source":
         index = np.asarray(indices, dtype=np.int64)
@@ -64,7 +69,11 @@ class Source:
         )
 
     def class_counts(self) -> dict[str, int]:
+        """Images per class (objects per class for boxes)."""
         if self.class_names is None:
             return {}
-        counts = np.bincount(self.targets, minlength=len(self.class_names))
+        if not isinstance(self.targets, np.ndarray):  # a container: objects per class
+            counts = self.targets.class_counts(len(self.class_names))
+        else:
+            counts = np.bincount(self.targets, minlength=len(self.class_names))
         return {name: int(count) for name, count in zip(self.class_names, counts)}

@@ -50,37 +50,40 @@ def open_data(
     task: str = "classification",
     data_dir: str | Path | None = None,
 ) -> Source:
-    """Resolve a `--data` argument (see module docstring) into a Source."""
+    """Resolve a `--data` argument into a Source, as the task `task` reads it (its `open_data`)."""
+    from cnnlab.tasks import open_data as open_for_task
+
+    return open_for_task(spec, task=task, split=split, data_dir=data_dir)
+
+
+def open_labelled_images(spec: str | Path, *, split: str = "train", data_dir: str | Path | None = None) -> Source:
+    """Images with one class label each (see the module docstring for the layouts)."""
     from cnnlab.data import named
 
     text = str(spec)
     path = Path(text).expanduser()
     if not path.exists() and named.is_named(text):
-        source = named.open_named(text, split=split, data_dir=data_dir)
-    elif path.is_file() and path.suffix.lower() == ".csv":
-        return open_csv(path, task=task)
-    elif path.is_file() and _IDX_IMAGES.search(path.name):
-        source = _open_idx_file(path)
-    elif path.is_dir() and task == "regression":
-        raise DataError(f"--data {text}: a folder gives class labels (one sub-folder per class); regression "
-                        "needs numeric targets from a CSV of path,target[,target...] rows, e.g. "
-                        f"--data labels.csv with lines like {text.rstrip('/')}/img001.png,4.2")
-    elif path.is_dir():
-        source = _open_folder(path, split=split)
-    elif path.exists():
+        return named.open_named(text, split=split, data_dir=data_dir)
+    if path.is_file() and path.suffix.lower() == ".csv":
+        return open_label_csv(path)
+    if path.is_file() and _IDX_IMAGES.search(path.name):
+        return _open_idx_file(path)
+    if path.is_dir():
+        return _open_folder(path, split=split)
+    if path.exists():
         raise DataError(
             f"--data {text}: not a folder, a .csv file or an IDX images file "
             "(expected e.g. train-images-idx3-ubyte.gz)"
         )
-    else:
-        known = ", ".join(named.DATASETS.names())
-        raise DataError(f"--data {text}: no such file or folder, and not a named dataset ({known})")
-    if task == "regression":
-        raise DataError(
-            f"--data {text}: {source.description} has class labels; regression needs numeric targets "
-            "from a CSV of path,target[,target...]"
-        )
-    return source
+    raise not_found(text)
+
+
+def not_found(text: str) -> DataError:
+    """--data names nothing on disk and no named dataset."""
+    from cnnlab.data import named
+
+    known = ", ".join(named.DATASETS.names())
+    return DataError(f"--data {text}: no such file or folder, and not a named dataset ({known})")
 
 
 def recorded_data(spec: str) -> str:
@@ -179,27 +182,32 @@ def _classes(count: int) -> str:
     return f"{count} class" if count == 1 else f"{count} classes"
 
 
-def open_csv(csv_path: Path, *, task: str) -> Source:
-    """`path,label` (classification) or `path,target[,target...]` (regression), with a header row."""
+def open_label_csv(csv_path: Path) -> Source:
+    """A CSV of `path,label` rows under a header row; labels become classes (numeric ones in order)."""
     header, rows = _read_csv_rows(csv_path)
-    if task == "classification" and len(header) != 2:
+    if len(header) != 2:
         raise DataError(
             f"{csv_path}: a classification CSV needs exactly two columns, path,label "
             f"(found {len(header)}: {', '.join(header)}); for numeric targets use --task regression"
         )
     paths = [_resolve_csv_path(csv_path, row[0]) for row in rows]
-    names = [str(p) for p in paths]
-    if task == "classification":
-        labels = [row[1] for row in rows]
-        class_names = _sorted_labels(set(labels))
-        lookup = {name: i for i, name in enumerate(class_names)}
-        targets = np.asarray([lookup[label] for label in labels], dtype=np.int64)
-        return Source(f"{csv_path} ({_classes(len(class_names))}, {len(rows):,} images)", names, targets,
-                      class_names=class_names, paths=paths)
+    labels = [row[1] for row in rows]
+    class_names = _sorted_labels(set(labels))
+    lookup = {name: i for i, name in enumerate(class_names)}
+    targets = np.asarray([lookup[label] for label in labels], dtype=np.int64)
+    return Source(f"{csv_path} ({_classes(len(class_names))}, {len(rows):,} images)", [str(p) for p in paths],
+                  targets, class_names=class_names, paths=paths)
+
+
+def open_value_csv(csv_path: Path) -> Source:
+    """A CSV of `path,target[,target...]` rows under a header row naming the targets."""
+    header, rows = _read_csv_rows(csv_path)
+    paths = [_resolve_csv_path(csv_path, row[0]) for row in rows]
     targets = np.asarray([_numbers(csv_path, line, row[1:], header) for line, row in enumerate(rows, 2)],
                          dtype=np.float32)
-    return Source(f"{csv_path} ({len(header) - 1} target{'' if len(header) == 2 else 's'}, {len(rows):,} images)", names, targets,
-                  target_names=header[1:], paths=paths)
+    count = len(header) - 1
+    return Source(f"{csv_path} ({count} target{'' if count == 1 else 's'}, {len(rows):,} images)",
+                  [str(p) for p in paths], targets, target_names=header[1:], paths=paths)
 
 
 def _read_csv_rows(csv_path: Path) -> tuple[list[str], list[list[str]]]:

@@ -21,8 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from cnnlab.console import Console
 from cnnlab.data.loader import Batches
@@ -40,45 +38,8 @@ class EvaluationResult:
     output_dir: Path
     files: dict[str, Path] = field(default_factory=dict)
 
-    @property
-    def summary(self) -> str:
-        return summary_line(self.metrics)
-
-
-def summary_line(metrics: dict[str, Any]) -> str:
-    if "accuracy" in metrics:
-        text = f"accuracy {metrics['accuracy']:.2%}"
-        if "top5_accuracy" in metrics:
-            text += f", top-5 {metrics['top5_accuracy']:.2%}"
-        text += f", macro F1 {metrics['macro_avg']['f1']:.4f}"
-        if "threshold" in metrics:
-            chosen = metrics["threshold"]
-            text += f" (answering {chosen['class']} at probability ≥ {chosen['probability']:g})"
-        if (metrics.get("roc_auc") or {}).get("macro") is not None:
-            text += f", ROC AUC {metrics['roc_auc']['macro']:.4f}"
-        return text + f" on {_images(metrics['images'])}"
-    return f"MAE {metrics['mae']:.4g}, RMSE {metrics['rmse']:.4g}, R² {metrics['r2']:.4f} on {_images(metrics['images'])}"
-
-
-MAX_TABLE_CLASSES = 30  # beyond this the terminal table is too long to read; metrics.json has them all
-
-
-def class_table(metrics: dict[str, Any]) -> list[str]:
-    """Per-class precision, recall, F1, ROC AUC and image count as aligned text lines (classification
-    with up to `MAX_TABLE_CLASSES` classes; nothing otherwise): on imbalanced data, the numbers
-    that accuracy hides."""
-    per_class = metrics.get("per_class")
-    if not per_class or len(per_class) > MAX_TABLE_CLASSES:
-        return []
-    auc = (metrics.get("roc_auc") or {}).get("per_class", {})
-    rows = [["class", "precision", "recall", "F1", "ROC AUC", "images"]]
-    for name, scores in per_class.items():
-        value = auc.get(name)
-        rows.append([name, f"{scores['precision']:.3f}", f"{scores['recall']:.3f}", f"{scores['f1']:.3f}",
-                     "–" if value is None else f"{value:.3f}", f"{scores['support']:,}"])
-    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
-    return ["  ".join(cell.ljust(width) if column == 0 else cell.rjust(width)
-                      for column, (cell, width) in enumerate(zip(row, widths))).rstrip() for row in rows]
+    summary: str = ""  # the task's one line about the metrics
+    details: list[str] = field(default_factory=list)  # lines shown before it (a per-class table)
 
 
 def _images(count: int) -> str:
@@ -112,27 +73,45 @@ def evaluate(run: str | Path, data: str | None = None, *, split: str = "test", b
     if report.unreadable:
         console.warn(report.summary())
     batches = Batches(imageset, batch_size=batch_size, device=trained.device, shuffle=False, workers=workers)
-    outputs, targets = _outputs(trained, batches)
-    metrics = trained.task.evaluate(outputs, targets)
+    at = "-" + re.sub(r"[^A-Za-z0-9._]+", "-", threshold).strip("-") if threshold else ""  # eval-x-test-PNEUMONIA-0.3
+    folder = Path(output_dir) if output_dir else trained.run_dir / f"eval-{_slug(data)}-{split}{at}"
+    folder.mkdir(parents=True, exist_ok=True)
+    meter, table = _score(trained, batches, imageset)
+    metrics = meter.compute()
     metrics.update({"data": source.description, "split": split, "checkpoint": str(trained.checkpoint),
                     "tta": trained.tta,
                     "skipped_files": [{"path": e.path, "reason": e.reason} for e in report.unreadable]})
-    at = "-" + re.sub(r"[^A-Za-z0-9._]+", "-", threshold).strip("-") if threshold else ""  # eval-x-test-PNEUMONIA-0.3
-    folder = Path(output_dir) if output_dir else trained.run_dir / f"eval-{_slug(data)}-{split}{at}"
-    result = EvaluationResult(metrics, folder, _write_outputs(trained, imageset.source, outputs, targets, metrics, folder))
+    files = _write_outputs(trained, table, meter, metrics, folder)
+    result = EvaluationResult(metrics, folder, files, trained.task.summary_line(metrics),
+                              trained.task.metric_lines(metrics))
     console.info(f"evaluation written to {folder}")
     return result
 
 
-def _outputs(trained: TrainedModel, batches: Batches) -> tuple[Tensor, Tensor]:
-    """The model's outputs for every batch, in order (with its test-time augmentation), on the CPU."""
-    outputs, targets = [], []
-    for images, batch_targets in batches.epoch(0):
-        outputs.append(trained.outputs(images).cpu())
-        targets.append(batch_targets.cpu())
-    if not outputs:
+def _score(trained: TrainedModel, batches: Batches, imageset) -> tuple[Any, str]:
+    """Run the model over every batch in order (with its test-time augmentation), feeding the task's
+    meter and writing predictions.csv's lines as they come: nothing holds the whole set's outputs."""
+    task = trained.task
+    meter = task.meter(full=True)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    names, origins = imageset.source.names, imageset.origins
+    position = 0
+    for images, targets in batches.epoch(0):
+        outputs = trained.outputs(images)
+        meter.update(outputs, targets)
+        count = len(targets)
+        header, lines = task.prediction_table(outputs.cpu(), targets.cpu(),
+                                              origins[position:position + count] if origins else None)
+        if position == 0:
+            writer.writerow(["file", *header])
+        for name, image_lines in zip(names[position:position + count], lines):
+            for line in image_lines:
+                writer.writerow([name, *line])
+        position += count
+    if position == 0:
         raise DataError("no image could be evaluated")
-    return torch.cat(outputs), torch.cat(targets)
+    return meter, buffer.getvalue()
 
 
 def own_data(trained: TrainedModel, split: str, data_dir: str | None,
@@ -257,25 +236,14 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", Path(str(text).rstrip("/")).stem).strip("-") or "data"
 
 
-def _write_outputs(trained: TrainedModel, source: Source, outputs: Tensor, targets: Tensor,
-                   metrics: dict[str, Any], folder: Path) -> dict[str, Path]:
-    folder.mkdir(parents=True, exist_ok=True)
+def _write_outputs(trained: TrainedModel, table: str, meter: Any, metrics: dict[str, Any],
+                   folder: Path) -> dict[str, Path]:
     files = {"metrics": folder / "metrics.json", "predictions": folder / "predictions.csv"}
     write_text_atomic(files["metrics"], json.dumps(metrics, indent=2) + "\n")
-    write_text_atomic(files["predictions"], _predictions_csv(trained, source, outputs, targets))
+    write_text_atomic(files["predictions"], table)
     if "confusion_matrix" in metrics:
         files["confusion_matrix_json"] = folder / "confusion_matrix.json"
         write_text_atomic(files["confusion_matrix_json"], json.dumps(metrics["confusion_matrix"], indent=2) + "\n")
-    for path in trained.task.plots(metrics, outputs, targets, folder):
+    for path in trained.task.plots(metrics, meter, folder):
         files[path.stem] = path
     return files
-
-
-def _predictions_csv(trained: TrainedModel, source: Source, outputs: Tensor, targets: Tensor) -> str:
-    header, rows = trained.task.prediction_table(outputs, targets)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["file", *header])
-    for name, row in zip(source.names, rows):
-        writer.writerow([name, *row])
-    return buffer.getvalue()

@@ -51,11 +51,28 @@ def expand_paths(patterns: Iterable[str | Path]) -> list[tuple[str, Path | None,
     return found
 
 
+class Predictions(list):
+    """predict()'s rows (one dict per file, in order), with the task that made them: it knows how
+    its predictions read in the terminal (`table`) and in a CSV file (`write`)."""
+
+    def __init__(self, rows: Iterable[dict[str, Any]], task: Any):
+        super().__init__(rows)
+        self.task = task
+
+    def table(self, top_k: int = 1) -> str:
+        return format_table(self, top_k, self.task)
+
+    def write(self, path: str | Path) -> Path:
+        return write_predictions(self, path, self.task)
+
+
 def predict(run: str | Path | TrainedModel, paths: Sequence[str | Path], *, top_k: int = 1,
             device: str = "auto", batch_size: int = 256, workers: int | None = None,
             runs_dir: str | Path = "runs", tta: str | None = None,
-            precision: str = "auto", threshold: str | None = None) -> list[dict[str, Any]]:
-    """One dict per file: {"file", "label", "confidence", "top_k"} (or {"file", "values"}), or {"file", "error"}.
+            precision: str = "auto", threshold: str | None = None) -> Predictions:
+    """One dict per file: its prediction as the task gives it ({"file", "label", "confidence", "top_k"}
+    for a classifier, {"file", "values"} for regression, {"file", "objects"} for a detector), or
+    {"file", "error"}.
 
     Large jobs are decoded in worker processes while the model runs on the batches already
     decoded; small ones (under 32 MiB of files) in this process, where starting workers would cost
@@ -73,12 +90,13 @@ def predict(run: str | Path | TrainedModel, paths: Sequence[str | Path], *, top_
         raise CnnlabError(f"--top-k must be at least 1 (got {top_k})")
     if not isinstance(run, TrainedModel):
         run = load(run, device=device, runs_dir=runs_dir, tta=tta, precision=precision)
+    run.task.check_top_k(top_k)
     if threshold is None:
-        return _predict(run, paths, top_k, batch_size, workers)
+        return Predictions(_predict(run, paths, top_k, batch_size, workers), run.task)
     kept = getattr(run.task, "threshold", None)
     run.set_threshold(threshold)
     try:
-        return _predict(run, paths, top_k, batch_size, workers)
+        return Predictions(_predict(run, paths, top_k, batch_size, workers), run.task)
     finally:
         run.task.threshold = kept  # type: ignore[attr-defined]
 
@@ -103,10 +121,12 @@ def _predict(trained: TrainedModel, paths: Sequence[str | Path], top_k: int, bat
                 pixels, origin = result
                 if _differs(origin, geometry):
                     fitted.append((row["file"], origin))
-                decoded.append((row, pixels))
+                decoded.append((row, pixels, origin[:2]))
         if decoded:
-            images = torch.from_numpy(np.stack([pixels for _, pixels in decoded]))
-            for (row, _), prediction in zip(decoded, trained.predict_arrays(images, top_k=top_k)):
+            images = torch.from_numpy(np.stack([pixels for _, pixels, _ in decoded]))
+            origins = [origin for _, _, origin in decoded]
+            for (row, _, _), prediction in zip(decoded, trained.predict_arrays(images, top_k=top_k,
+                                                                              origins=origins)):
                 row.update(prediction)
 
     if decodes_in_process(files, workers) and len(files) > batch_size:
@@ -182,52 +202,46 @@ def _worth_a_core(decode_seconds: float, model_seconds: float, threads: int) -> 
     return max(decode_seconds, model_seconds * threads / (threads - 1)) < decode_seconds + model_seconds
 
 
-def format_table(rows: list[dict[str, Any]], top_k: int = 1) -> str:
-    """Rows as an aligned text table for the terminal."""
+def format_table(rows: Sequence[dict[str, Any]], top_k: int = 1, task: Any = None) -> str:
+    """Rows as an aligned text table for the terminal: each file, then its prediction as `task`
+    shows it (default: the task the rows came with)."""
+    task = task if task is not None else getattr(rows, "task", None)
+    if task is None:
+        raise ValueError("format_table needs the task the predictions came from")
     lines = []
     width = min(max((len(row["file"]) for row in rows), default=4), 60)
     for row in rows:
         name = row["file"] if len(row["file"]) <= width else "…" + row["file"][-(width - 1):]
-        if "error" in row:
-            detail = f"ERROR: {row['error']}"
-        elif "values" in row:
-            detail = "  ".join(f"{k} = {v:.4g}" for k, v in row["values"].items())
-        else:
-            detail = "  ".join(f"{entry['label']} {entry['confidence']:6.1%}" for entry in row["top_k"][:top_k])
-        lines.append(f"{name:<{width}}  {detail}")
+        detail = f"ERROR: {row['error']}" if "error" in row else task.table_line(row, top_k)
+        lines.append(f"{name:<{width}}  {detail}".rstrip())
     return "\n".join(lines)
 
 
-def write_predictions(rows: list[dict[str, Any]], path: Path) -> Path:
-    """Save rows as .json (a list of objects) or .csv (one line per file, top-k flattened)."""
+def write_predictions(rows: Sequence[dict[str, Any]], path: str | Path, task: Any = None) -> Path:
+    """Save rows as .json (a list of objects) or .csv (a line per file, or per object for a detector)."""
     path = Path(path)
     if path.suffix.lower() == ".json":
-        write_text_atomic(path, json.dumps(rows, indent=2) + "\n")
+        write_text_atomic(path, json.dumps(list(rows), indent=2) + "\n")
     elif path.suffix.lower() == ".csv":
-        write_text_atomic(path, _rows_to_csv(rows))
+        task = task if task is not None else getattr(rows, "task", None)
+        if task is None:
+            raise ValueError("writing a CSV needs the task the predictions came from")
+        write_text_atomic(path, _rows_to_csv(rows, task))
     else:
         raise CnnlabError(f"--output {path}: use a .csv or .json file name")
     return path
 
 
-def _rows_to_csv(rows: list[dict[str, Any]]) -> str:
-    depth = max((len(row.get("top_k", [])) for row in rows), default=0)
-    value_names = next((list(row["values"]) for row in rows if "values" in row), [])
-    header = ["file"]
-    if depth:
-        header += ["label", "confidence"]
-        for rank in range(2, depth + 1):
-            header += [f"label_{rank}", f"confidence_{rank}"]
-    header += value_names + ["error"]
+def _rows_to_csv(rows: Sequence[dict[str, Any]], task: Any) -> str:
+    predicted = [row for row in rows if "error" not in row]
+    columns = task.csv_columns(predicted) if predicted else []
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
+    writer.writerow(["file", *columns, "error"])
     for row in rows:
-        cells = [row["file"]]
-        for rank in range(depth):
-            entries = row.get("top_k", [])
-            cells += [entries[rank]["label"], f"{entries[rank]['confidence']:.6f}"] if rank < len(entries) else ["", ""]
-        cells += [f"{row['values'][n]:.6g}" if "values" in row else "" for n in value_names]
-        cells.append(row.get("error", ""))
-        writer.writerow(cells)
+        if "error" in row:
+            writer.writerow([row["file"], *[""] * len(columns), row["error"]])
+            continue
+        for line in task.csv_lines(row, columns):
+            writer.writerow([row["file"], *line, ""])
     return buffer.getvalue()

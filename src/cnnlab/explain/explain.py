@@ -40,33 +40,9 @@ class Explanation:
     heading: str = ""  # the Grad-CAM picture's title
 
 
-def output_names(trained: TrainedModel) -> list[str]:
-    """One name per model output: the class names, or the regression target names."""
-    return list(trained.class_names or trained.task.to_json().get("target_names") or [])
-
-
-def resolve_target(trained: TrainedModel, target: str | None) -> int | None:
-    """--class as a class name (exact, then ignoring case) or an output index; None = the predicted one."""
-    if target is None:
-        return None
-    names = output_names(trained)
-    kinds = "classes" if trained.class_names else "targets"
-    if target in names:
-        return names.index(target)
-    folded = [name.lower() for name in names]
-    if target.lower() in folded:
-        return folded.index(target.lower())
-    if target.isdigit() and int(target) < len(names):
-        return int(target)
-    raise ConfigError(f"--class {target}: not one of the model's {kinds}: {', '.join(names)} "
-                      f"(or an index from 0 to {len(names) - 1})")
-
-
 def describe_prediction(trained: TrainedModel, outputs: torch.Tensor) -> str:
-    row = trained.task.predictions(outputs[:1])[0]
-    if "label" in row:
-        return f"{row['label']} {row['confidence']:.1%}"
-    return ", ".join(f"{name} = {value:.4g}" for name, value in row["values"].items())
+    """The model's answer for one image's outputs (1, ...), in a few words: "Sneaker 97.1%"."""
+    return trained.task.caption(trained.task.predictions(outputs[:1])[0])
 
 
 def prepare_image(trained: TrainedModel, path: str | Path) -> np.ndarray:
@@ -78,7 +54,7 @@ def prepare_image(trained: TrainedModel, path: str | Path) -> np.ndarray:
 
 
 def explain_pixels(trained: TrainedModel, pixels: np.ndarray, folder: Path, *, name: str,
-                   target: int | None = None, layer: str | None = None, max_maps: int = 32,
+                   target: str | None = None, layer: str | None = None, max_maps: int = 32,
                    maps: bool = True, filters: bool = True, heading_extra: str = "",
                    compact: bool = False) -> Explanation:
     """Filters, feature maps and Grad-CAM for one image already at the model's geometry."""
@@ -87,13 +63,12 @@ def explain_pixels(trained: TrainedModel, pixels: np.ndarray, folder: Path, *, n
     # explains that class in the image as given.
     outputs = trained.outputs(torch.from_numpy(pixels)[None])
     prediction = describe_prediction(trained, outputs)
-    predicted = int(outputs[0].argmax()) if trained.class_names else None
-    explained = predicted if target is None else target
+    answer = trained.task.explain_target(outputs)
+    explained = answer if target is None else trained.task.explain_target(outputs, target)
     images = trained.normalizer()(torch.from_numpy(pixels)[None].to(trained.device))
-    cam = grad_cam(trained.model, images, explained, layer)
-    names = output_names(trained)
-    target_label = names[cam.target] if cam.target < len(names) else f"output {cam.target}"
-    what = "predicted" if target is None or target == predicted else "asked for"
+    cam = grad_cam(trained.model, images, explained.score, layer)
+    target_label = explained.label
+    what = "predicted" if target is None or explained.label == answer.label else "asked for"
     heading = f"{name}: predicted {prediction}; Grad-CAM for {target_label} ({what}){heading_extra}"
     if compact:
         heading = f"{name}: predicted {prediction}{heading_extra}"
@@ -136,11 +111,10 @@ def explain(run: str | Path, images: Sequence[str | Path], *, target: str | None
     if max_maps < 1:
         raise ConfigError(f"--max-maps {max_maps}: show at least 1 map per stage")
     trained = load(run, device=device, runs_dir=runs_dir)
-    target_index = resolve_target(trained, target)
     root = Path(output_dir) if output_dir else trained.run_dir / "explain"
     explanations = []
     for image, folder in zip(images, _folders(root, images)):
         pixels = prepare_image(trained, image)
         explanations.append(explain_pixels(trained, pixels, folder, name=Path(image).name,
-                                           target=target_index, layer=layer, max_maps=max_maps))
+                                           target=target, layer=layer, max_maps=max_maps))
     return explanations

@@ -20,6 +20,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -39,7 +40,7 @@ class GradCam:
     heatmap: np.ndarray  # (H, W) at the input size, 0–1
     coarse: np.ndarray  # (h, w) ReLU(Σ weight·A) at the layer's own resolution, unnormalised
     layer: str
-    target: int  # output index explained
+    target: int  # output index explained (-1: a task's own score function)
     score: float  # that output's raw value (logit)
 
     @property
@@ -105,8 +106,11 @@ def _shorten(names: list[str], limit: int = 12) -> str:
     return ", ".join(names) if len(names) <= limit else ", ".join(names[:6] + ["..."] + names[-5:])
 
 
-def grad_cam(model: nn.Module, image: Tensor, target: int | None = None, layer: str | None = None) -> GradCam:
-    """Grad-CAM for one normalised image (1, C, H, W); `target` defaults to the top-scoring output."""
+def grad_cam(model: nn.Module, image: Tensor, target: int | Callable[[Tensor], Tensor] | None = None,
+             layer: str | None = None) -> GradCam:
+    """Grad-CAM for one normalised image (1, C, H, W) and the score `target`: an output index (default:
+    the top-scoring output), or a function from the model's outputs to the scalar to explain (a task's
+    `ExplainTarget.score`: a detected box's class score, a segment's summed class scores)."""
     layer = layer or default_target_layer(model, image)
     module = check_layer(model, layer)
     captured: dict[str, Tensor] = {}
@@ -125,8 +129,11 @@ def grad_cam(model: nn.Module, image: Tensor, target: int | None = None, layer: 
                 shape = "nothing" if maps is None else f"a {tuple(maps.shape[1:])} tensor"
                 raise ConfigError(f"--layer {layer}: Grad-CAM needs a layer that outputs feature maps "
                                   f"(C×H×W), but it outputs {shape}; choose a convolution or a block")
-            target = int(outputs[0].argmax()) if target is None else target
-            score = outputs[0, target]
+            if callable(target):
+                score, target = target(outputs), -1
+            else:
+                target = int(outputs[0].argmax()) if target is None else target
+                score = outputs[0, target]
             gradients = torch.autograd.grad(score, maps)[0]
     finally:
         handle.remove()

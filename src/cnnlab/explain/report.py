@@ -12,6 +12,7 @@ nothing else and needs no JavaScript, so it can be mailed or archived as one fil
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from datetime import datetime
 from html import escape
@@ -19,14 +20,14 @@ from pathlib import Path
 
 from cnnlab.console import Console
 from cnnlab.data.source import Source
-from cnnlab.evaluate.evaluate import summary_line
-from cnnlab.explain.explain import Explanation, explain_pixels, resolve_target
+from cnnlab.explain.explain import Explanation, explain_pixels
 from cnnlab.explain.filters import first_conv_weights, plot_filters
 from cnnlab.explain.html import Section, image, page, paragraph, table
 from cnnlab.explain.pictures import image_rows, save
 from cnnlab.explain.report_data import (Evaluation, RunRecord, find_or_run_evaluation, images_by_name,
-                                        open_source, read_run, samples_per_class, source_images,
-                                        worst_mistakes)
+                                        open_source, read_run, samples_per_class, source_images)
+from cnnlab.explain.report_sections import short_name
+from cnnlab.tasks.base import ReportContext
 from cnnlab.io import write_text_atomic
 from cnnlab.trained import TrainedModel, load
 
@@ -44,13 +45,14 @@ def report(run: str | Path, *, output: str | Path | None = None, data: str | Non
     eval_source = open_source(trained, evaluation.data, evaluation.split, data_dir)
     with tempfile.TemporaryDirectory(prefix="cnnlab-report-") as temp:
         work = Path(temp)
+        context = ReportContext(trained, evaluation, lambda names: images_by_name(trained, names, eval_source),
+                                functools.partial(explain_pixels, trained), work, count=mistakes, layer=layer)
         sections = [
             _config_section(record),
             _model_section(trained),
             _data_section(record, trained, samples, data_dir, work),
             _training_section(record),
-            _evaluation_section(evaluation),
-            _mistakes_section(trained, evaluation, eval_source, mistakes, layer, work),
+            *trained.task.report_sections(context),
             _filters_section(trained, work),
             _feature_maps_section(_example(trained, evaluation, eval_source, work, layer, max_maps)),
         ]
@@ -132,12 +134,11 @@ def _data_section(record: RunRecord, trained: TrainedModel, samples: int, data_d
         imbalance = _imbalance_note(counts["train"], trained)
         if imbalance:
             parts.append(paragraph(imbalance, "note"))
-    elif trained.task.name == "regression":
-        task = trained.task.to_json()
-        rows = zip(task["target_names"], (f"{v:.4g}" for v in task["target_mean"]),
-                   (f"{v:.4g}" for v in task["target_std"]))
-        parts.append(table(["target", "mean (training)", "standard deviation"], rows,
-                           numeric=[False, True, True]))
+    else:
+        described = trained.task.training_targets_table()
+        if described is not None:
+            headers, rows = described
+            parts.append(table(headers, rows, numeric=[False] + [True] * (len(headers) - 1)))
     skipped = sum(len(files) for files in (summary.get("skipped_files") or {}).values())
     if skipped:
         note = f"{skipped} unreadable file(s) were skipped in training (see data.json)."
@@ -220,101 +221,6 @@ def _sessions_table(sessions: list[dict]) -> str:
             f"{table(headers, rows, numeric=[False, False, False, True, True, False, False, False])}")
 
 
-def _scores(values: dict) -> tuple[str, str, str]:
-    return f"{values['precision']:.3f}", f"{values['recall']:.3f}", f"{values['f1']:.3f}"
-
-
-def _auc(value: float | None) -> str:
-    return "" if value is None else f"{value:.3f}"
-
-
-def _evaluation_section(evaluation: Evaluation) -> Section:
-    metrics = evaluation.metrics
-    parts = [paragraph(f"{summary_line(metrics)} — {metrics.get('data', '')}, split {evaluation.split} "
-                       f"({evaluation.folder.name}/)")]
-    if evaluation.split == "val":
-        parts.append(paragraph("These are validation images: they chose the best epoch, so the score leans "
-                               "optimistic. Evaluate on images the model has never seen (cnnlab evaluate RUN "
-                               "--data ...) for an unbiased one.", "note"))
-    elif evaluation.split == "train":
-        parts.append(paragraph("These are the images the model trained on: a score far above the validation "
-                               "one means it memorised them (over-fitting). Evaluate on images the model has "
-                               "never seen (cnnlab evaluate RUN --data ...) for what it will do on new ones.",
-                               "note"))
-    after: list[str] = []  # shown below the main picture
-    if "per_class" in metrics:
-        auc = (metrics.get("roc_auc") or {}).get("per_class", {})  # evaluations from before ROC AUC have none
-        rows = [(name, *_scores(s), _auc(auc.get(name)), f"{s['support']:,}")
-                for name, s in metrics["per_class"].items()]
-        rows += [("macro average", *_scores(metrics["macro_avg"]), _auc((metrics.get("roc_auc") or {}).get("macro")),
-                  ""), ("weighted average", *_scores(metrics["weighted_avg"]), "", "")]
-        parts.append(table(["class", "precision", "recall", "F1", "ROC AUC", "images"], rows,
-                           numeric=[False, True, True, True, True, True]))
-        picture = evaluation.folder / "confusion_matrix.png"
-        curves = evaluation.folder / "roc_curves.png"
-        if curves.is_file():
-            after.append(paragraph("Recall and precision above are the model's own answers (its most probable "
-                                   "class). ROC AUC scores every threshold instead: the chance that an image of "
-                                   "the class gets a higher probability for it than an image of another class. "
-                                   "The curves show what a different threshold would trade: more of the class "
-                                   "found for more false alarms.", "note"))
-            after.append(image(curves, "ROC and precision-recall curves"))
-    else:
-        rows = [(name, f"{s['mae']:.4g}", f"{s['rmse']:.4g}", f"{s['r2']:.4f}")
-                for name, s in metrics.get("per_target", {}).items()]
-        parts.append(table(["target", "MAE", "RMSE", "R²"], rows, numeric=[False, True, True, True]))
-        if "baseline_rmse" in metrics:
-            baseline = f"Always predicting the mean would give RMSE {metrics['baseline_rmse']:.4g}."
-            parts.append(paragraph(baseline, "note"))
-        picture = evaluation.folder / "predicted_vs_true.png"
-    if picture.is_file():
-        parts.append(image(picture, picture.stem.replace("_", " ")))
-    return Section("evaluation", "Evaluation", "\n".join(parts + after))
-
-
-def _mistakes_section(trained: TrainedModel, evaluation: Evaluation, source: Source | None, count: int,
-                      layer: str | None, work: Path) -> Section:
-    classification = trained.class_names is not None
-    title = "Worst mistakes" if classification else "Largest errors"
-    worst = worst_mistakes(trained, evaluation.rows, count)
-    if not worst:
-        return Section("mistakes", title, paragraph("No mistakes on this evaluation: every image was right."))
-    pixels = images_by_name(trained, [row["file"] for row in worst], source)
-    intro = ("The wrong predictions made with the highest confidence, with Grad-CAM for the predicted class: "
-             "where the network found its (misleading) evidence." if classification else
-             "The images with the largest errors, with Grad-CAM for the predicted value.")
-    cards = []
-    for number, row in enumerate(worst, start=1):
-        name = row["file"]
-        if name in pixels:
-            truth = f" (true: {row['true_label']})" if classification else ""
-            explained = explain_pixels(trained, pixels[name], work / "mistakes" / str(number),
-                                       name=_short(name), layer=layer, maps=False, filters=False,
-                                       heading_extra=truth, compact=True)
-            picture = image(explained.files["gradcam"], f"Grad-CAM for {name}")
-        else:
-            picture = paragraph("(image not found: it has moved, or its dataset is not available here)",
-                                "note")
-        facts = _mistake_facts(row, classification)
-        cards.append(f'<div class="card"><p><b>{number}. {escape(name)}</b></p>{facts}{picture}</div>')
-    return Section("mistakes", title, paragraph(intro, "note") + f'<div class="cards">{"".join(cards)}</div>')
-
-
-def _mistake_facts(row: dict[str, str], classification: bool) -> str:
-    if classification:
-        return (f'<p>true <b>{escape(row["true_label"])}</b>, predicted <span class="wrong">'
-                f'{escape(row["predicted_label"])}</span> with {float(row["confidence"]):.1%} confidence</p>')
-    targets = [key[len("true_"):] for key in row if key.startswith("true_")]
-    return "".join(f'<p>{escape(target)}: true {escape(row["true_" + target])}, predicted '
-                   f'<span class="wrong">{escape(row.get("predicted_" + target, "?"))}</span></p>'
-                   for target in targets)
-
-
-def _short(name: str) -> str:
-    """A file's own name; a dataset image's whole name ('fashion-mnist/test/00042')."""
-    return Path(name).name if Path(name).is_file() else name
-
-
 def _filters_section(trained: TrainedModel, work: Path) -> Section:
     layer, weights = first_conv_weights(trained.model, trained.info.architecture.name)
     text = ("The kernels the first convolution learned. Compare them with the classic ones (cnnlab kernels): "
@@ -325,14 +231,15 @@ def _filters_section(trained: TrainedModel, work: Path) -> Section:
 
 def _example(trained: TrainedModel, evaluation: Evaluation, source: Source | None, work: Path,
              layer: str | None, max_maps: int) -> Explanation | None:
-    """Feature maps and Grad-CAM for one correctly predicted evaluation image (the first found)."""
-    rows = [row for row in evaluation.rows if row.get("correct", "1") == "1"][:20] or evaluation.rows[:20]
+    """Feature maps and Grad-CAM for one evaluation image the model got right (the task picks the
+    candidates), the first found on disk or in its dataset."""
+    rows = trained.task.example_rows(evaluation.rows)[:20] or evaluation.rows[:20]
     pixels = images_by_name(trained, [row["file"] for row in rows], source)
     for row in rows:
         if row["file"] in pixels:
-            target = resolve_target(trained, row["true_label"]) if "true_label" in row else None
-            return explain_pixels(trained, pixels[row["file"]], work / "example", name=_short(row["file"]),
-                                  target=target, layer=layer, max_maps=max_maps, filters=False)
+            return explain_pixels(trained, pixels[row["file"]], work / "example", name=short_name(row["file"]),
+                                  target=trained.task.example_target(row), layer=layer, max_maps=max_maps,
+                                  filters=False)
     return None
 
 

@@ -111,19 +111,6 @@ def _data_slug(data: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", Path(str(data).rstrip("/")).stem).strip("-") or "data"
 
 
-def worst_mistakes(trained: TrainedModel, rows: list[dict[str, str]], count: int) -> list[dict[str, str]]:
-    """Wrong predictions made with the highest confidence (classification), or the largest errors."""
-    if trained.class_names is not None:
-        wrong = [row for row in rows if row.get("correct") == "0"]
-        return sorted(wrong, key=lambda row: float(row["confidence"]), reverse=True)[:count]
-    names = trained.task.to_json().get("target_names", [])
-
-    def error(row: dict[str, str]) -> float:
-        return sum(abs(float(row[f"predicted_{name}"]) - float(row[f"true_{name}"])) for name in names)
-
-    return sorted(rows, key=error, reverse=True)[:count]
-
-
 def source_images(source: Source, indices: Sequence[int], trained: TrainedModel) -> list[np.ndarray]:
     """Images of a Source as uint8 (C, H, W) at the model's geometry (in-memory ones converted in one go)."""
     from cnnlab.data.images import load_image_array

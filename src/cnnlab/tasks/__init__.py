@@ -1,33 +1,68 @@
-"""Tasks: what a network predicts and how it is scored (see `cnnlab.tasks.base.Task`)."""
+"""Tasks: what a network predicts and how it is scored (the interface: `cnnlab.tasks.base.Task`).
+
+The one list of tasks is `TASKS` below. Its entries name their class by import path, so that
+listing the tasks (the --task flag's choices, `cnnlab --help`) imports no torch; the class is
+imported when a task is used. Adding a task is one line here plus its module (see
+docs/architecture.md, "Adding a task").
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from cnnlab.errors import ConfigError
-from cnnlab.tasks.base import Task
+from cnnlab.registry import Registry
 
-TASK_NAMES = ("classification", "regression")
+if TYPE_CHECKING:
+    from cnnlab.data.source import Source
+    from cnnlab.tasks.base import Task
+
+TASKS: Registry[str] = Registry("task")
+TASKS.add("classification", "cnnlab.tasks.classification:Classification",
+          description="one label per image: softmax over the classes, cross-entropy")
+TASKS.add("regression", "cnnlab.tasks.regression:Regression",
+          description="one or more numbers per image: mean squared error")
+TASKS.add("detection", "cnnlab.tasks.detection.task:Detection",
+          description="a box and a class for every object in the image: heatmaps of object centres + box sizes")
 
 
-def _task_class(name: object) -> type[Task]:
-    from cnnlab.tasks.classification import Classification
-    from cnnlab.tasks.regression import Regression
-
-    classes: dict[str, type[Task]] = {"classification": Classification, "regression": Regression}
-    if name not in classes:
-        raise ConfigError(f"unknown task {name!r}; known: {', '.join(classes)}")
-    return classes[name]  # type: ignore[index]
+def task_names() -> tuple[str, ...]:
+    """The registered tasks' names, without importing any of them."""
+    return tuple(TASKS.names())
 
 
-def task_from_json(values: dict[str, Any]) -> Task:
+def task_class(name: object) -> "type[Task]":
+    """The class of the task called `name` (a ConfigError lists the known ones)."""
+    if not isinstance(name, str) or name not in TASKS:
+        raise ConfigError(f"unknown task {name!r}; known: {', '.join(task_names())}")
+    module_name, _, class_name = TASKS.get(name).builder.partition(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def task_from_json(values: dict[str, Any]) -> "Task":
     """Rebuild the task stored in a checkpoint sidecar."""
-    return _task_class(values.get("name")).from_json(values)
+    if not isinstance(values, dict):
+        raise ConfigError(f"a checkpoint's task must be a mapping with a name (got {type(values).__name__})")
+    return task_class(values.get("name")).from_json(values)
 
 
-def task_for_training(name: str, source: Any, *, label_smoothing: float = 0.0, class_weights: str = "none") -> Task:
-    """The task for training on `source` (a Source: class names, or targets to standardise)."""
-    return _task_class(name).for_training(source, label_smoothing=label_smoothing, class_weights=class_weights)
+def task_for_training(name: str, source: "Source", config: Any) -> "Task":
+    """The task `name` fitted to the training Source `source`, with the run's configuration."""
+    return task_class(name).for_training(source, config)
 
 
-__all__ = ["Task", "TASK_NAMES", "task_from_json", "task_for_training"]
+def open_data(spec: Any, *, task: str = "classification", split: str = "train", data_dir: Any = None) -> "Source":
+    """`--data` opened as the task `task` reads it (see each task's `open_data`)."""
+    return task_class(task).open_data(spec, split=split, data_dir=data_dir)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Task":  # imported on use: cnnlab.tasks.base imports torch
+        from cnnlab.tasks.base import Task
+
+        return Task
+    raise AttributeError(name)
+
+
+__all__ = ["TASKS", "Task", "open_data", "task_class", "task_names", "task_for_training", "task_from_json"]

@@ -1,86 +1,256 @@
-"""The task interface: what the network predicts, how it is scored, and how results are shown.
+"""The task interface: everything that depends on *what* a network predicts, in one object.
 
-Training, evaluation and prediction only talk to a `Task`, never `if task == ...`. A task says:
-  * how many outputs the network's head needs (`num_outputs`);
-  * the loss to minimise (`loss`) and the one number to watch while training (`headline`);
-  * the full metrics for an evaluation (`evaluate`) and the plots that go with them (`plots`);
-  * how raw outputs become human-readable predictions (`predictions`);
-  * what must be stored with the model to do all that later (`to_json` / `from_json`).
-Detection and segmentation plug in here later, with their own data formats and heads.
+A task owns its whole path, so that the training loop, DDP, batch threads, checkpoints, `--resume`,
+evaluate, predict, explain and report never ask `if task == ...`:
+
+    data       `open_data`: the on-disk formats it reads, its targets checked (a Source whose
+               `targets` is an array or a target container, see `cnnlab.data.targets`)
+    batches    targets are held as ONE dense tensor per batch, first dimension = images (labels
+               (N,), values (N, T), padded boxes (N, M, 6), masks (N, H, W)), so index-select,
+               slicing, `.to()` and DDP shares work unchanged; `move_targets` moves targets that
+               are positions in the image along with the pixels when augmentation moves them
+    model      `build_model`: the head over a backbone from the model registry
+    training   `loss` (and `loss_parts`, logged in metrics.csv), `headline_sum` for the progress bar
+    scoring    `meter()`: a streaming accumulator (update per batch, compute once, summed across
+               DDP processes), never the whole dataset's raw outputs in memory
+    outputs    `predictions` (one JSON-able dict per image), `csv_columns`/`csv_lines` (one CSV
+               line per object), `table_line` (the terminal), `prediction_table` (evaluate's
+               true-vs-predicted CSV)
+    pictures   `plots` for an evaluation, `draw` for one image's prediction, `explain_target` for
+               Grad-CAM, `report_sections` for the HTML report
+
+`Task` leaves few methods abstract; `VectorTask` fills in the ones shared by tasks whose network
+ends in one vector per image (classification, regression). docs/architecture.md walks through
+adding a task, with the toy task in tests/tasks/test_toy_task.py as the example.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol, Sequence
 
 import torch
 from torch import Tensor
 
+if TYPE_CHECKING:
+    from torch import nn
+
+    from cnnlab.config import TrainConfig
+    from cnnlab.data.source import Source
+    from cnnlab.models.build import Architecture
+
+
+class Meter(Protocol):
+    """A streaming metric: `update` once per batch (outputs and targets on the device, no waiting
+    for the device), `compute` once at the end. `compute` combines the processes of a DDP run
+    (every process gets the same numbers) and returns a JSON-serialisable dict holding at least
+    "images" and the task's headline metric."""
+
+    def update(self, outputs: Tensor, targets: Tensor) -> None: ...
+
+    def compute(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class ExplainTarget:
+    """What Grad-CAM explains: a label for the picture and the differentiable score, a function of the
+    model's outputs for one image (1, ...) → a scalar. `box` outlines the region explained, if any
+    (x1, y1, x2, y2 in model-input pixels)."""
+
+    label: str
+    score: Callable[[Tensor], Tensor]
+    box: tuple[float, float, float, float] | None = None
+
+
+@dataclass
+class ReportContext:
+    """What a task's report sections may use: the run, its evaluation, and ways to fetch images."""
+
+    trained: Any  # cnnlab.trained.TrainedModel
+    evaluation: Any  # cnnlab.explain.report_data.Evaluation
+    images_by_name: Callable[[Sequence[str]], dict[str, Any]]  # name -> uint8 (C, H, W) at the model's input
+    explain: Callable[..., Any]  # explain_pixels(pixels, folder, name=..., ...) for Grad-CAM cards
+    work: Path  # a temporary folder for pictures
+    count: int = 8  # how many worst cases to show
+    layer: str | None = None  # --layer for Grad-CAM
+    notes: list[str] = field(default_factory=list)
+
 
 class Task(ABC):
     name: ClassVar[str]
-    headline_name: ClassVar[str]  # e.g. "accuracy": shown in the progress bar and metrics.csv
+    description: ClassVar[str]  # one line for `cnnlab tasks` and the --task help
+    headline_name: ClassVar[str]  # e.g. "accuracy": the progress bar, metrics.csv, the curves
     headline_higher_is_better: ClassVar[bool]
     loss_name: ClassVar[str]  # a few words for a plot's axis: "cross-entropy"
+    # Targets that are positions in the image (boxes, masks) move with the pixels under augmentation.
+    moves_with_image: ClassVar[bool] = False
+    # Whether the headline is a mean over images (accuracy, MAE: shown while an epoch trains) rather
+    # than a score of the whole set (mAP: known after validation).
+    per_image_headline: ClassVar[bool] = False
+    class_names: list[str] | None = None  # the classes it tells apart, where it has classes
+
+    # --- data -------------------------------------------------------------------------------
+
+    @classmethod
+    @abstractmethod
+    def open_data(cls, spec: str | Path, *, split: str = "train", data_dir: str | Path | None = None) -> "Source":
+        """The images and targets `--data` names, at `split`, in the formats this task reads."""
+
+    @classmethod
+    @abstractmethod
+    def for_training(cls, source: "Source", config: "TrainConfig | None" = None) -> "Task":
+        """The task fitted to a training Source (its classes, its target statistics), with the run's
+        configuration (a task reads its own fields: label smoothing, class weights, thresholds)."""
+
+    def move_targets(self, targets: Tensor, theta: Tensor, size: tuple[int, int]) -> Tensor:
+        """Targets of a batch after the pixels were resampled through `theta` (N, 2, 3): output
+        normalised coordinates → input ones, as `F.affine_grid(align_corners=False)` uses them.
+        Only called when `moves_with_image`."""
+        return targets
+
+    def check_augmentation(self, preset: str) -> None:
+        """Refuse an augmentation preset this task cannot follow (a ConfigError naming it)."""
+
+    # --- model ------------------------------------------------------------------------------
+
+    @abstractmethod
+    def build_model(self, architecture: "Architecture", *, in_channels: int,
+                    image_size: tuple[int, int]) -> "nn.Module":
+        """The network for this task: its head over the architecture's backbone, randomly initialised."""
+
+    @abstractmethod
+    def describe_outputs(self) -> str:
+        """What the network outputs, for the log: "10 classes", "1 value"."""
 
     @property
-    @abstractmethod
-    def num_outputs(self) -> int: ...
+    def output_names(self) -> list[str]:
+        """A name per thing the task tells apart (classes, targets): `--class` and Grad-CAM use them."""
+        return []
+
+    # --- training ---------------------------------------------------------------------------
 
     @abstractmethod
     def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
         """Mean loss over the batch (differentiable)."""
 
+    def loss_parts(self, outputs: Tensor, targets: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """(the loss, its named parts detached) — a detector's box and class losses — for metrics.csv."""
+        return self.loss(outputs, targets), {}
+
     def loss_share(self, targets: Tensor) -> Tensor:
         """How much these images weigh in the mean that `loss` takes over a batch: their number
-        (a task that weighs images differently says so). A batch trained in parts adds the parts'
-        losses in these proportions."""
+        (a task that weighs images differently says so). A batch trained in parts, or scored in
+        batches, adds the parts' losses in these proportions."""
         return torch.tensor(float(len(targets)), device=targets.device)
 
     @abstractmethod
     def describe_loss(self) -> str:
         """What the "loss" in the training log is, in a line (printed when training starts)."""
 
-    @abstractmethod
-    def headline_sum(self, outputs: Tensor, targets: Tensor) -> Tensor:
-        """Sum over the batch of the headline metric's per-image value, left on the device."""
-
-    def combine_views(self, outputs: list[Tensor]) -> Tensor:
-        """One output from the outputs for several views of the same images (test-time augmentation)."""
-        return torch.stack(outputs).mean(dim=0)
+    def headline_sum(self, outputs: Tensor, targets: Tensor) -> Tensor | None:
+        """Sum over the batch of the headline metric's per-image value, left on the device, for the
+        progress bar and metrics.csv's train column; None where the headline is not a per-image
+        mean (mAP, mIoU): then training shows the loss alone and validation scores the headline."""
+        return None
 
     def headline(self, total: float, count: int) -> float:
         return total / max(count, 1)
 
     @abstractmethod
-    def evaluate(self, outputs: Tensor, targets: Tensor) -> dict[str, Any]:
-        """All metrics for the outputs (N, num_outputs) of a whole dataset; JSON-serialisable."""
+    def meter(self, *, full: bool = True) -> Meter:
+        """A fresh streaming accumulator. `full=False` is what validation after each epoch needs (the
+        headline); `full=True` is a whole evaluation (every metric, and what the plots need)."""
+
+    # --- using the model --------------------------------------------------------------------
+
+    def combine_views(self, outputs: list[Tensor]) -> Tensor:
+        """One output from the outputs for an image and its mirror image (test-time augmentation);
+        a task whose outputs are positions maps the mirror image's back first."""
+        return torch.stack(outputs).mean(dim=0)
 
     @abstractmethod
-    def plots(self, metrics: dict[str, Any], outputs: Tensor, targets: Tensor, folder: Path) -> list[Path]:
+    def predictions(self, outputs: Tensor, *, top_k: int = 1,
+                    origins: Sequence[tuple[int, int]] | None = None) -> list[dict[str, Any]]:
+        """One JSON-able dict per image: its prediction. `origins` are the images' own (width,
+        height) before they were fitted to the model, for tasks that answer in pixels."""
+
+    @abstractmethod
+    def table_line(self, prediction: dict[str, Any], top_k: int = 1) -> str:
+        """One image's prediction for the terminal (after its file name)."""
+
+    def caption(self, prediction: dict[str, Any]) -> str:
+        """One image's prediction in a few words, for a picture's title: "Sneaker 97.1%"."""
+        return self.table_line(prediction)
+
+    @abstractmethod
+    def csv_columns(self, predictions: Sequence[dict[str, Any]]) -> list[str]:
+        """The CSV header after "file" for these predictions (`cnnlab predict --output x.csv`)."""
+
+    @abstractmethod
+    def csv_lines(self, prediction: dict[str, Any], columns: list[str]) -> list[list[str]]:
+        """The CSV lines of one image (without the file): one per image, or one per object."""
+
+    @abstractmethod
+    def prediction_table(self, outputs: Tensor, targets: Tensor,
+                         origins: Sequence[tuple[int, int]] | None = None) -> tuple[list[str], list[list[list[str]]]]:
+        """(header, per image its CSV lines) comparing predictions with the true targets, for
+        evaluate's predictions.csv (`origins`: the images' own sizes, as for `predictions`)."""
+
+    def check_top_k(self, top_k: int) -> None:
+        """Refuse a --top-k this task has no use for (a ConfigError)."""
+
+    def draw(self, pixels: Any, prediction: dict[str, Any], truth: Any = None) -> Any:
+        """One image with its prediction drawn on it (a PIL image), or None for tasks whose answer is
+        not a picture (a label is shown as a caption instead)."""
+        return None
+
+    # --- explaining -------------------------------------------------------------------------
+
+    @abstractmethod
+    def explain_target(self, outputs: Tensor, choice: str | None = None) -> ExplainTarget:
+        """What Grad-CAM explains for one image's outputs (1, ...): the predicted answer, or `choice`
+        (`--class`: a class name or index; a task may take other choices, e.g. a box number)."""
+
+    # --- evaluation and report --------------------------------------------------------------
+
+    @abstractmethod
+    def plots(self, metrics: dict[str, Any], meter: Meter, folder: Path) -> list[Path]:
         """Write the pictures for an evaluation into `folder`; return their paths."""
 
     @abstractmethod
-    def predictions(self, outputs: Tensor, top_k: int = 1) -> list[dict[str, Any]]:
-        """One dict per image: the readable prediction (label and confidence, or values)."""
+    def summary_line(self, metrics: dict[str, Any]) -> str:
+        """An evaluation in one line: "accuracy 91.20%, macro F1 0.9108 on 10,000 images"."""
+
+    def metric_lines(self, metrics: dict[str, Any]) -> list[str]:
+        """Extra lines the terminal shows after the summary (a per-class table)."""
+        return []
 
     @abstractmethod
-    def prediction_table(self, outputs: Tensor, targets: Tensor) -> tuple[list[str], list[list[str]]]:
-        """(header, rows) comparing each image's prediction with its true target, for predictions.csv."""
+    def report_sections(self, context: ReportContext) -> list[Any]:
+        """The report's task sections (cnnlab.explain.html.Section): the evaluation, the worst cases."""
 
-    @classmethod
-    @abstractmethod
-    def for_training(cls, source: Any, *, label_smoothing: float = 0.0, class_weights: str = "none") -> "Task":
-        """The task fitted to a training Source (its classes, or its target statistics)."""
+    def training_targets_table(self) -> tuple[list[str], list[list[str]]] | None:
+        """(headers, rows) describing the training targets for the report's data section, where a task
+        has something to say beyond the class counts (regression: each target's mean and spread)."""
+        return None
+
+    def example_rows(self, rows: list[dict[str, str]]) -> list[dict[str, str]]:
+        """predictions.csv's rows in the order the report prefers them as its worked example (right
+        answers first)."""
+        return rows
+
+    def example_target(self, row: dict[str, str]) -> str | None:
+        """What Grad-CAM explains for the report's example row (a class name), or None: the answer."""
+        return None
+
+    # --- saved with the model ---------------------------------------------------------------
 
     @abstractmethod
-    def to_json(self) -> dict[str, Any]: ...
+    def to_json(self) -> dict[str, Any]:
+        """Everything needed to use the model later (class names, scalings, id maps); "name" included."""
 
     @classmethod
     @abstractmethod
     def from_json(cls, values: dict[str, Any]) -> "Task": ...
-
-    def summary_line(self, metrics: dict[str, Any]) -> str:
-        return f"{self.headline_name} {metrics.get(self.headline_name, float('nan')):.4f}"

@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Sequence
 
-import numpy as np
 import torch
 from torch import Tensor
 from torch.nn import functional as F
 
 from cnnlab.config import parse_class_weights
 from cnnlab.errors import ConfigError
-from cnnlab.tasks.base import Task
-from cnnlab.tasks.ranking import Curve, one_vs_rest, ranking_metrics
+from cnnlab.tasks.base import ReportContext
+from cnnlab.tasks.class_metrics import (ClassificationMeter, classification_metrics,  # noqa: F401
+                                        confusion_matrix, operating_points, per_class_scores, top_k_accuracy)
+from cnnlab.tasks.vector import VectorTask
+
+if TYPE_CHECKING:
+    from cnnlab.config import TrainConfig
+    from cnnlab.data.source import Source
 
 
-class Classification(Task):
+class Classification(VectorTask):
     name = "classification"
+    description = "one label per image: softmax over the classes, cross-entropy"
     headline_name = "accuracy"
     headline_higher_is_better = True
     loss_name = "cross-entropy"
@@ -32,6 +38,38 @@ class Classification(Task):
         # (class index, probability): answer that class whenever its probability reaches this. A choice
         # made when the model is used (`--threshold`), not saved with it.
         self.threshold: tuple[int, float] | None = None
+
+    # --- data ---------------------------------------------------------------------------------
+
+    @classmethod
+    def open_data(cls, spec: str | Path, *, split: str = "train", data_dir: str | Path | None = None) -> "Source":
+        from cnnlab.data.sources import open_labelled_images
+
+        return open_labelled_images(spec, split=split, data_dir=data_dir)
+
+    @classmethod
+    def for_training(cls, source: "Source", config: "TrainConfig | None" = None) -> "Classification":
+        if source.class_names is None:
+            raise ConfigError(f"{source.description} has numeric targets; use --task regression")
+        from cnnlab.config import TrainConfig
+
+        config = config or TrainConfig()
+        weights = weights_for_classes(config.class_weights, source.class_counts())
+        return cls(source.class_names, label_smoothing=config.label_smoothing, class_weights=weights,
+                   weighting=config.class_weights)
+
+    @property
+    def num_outputs(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def output_names(self) -> list[str]:
+        return self.class_names
+
+    def describe_outputs(self) -> str:
+        return f"{self.num_outputs} classes"
+
+    # --- deciding -----------------------------------------------------------------------------
 
     def set_threshold(self, spec: str | None) -> None:
         """`--threshold NAME=P`: answer NAME whenever its probability is at least P, otherwise the most
@@ -63,18 +101,10 @@ class Classification(Task):
         others[:, index] = -1.0
         return torch.where(probabilities[:, index] >= probability, index, others.argmax(dim=1))
 
-    @classmethod
-    def for_training(cls, source: Any, *, label_smoothing: float = 0.0,
-                     class_weights: str = "none") -> "Classification":
-        if source.class_names is None:
-            raise ConfigError(f"{source.description} has numeric targets; use --task regression")
-        weights = weights_for_classes(class_weights, source.class_counts())
-        return cls(source.class_names, label_smoothing=label_smoothing, class_weights=weights,
-                   weighting=class_weights)
+    def answer(self, outputs: Tensor) -> int:
+        return int(self.decide(outputs[:1])[0])
 
-    @property
-    def num_outputs(self) -> int:
-        return len(self.class_names)
+    # --- training -----------------------------------------------------------------------------
 
     def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
         # cross_entropy = log-softmax + negative log-likelihood: the softmax layer of the guide
@@ -117,57 +147,27 @@ class Classification(Task):
                else "")
         return f"; an image's loss is weighted by its class{why}: {listed}"
 
+    def headline_sum(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        return (outputs.argmax(dim=1) == targets).sum()
+
+    def meter(self, *, full: bool = True) -> ClassificationMeter:
+        return ClassificationMeter(self, full=full)
+
+    def evaluate(self, outputs: Tensor, targets: Tensor) -> dict[str, Any]:
+        """Every metric for the outputs (N, classes) and labels (N,) of a whole set at once (what the
+        meter computes from the batches it was fed)."""
+        return classification_metrics(self, outputs.float().cpu(), targets.long().cpu())
+
+    # --- outputs ------------------------------------------------------------------------------
+
     def combine_views(self, outputs: list[Tensor]) -> Tensor:
         # Average the probabilities, not the logits; returned as log-probabilities, whose softmax
         # is that average.
         probabilities = torch.stack([torch.softmax(o.float(), dim=1) for o in outputs]).mean(dim=0)
         return probabilities.clamp_min(1e-12).log()
 
-    def headline_sum(self, outputs: Tensor, targets: Tensor) -> Tensor:
-        return (outputs.argmax(dim=1) == targets).sum()
-
-    def evaluate(self, outputs: Tensor, targets: Tensor) -> dict[str, Any]:
-        outputs, targets = outputs.float().cpu(), targets.long().cpu()
-        count = len(targets)
-        predicted = self.decide(outputs)
-        matrix = confusion_matrix(targets, predicted, self.num_outputs)
-        metrics: dict[str, Any] = {
-            "images": count,
-            "loss": float(F.cross_entropy(outputs, targets)) if count else float("nan"),
-            "accuracy": float((predicted == targets).float().mean()) if count else float("nan"),
-        }
-        if self.num_outputs > 5:
-            metrics["top5_accuracy"] = top_k_accuracy(outputs, targets, 5)
-        metrics.update(per_class_scores(matrix, self.class_names))
-        if count:
-            metrics.update(ranking_metrics(self._curves(outputs, targets)))
-        if self.threshold is not None:
-            metrics["threshold"] = {"class": self.class_names[self.threshold[0]], "probability": self.threshold[1]}
-        metrics["confusion_matrix"] = {"labels": self.class_names, "matrix": matrix.tolist(),
-                                       "rows": "true class", "columns": "predicted class"}
-        return metrics
-
-    def _curves(self, outputs: Tensor, targets: Tensor) -> dict[str, Curve]:
-        """One-vs-rest ranking curves of each class's probability (outputs may be logits or, after
-        test-time augmentation, log-probabilities: softmax gives the probabilities either way)."""
-        probabilities = torch.softmax(outputs.float(), dim=1).cpu().numpy()
-        return one_vs_rest(probabilities, targets.cpu().numpy(), self.class_names)
-
-    def plots(self, metrics: dict[str, Any], outputs: Tensor, targets: Tensor, folder: Path) -> list[Path]:
-        from cnnlab.evaluate.plots import plot_confusion_matrix, plot_ranking_curves
-
-        path = folder / "confusion_matrix.png"
-        matrix = metrics["confusion_matrix"]
-        plot_confusion_matrix(matrix["matrix"], matrix["labels"], path,
-                              title=f"Confusion matrix — accuracy {metrics['accuracy']:.2%}")
-        paths = [path]
-        curves = {name: curve for name, curve in self._curves(outputs, targets).items() if curve.defined}
-        if curves:
-            paths.append(plot_ranking_curves(curves, operating_points(matrix["matrix"], self.class_names),
-                                             folder / "roc_curves.png", binary=self.num_outputs == 2))
-        return paths
-
-    def predictions(self, outputs: Tensor, top_k: int = 1) -> list[dict[str, Any]]:
+    def predictions(self, outputs: Tensor, *, top_k: int = 1,
+                    origins: Sequence[tuple[int, int]] | None = None) -> list[dict[str, Any]]:
         """Per image: the answer (the most probable class, unless `threshold` says otherwise) with its
         probability, and `top_k` classes: the answer first, then the most probable others."""
         probabilities = torch.softmax(outputs.float(), dim=1).cpu()
@@ -184,14 +184,83 @@ class Classification(Task):
             })
         return rows
 
-    def prediction_table(self, outputs: Tensor, targets: Tensor) -> tuple[list[str], list[list[str]]]:
+    def table_line(self, prediction: dict[str, Any], top_k: int = 1) -> str:
+        # Labels padded to the longest class name, so the confidences line up in columns.
+        width = max(len(name) for name in self.class_names)
+        return "  ".join(f"{entry['label']:<{width}} {entry['confidence']:6.1%}"
+                         for entry in prediction["top_k"][:top_k]).rstrip()
+
+    def caption(self, prediction: dict[str, Any]) -> str:
+        return f"{prediction['label']} {prediction['confidence']:.1%}"
+
+    def csv_columns(self, predictions: Sequence[dict[str, Any]]) -> list[str]:
+        depth = max((len(row.get("top_k", [])) for row in predictions), default=1)
+        columns = ["label", "confidence"]
+        for rank in range(2, depth + 1):
+            columns += [f"label_{rank}", f"confidence_{rank}"]
+        return columns
+
+    def csv_cells(self, prediction: dict[str, Any], columns: list[str]) -> list[str]:
+        cells = []
+        entries = prediction.get("top_k", [])
+        for rank in range(len(columns) // 2):
+            cells += ([entries[rank]["label"], f"{entries[rank]['confidence']:.6f}"] if rank < len(entries)
+                      else ["", ""])
+        return cells
+
+    def prediction_table(self, outputs: Tensor, targets: Tensor,
+                         origins: Sequence[tuple[int, int]] | None = None) -> tuple[list[str], list[list[list[str]]]]:
         header = ["true_label", "predicted_label", "confidence", "correct"]
         rows = []
         for target, prediction in zip(targets.tolist(), self.predictions(outputs)):
             truth = self.class_names[int(target)]
-            rows.append([truth, prediction["label"], f"{prediction['confidence']:.6f}",
-                         str(int(truth == prediction["label"]))])
+            rows.append([[truth, prediction["label"], f"{prediction['confidence']:.6f}",
+                          str(int(truth == prediction["label"]))]])
         return header, rows
+
+    # --- evaluation ---------------------------------------------------------------------------
+
+    def plots(self, metrics: dict[str, Any], meter: ClassificationMeter, folder: Path) -> list[Path]:
+        from cnnlab.evaluate.plots import plot_confusion_matrix, plot_ranking_curves
+
+        path = folder / "confusion_matrix.png"
+        matrix = metrics["confusion_matrix"]
+        plot_confusion_matrix(matrix["matrix"], matrix["labels"], path,
+                              title=f"Confusion matrix — accuracy {metrics['accuracy']:.2%}")
+        paths = [path]
+        curves = {name: curve for name, curve in meter.curves().items() if curve.defined}
+        if curves:
+            paths.append(plot_ranking_curves(curves, operating_points(matrix["matrix"], self.class_names),
+                                             folder / "roc_curves.png", binary=self.num_outputs == 2))
+        return paths
+
+    def summary_line(self, metrics: dict[str, Any]) -> str:
+        text = f"accuracy {metrics['accuracy']:.2%}"
+        if "top5_accuracy" in metrics:
+            text += f", top-5 {metrics['top5_accuracy']:.2%}"
+        text += f", macro F1 {metrics['macro_avg']['f1']:.4f}"
+        if "threshold" in metrics:
+            chosen = metrics["threshold"]
+            text += f" (answering {chosen['class']} at probability ≥ {chosen['probability']:g})"
+        if (metrics.get("roc_auc") or {}).get("macro") is not None:
+            text += f", ROC AUC {metrics['roc_auc']['macro']:.4f}"
+        return text + f" on {_images(metrics['images'])}"
+
+    def metric_lines(self, metrics: dict[str, Any]) -> list[str]:
+        return class_table(metrics)
+
+    def report_sections(self, context: ReportContext) -> list[Any]:
+        from cnnlab.explain.report_sections import classification_sections
+
+        return classification_sections(self, context)
+
+    def example_rows(self, rows: list[dict[str, str]]) -> list[dict[str, str]]:
+        return [row for row in rows if row.get("correct", "1") == "1"]
+
+    def example_target(self, row: dict[str, str]) -> str | None:
+        return row.get("true_label")
+
+    # --- saved with the model -----------------------------------------------------------------
 
     def to_json(self) -> dict[str, Any]:
         values = {"name": self.name, "class_names": self.class_names, "label_smoothing": self.label_smoothing}
@@ -203,6 +272,30 @@ class Classification(Task):
     def from_json(cls, values: dict[str, Any]) -> "Classification":
         return cls(values["class_names"], label_smoothing=float(values.get("label_smoothing", 0.0)),
                    class_weights=values.get("class_weights"), weighting=str(values.get("weighting", "none")))
+
+
+def _images(count: int) -> str:
+    return f"{count:,} image" if count == 1 else f"{count:,} images"
+
+
+MAX_TABLE_CLASSES = 30  # beyond this the terminal table is too long to read; metrics.json has them all
+
+
+def class_table(metrics: dict[str, Any]) -> list[str]:
+    """Per-class precision, recall, F1, ROC AUC and image count as aligned text lines (up to
+    `MAX_TABLE_CLASSES` classes): on imbalanced data, the numbers that accuracy hides."""
+    per_class = metrics.get("per_class")
+    if not per_class or len(per_class) > MAX_TABLE_CLASSES:
+        return []
+    auc = (metrics.get("roc_auc") or {}).get("per_class", {})
+    rows = [["class", "precision", "recall", "F1", "ROC AUC", "images"]]
+    for name, scores in per_class.items():
+        value = auc.get(name)
+        rows.append([name, f"{scores['precision']:.3f}", f"{scores['recall']:.3f}", f"{scores['f1']:.3f}",
+                     "–" if value is None else f"{value:.3f}", f"{scores['support']:,}"])
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(width) if column == 0 else cell.rjust(width)
+                      for column, (cell, width) in enumerate(zip(row, widths))).rstrip() for row in rows]
 
 
 def weights_for_classes(spec: str, counts: dict[str, int]) -> list[float] | None:
@@ -226,57 +319,3 @@ def weights_for_classes(spec: str, counts: dict[str, int]) -> list[float] | None
     return list(weights.values())
 
 
-def operating_points(matrix: list[list[int]], class_names: list[str]) -> dict[str, tuple[float, float, float]]:
-    """Where the model's own answers (the most probable class) sit on each class's curves:
-    (false-positive rate, true-positive rate, precision), from the confusion matrix."""
-    counts = np.asarray(matrix, dtype=np.float64)
-    total, points = counts.sum(), {}
-    for index, name in enumerate(class_names):
-        hits, actual, predicted = counts[index, index], counts[index].sum(), counts[:, index].sum()
-        negatives = total - actual
-        points[name] = ((predicted - hits) / negatives if negatives else 0.0, hits / actual if actual else 0.0,
-                        hits / predicted if predicted else 0.0)
-    return points
-
-
-def confusion_matrix(targets: Tensor, predicted: Tensor, num_classes: int) -> Tensor:
-    """matrix[i, j] = number of images of true class i predicted as class j."""
-    flat = targets * num_classes + predicted
-    return torch.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
-
-
-def top_k_accuracy(outputs: Tensor, targets: Tensor, k: int) -> float:
-    top = outputs.topk(min(k, outputs.shape[1]), dim=1).indices
-    return float((top == targets[:, None]).any(dim=1).float().mean()) if len(targets) else float("nan")
-
-
-def per_class_scores(matrix: Tensor, class_names: list[str]) -> dict[str, Any]:
-    """Precision, recall, F1 and support per class, with macro and weighted averages.
-
-    A class never predicted has precision 0 (and never present: recall 0), as scikit-learn
-    reports with zero_division=0.
-    """
-    matrix = matrix.double()
-    true_positive = matrix.diag()
-    predicted_count = matrix.sum(dim=0)
-    support = matrix.sum(dim=1)
-    precision = torch.where(predicted_count > 0, true_positive / predicted_count.clamp_min(1), 0.0)
-    recall = torch.where(support > 0, true_positive / support.clamp_min(1), 0.0)
-    denominator = precision + recall
-    f1 = torch.where(denominator > 0, 2 * precision * recall / denominator.clamp_min(1e-12), 0.0)
-    per_class = {
-        name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-        for name, p, r, f, s in zip(class_names, precision, recall, f1, support)
-    }
-    weights = support / support.sum().clamp_min(1)
-
-    def average(values: Tensor, weighted: bool) -> float:
-        return float((values * weights).sum()) if weighted else float(values.mean())
-
-    return {
-        "per_class": per_class,
-        "macro_avg": {"precision": average(precision, False), "recall": average(recall, False),
-                      "f1": average(f1, False)},
-        "weighted_avg": {"precision": average(precision, True), "recall": average(recall, True),
-                         "f1": average(f1, True)},
-    }

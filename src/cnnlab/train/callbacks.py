@@ -28,8 +28,11 @@ class ProgressBar:
     summary line per epoch with the validation scores and the time left for the whole run."""
 
     def __init__(self, headline: str, *, stream: TextIO | None = None, refresh_seconds: float = 0.5,
-                 enabled: bool = True):
+                 enabled: bool = True, running_headline: bool = True):
+        """`running_headline`: whether the headline is a per-image mean that the bar can show while an
+        epoch runs (accuracy, MAE); mAP is only known after validation."""
         self.headline = headline
+        self.running_headline = running_headline
         self.stream = stream or sys.stderr
         self.refresh_seconds = refresh_seconds
         self.enabled = enabled
@@ -55,8 +58,8 @@ class ProgressBar:
         if now - self._last_refresh >= self.refresh_seconds:
             self._last_refresh = now
             # Reading the sums waits for the device; doing it only twice a second keeps it cheap.
-            self._bar.set_postfix(loss=f"{float(loss_sum) / images:.4f}",
-                                  **{self.headline: f"{float(headline_sum) / images:.4f}"}, refresh=False)
+            running = {self.headline: f"{float(headline_sum) / images:.4f}"} if self.running_headline else {}
+            self._bar.set_postfix(loss=f"{float(loss_sum) / images:.4f}", **running, refresh=False)
 
     def on_epoch_end(self, state: FitState, row: dict[str, Any]) -> None:
         if self._bar is not None:
@@ -69,7 +72,8 @@ class ProgressBar:
         headline = self.headline
         parts = [
             f"epoch {row['epoch']}/{state.epochs}",
-            f"train loss {row['train_loss']:.4f} {headline} {row[f'train_{headline}']:.4f}",
+            f"train loss {row['train_loss']:.4f}" +
+            (f" {headline} {row[f'train_{headline}']:.4f}" if f"train_{headline}" in row else ""),
         ]
         if not math.isnan(row["val_loss"]):
             parts.append(f"val loss {row['val_loss']:.4f} {headline} {row[f'val_{headline}']:.4f}")

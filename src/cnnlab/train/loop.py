@@ -29,7 +29,8 @@ from torch import Tensor, nn
 from cnnlab.data.loader import Batches, epoch_seed
 from cnnlab.tasks.base import Task
 from cnnlab.train.batch_threads import BatchThreads, add_gradients, batch_parts, part_models
-from cnnlab.train.distributed import context_from_environment, sum_across_processes
+from cnnlab.processes import sum_across_processes
+from cnnlab.train.distributed import context_from_environment
 from cnnlab.train.performance import Performance
 
 
@@ -96,15 +97,47 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+class _EpochSums:
+    """The loss, its parts and the headline summed over an epoch's batches, on the device: reading a
+    number back waits for the device, so nothing is read until a callback or the epoch's end asks."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.images = 0
+        self.loss = torch.zeros((), device=device)
+        self.headline: Tensor | None = None
+        self.parts: dict[str, Tensor] = {}
+
+    def add(self, loss: Tensor, parts: dict[str, Tensor], headline: Tensor | None, count: int) -> None:
+        self.images += count
+        self.loss += loss.detach() * count
+        for name, value in parts.items():
+            self.parts[name] = self.parts.get(name, torch.zeros((), device=self.device)) + value.detach() * count
+        if headline is not None:
+            self.headline = headline if self.headline is None else self.headline + headline
+
+    def totals(self) -> tuple[float, float | None, dict[str, float], int]:
+        """(loss sum, headline sum or None, part sums, images), each summed over every process."""
+        names = list(self.parts)
+        values = [self.loss.double(), torch.tensor(float(self.images), device=self.device, dtype=torch.float64)]
+        values += [self.parts[name].double() for name in names]
+        if self.headline is not None:
+            values.append(self.headline.double())
+        summed = sum_across_processes(torch.stack(values)).tolist()
+        headline = summed[-1] if self.headline is not None else None
+        return summed[0], headline, dict(zip(names, summed[2:2 + len(names)])), int(summed[1])
+
+
 def train_one_epoch(model: nn.Module, task: Task, normalizer: nn.Module, batches: Batches, epoch: int,
                     optimizer: torch.optim.Optimizer, scheduler: Any, state: FitState,
                     callbacks: list[object], performance: Performance | None = None) -> dict[str, float]:
-    """One pass over the training batches; the caller has put the model in training mode."""
+    """One pass over the training batches; the caller has put the model in training mode. Returns the
+    epoch's mean loss, its parts (`loss_<part>`), its headline where the task has a per-image one, and
+    the number of images."""
     device = batches.device
     performance = performance or Performance(device)
-    loss_sum = torch.zeros((), device=device)
-    headline_sum = torch.zeros((), device=device)
-    images = 0
+    sums = _EpochSums(device)
+    no_headline = torch.zeros((), device=device)  # what callbacks see for a task without a per-image headline
     threads = BatchThreads(performance.batch_threads) if performance.batch_threads > 1 else None
     models = part_models(model, performance.batch_threads) if threads else [model]
     with threads or contextlib.nullcontext():
@@ -112,29 +145,32 @@ def train_one_epoch(model: nn.Module, task: Task, normalizer: nn.Module, batches
             if threads is None:
                 with performance.autocast():
                     outputs = model(performance.prepare_inputs(normalizer(inputs)))   # forward pass
-                loss = task.loss(outputs.float(), targets)
+                loss, parts = task.loss_parts(outputs.float(), targets)
                 optimizer.zero_grad(set_to_none=True)
                 performance.backward_and_step(loss, optimizer)         # backpropagation, then the gradient step
             else:
-                loss, outputs = _step_in_parts(threads, models, task, normalizer, performance, inputs, targets)
+                loss, parts, outputs = _step_in_parts(threads, models, task, normalizer, performance, inputs,
+                                                      targets)
                 optimizer.step()
             scheduler.step()
-            count = len(targets)
-            images += count
-            loss_sum += loss.detach() * count
-            headline_sum += task.headline_sum(outputs.detach(), targets)
-            _call(callbacks, "on_batch_end", state, images, loss_sum, headline_sum)
+            sums.add(loss, parts, task.headline_sum(outputs.detach(), targets), len(targets))
+            _call(callbacks, "on_batch_end", state, sums.images, sums.loss,
+                  sums.headline if sums.headline is not None else no_headline)
     # With several processes, the epoch's numbers are those of all of them together.
-    loss_total, headline_total, image_total = sum_across_processes(
-        torch.stack([loss_sum.double(), headline_sum.double(), torch.tensor(float(images), device=device)])).tolist()
-    return {"loss": loss_total / max(image_total, 1), task.headline_name: task.headline(headline_total, int(image_total)),
-            "images": int(image_total)}
+    loss_total, headline_total, part_totals, image_total = sums.totals()
+    result = {"loss": loss_total / max(image_total, 1), "images": image_total}
+    result.update({f"loss_{name}": value / max(image_total, 1) for name, value in part_totals.items()})
+    if headline_total is not None:
+        result[task.headline_name] = task.headline(headline_total, image_total)
+    return result
 
 
 def _step_in_parts(threads: BatchThreads, models: list[nn.Module], task: Task, normalizer: nn.Module,
-                   performance: Performance, inputs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+                   performance: Performance, inputs: Tensor, targets: Tensor
+                   ) -> tuple[Tensor, dict[str, Tensor], Tensor]:
     """The forward and backward pass of one batch as parts on `threads` (batch_threads.py); leaves
-    each weight's .grad the batch's gradient and returns (batch loss, outputs), as the usual step."""
+    each weight's .grad the batch's gradient and returns (batch loss, its parts, outputs), as the
+    usual step."""
     parameters = [p for p in models[0].parameters() if p.requires_grad]
     whole_share = task.loss_share(targets)
     parts = batch_parts(len(targets), threads.threads)
@@ -142,56 +178,82 @@ def _step_in_parts(threads: BatchThreads, models: list[nn.Module], task: Task, n
     # exactly. With more, the order of the additions would change the result from run to run, so
     # each part keeps its own and they are added in the parts' order.
     accumulate = len(parts) <= 2
-    results: list[tuple[tuple[Tensor | None, ...], Tensor, Tensor] | None] = [None] * len(parts)
+    results: list[tuple[tuple[Tensor | None, ...], Tensor, dict[str, Tensor], Tensor] | None] = [None] * len(parts)
 
     def compute(index: int, part: slice) -> None:
         part_targets = targets[part]
         with performance.autocast():
             outputs = models[index](performance.prepare_inputs(normalizer(inputs[part])))
         # The batch's loss is a mean over its images: each part's mean counts by its share of them.
-        loss = task.loss(outputs.float(), part_targets) * (task.loss_share(part_targets) / whole_share)
+        weight = task.loss_share(part_targets) / whole_share
+        loss, loss_parts = task.loss_parts(outputs.float(), part_targets)
+        loss = loss * weight
         if accumulate:
             loss.backward()
             gradients: tuple[Tensor | None, ...] = ()
         else:
             gradients = torch.autograd.grad(loss, parameters, allow_unused=True)
-        results[index] = (gradients, loss.detach(), outputs.detach())
+        weighted_parts = {name: value.detach() * weight for name, value in loss_parts.items()}
+        results[index] = (gradients, loss.detach(), weighted_parts, outputs.detach())
 
     for parameter in parameters:
         parameter.grad = None
     threads.run([functools.partial(compute, index, part) for index, part in enumerate(parts)])
     done = [result for result in results if result is not None]
     if not accumulate:
-        add_gradients(parameters, [gradients for gradients, _, _ in done])
-    return torch.stack([loss for _, loss, _ in done]).sum(), torch.cat([outputs for _, _, outputs in done])
+        add_gradients(parameters, [gradients for gradients, _, _, _ in done])
+    part_sums = {name: torch.stack([loss_parts[name] for _, _, loss_parts, _ in done]).sum()
+                 for name in done[0][2]} if done else {}
+    return (torch.stack([loss for _, loss, _, _ in done]).sum(), part_sums,
+            torch.cat([outputs for _, _, _, outputs in done]))
 
 
 @torch.no_grad()
-def predict_batches(model: nn.Module, normalizer: nn.Module, batches: Batches,
-                    performance: Performance | None = None) -> tuple[Tensor, Tensor]:
-    """Run the model over every batch in order; return (outputs, targets) on the CPU."""
-    performance = performance or Performance(batches.device)
-    model.eval()
-    outputs, targets = [], []
-    for inputs, batch_targets in batches.epoch(0):
-        with performance.autocast():
-            outputs.append(model(performance.prepare_inputs(normalizer(inputs))).float())
-        targets.append(batch_targets)
-    if not outputs:
-        return torch.empty(0), torch.empty(0)
-    return torch.cat(outputs).cpu(), torch.cat(targets).cpu()
-
-
 def validate(model: nn.Module, task: Task, normalizer: nn.Module, batches: Batches,
              performance: Performance | None = None) -> dict[str, float]:
-    outputs, targets = predict_batches(model, normalizer, batches, performance)
-    count = len(targets)
-    loss_sum = float(task.loss(outputs, targets)) * count if count else 0.0
-    headline_sum = float(task.headline_sum(outputs, targets)) if count else 0.0
-    loss_total, headline_total, count_total = sum_across_processes(
-        torch.tensor([loss_sum, headline_sum, float(count)], dtype=torch.float64, device=batches.device)).tolist()
-    return {"loss": loss_total / count_total if count_total else math.nan,
-            task.headline_name: task.headline(headline_total, int(count_total))}
+    """The validation images' mean loss (and its parts) and the task's headline, streamed batch by
+    batch and summed over the processes of a distributed run."""
+    performance = performance or Performance(batches.device)
+    model.eval()
+    meter = task.meter(full=False)
+    device = batches.device
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    share_sum = torch.zeros((), device=device, dtype=torch.float64)
+    part_sums: dict[str, Tensor] = {}
+    for inputs, targets in batches.epoch(0):
+        with performance.autocast():
+            outputs = model(performance.prepare_inputs(normalizer(inputs))).float()
+        loss, parts = task.loss_parts(outputs, targets)
+        share = task.loss_share(targets).double()
+        loss_sum += loss.double() * share
+        share_sum += share
+        for name, value in parts.items():
+            part_sums[name] = part_sums.get(name, torch.zeros((), device=device, dtype=torch.float64)) + \
+                value.double() * share
+        meter.update(outputs, targets)
+    names = list(part_sums)
+    totals = sum_across_processes(torch.stack([loss_sum, share_sum, *[part_sums[n] for n in names]])).tolist()
+    shares = totals[1]
+    result = {"loss": totals[0] / shares if shares else math.nan}
+    result.update({f"loss_{name}": value / shares if shares else math.nan for name, value in zip(names, totals[2:])})
+    result[task.headline_name] = meter.compute().get(task.headline_name, math.nan)
+    return result
+
+
+def _epoch_row(task: Task, epoch: int, train: dict[str, float], val: dict[str, float]) -> dict[str, Any]:
+    """An epoch's line of metrics.csv: the losses and the headline, for training and validation; the
+    loss's parts (a detector's box and class losses) after them; a headline that is no per-image mean
+    (mAP) only for validation."""
+    headline = task.headline_name
+    row: dict[str, Any] = {"epoch": epoch, "train_loss": train["loss"]}
+    if headline in train:
+        row[f"train_{headline}"] = train[headline]
+    row["val_loss"] = val.get("loss", math.nan)
+    row[f"val_{headline}"] = val.get(headline, math.nan)
+    for name in (key for key in train if key.startswith("loss_")):
+        row[f"train_{name}"] = train[name]
+        row[f"val_{name}"] = val.get(name, math.nan)
+    return row
 
 
 def fit(*, model: nn.Module, task: Task, normalizer: nn.Module, train_batches: Batches,
@@ -217,10 +279,9 @@ def fit(*, model: nn.Module, task: Task, normalizer: nn.Module, train_batches: B
                                 state, callbacks, performance)
         train_seconds = time.perf_counter() - started
         val = validate(eval_model, task, normalizer, val_batches, performance) if val_batches is not None else {}
-        row = {"epoch": epoch, "train_loss": train["loss"], f"train_{task.headline_name}": train[task.headline_name],
-               "val_loss": val.get("loss", math.nan), f"val_{task.headline_name}": val.get(task.headline_name, math.nan),
-               "lr": lr, "seconds": time.perf_counter() - started,
-               "images_per_s": train["images"] / max(train_seconds, 1e-9)}
+        row = _epoch_row(task, epoch, train, val)
+        row.update({"lr": lr, "seconds": time.perf_counter() - started,
+                    "images_per_s": train["images"] / max(train_seconds, 1e-9)})
         state.record(row)
         _call(callbacks, "on_epoch_end", state, row)
         if state.stop_reason:

@@ -235,7 +235,7 @@ def find_lr(config: "TrainConfig | str | Path | None" = None, *, output: str | P
     console = Console(quiet=quiet)
     start = prepare_run(merge_config(config, fields).validate(), console)
     model, report = start.initial_model(console)
-    train_batches, _ = training_batches(start.config, start.data, start.device)
+    train_batches, _ = training_batches(start.config, start.data, start.device, start.task)
     finding = sweep(model, start.task, start.input_spec.normalizer(), train_batches, start.config,
                     start.stage_plan(model, report), steps=steps, start_lr=start_lr, end_lr=end_lr,
                     console=console)

@@ -26,7 +26,7 @@ from cnnlab.data.sources import check_recorded_data, recorded_data
 from cnnlab.device import resolve_device
 from cnnlab.errors import ConfigError
 from cnnlab.io import write_text_atomic
-from cnnlab.models.build import Architecture, build_model, resolve_architecture
+from cnnlab.models.build import Architecture, resolve_architecture
 from cnnlab.models.transfer import TransferReport
 from cnnlab.models.weights import PretrainedWeights
 from cnnlab.runs import TRAIN_STATE, WEIGHTS, create_run_dir, default_run_name, find_run
@@ -103,8 +103,7 @@ class RunStart:
         """A freshly initialised model (seeded) holding every pretrained layer that fits."""
         geometry = self.data.geometry
         seed_everything(self.config.seed)  # weight initialisation depends on the seed alone
-        model = build_model(self.architecture, in_channels=geometry.channels,
-                            num_outputs=self.task.num_outputs, image_size=geometry.size)
+        model = self.task.build_model(self.architecture, in_channels=geometry.channels, image_size=geometry.size)
         if self.pretrained is None:
             return model, None
         report = transfer_pretrained(model, self.architecture, self.task, self.pretrained, self.config)
@@ -126,8 +125,7 @@ def prepare_run(config: TrainConfig, console: Console,
     pretrained = load_pretrained(config, architecture)
     config = with_weights_defaults(config, pretrained)
     data = prepare_training_data(config, console)
-    task = task_for_training(config.task, data.train.source, label_smoothing=config.label_smoothing,
-                             class_weights=config.class_weights)
+    task = task_for_training(config.task, data.train.source, config)
     geometry = data.geometry
     mean, std = (pretrained_normalisation(pretrained, geometry.channels)
                  or channel_statistics(data.train, seed=config.seed))
@@ -212,7 +210,7 @@ def _start(config: TrainConfig, console: Console, context: DistributedContext,
         if report is not None:
             save_transfer_report(run_dir, report)
     plan = start.stage_plan(model, report)
-    batches = training_batches(config, data, start.device, context)
+    batches = training_batches(config, data, start.device, task, context)
     if config.lr == "auto":
         config = replace(config, lr=distributed.share_from_main(
             _find_learning_rate(start, model, plan, batches[0], run_dir, console) if context.is_main else None))
@@ -274,18 +272,19 @@ def _stage_plan(config: TrainConfig, model: torch.nn.Module, architecture: Archi
                      config.backbone_lr_factor)
 
 
-def _augmentation(preset: str):
+def _augmentation(preset: str, task: Task):
     if preset == "none":
         return None  # and torchvision, which costs a second to import, stays unloaded
     from cnnlab.data.augment import build_augmentation
 
-    return build_augmentation(preset)
+    task.check_augmentation(preset)
+    return build_augmentation(preset, task.move_targets if task.moves_with_image else None)
 
 
-def training_batches(config: TrainConfig, data: TrainingData, device: torch.device,
+def training_batches(config: TrainConfig, data: TrainingData, device: torch.device, task: Task,
                      context: DistributedContext = DistributedContext()) -> tuple[Batches, Batches | None]:
     """(training batches: shuffled, augmented; validation batches or None) for this process's share."""
-    augmentation = _augmentation(config.augment)
+    augmentation = _augmentation(config.augment, task)
     batch_size = distributed.per_process_batch(config.batch_size, context)
     shares = {"rank": context.rank, "world_size": context.world_size}
     train_batches = Batches(data.train, batch_size=batch_size, device=device, shuffle=True,
@@ -348,11 +347,11 @@ def _fit(setup: _Setup, state: FitState, console: Console, user_callbacks: list[
         apply_stage(setup.model, setup.stages, setup.stages.stage(state.epoch + 1))
         callbacks.append(FineTuneStages(setup.model, setup.stages, console.info))  # first: it says the stage
     console.info(f"model: {setup.info.architecture.label} ({count}) on {setup.device}; "
-                 f"task: {task.name} ({task.num_outputs} output{'' if task.num_outputs == 1 else 's'})")
+                 f"task: {task.name} ({task.describe_outputs()})")
     console.info(task.describe_loss())
     if setup.context.is_main:
         callbacks += [
-            cb.ProgressBar(task.headline_name, enabled=not console.quiet),
+            cb.ProgressBar(task.headline_name, enabled=not console.quiet, running_headline=task.per_image_headline),
             cb.MetricsCsv(setup.run_dir / "metrics.csv"),
             cb.TrainingCurves(setup.run_dir / "training_curves.png", task.headline_name, task.loss_name),
         ]
@@ -450,11 +449,10 @@ def _resume(run: str | Path, fields: dict[str, Any], console: Console, context: 
     data = prepare_training_data(config, console)
     info = replace(training_state.info, config=config.to_dict())
     task = task_from_json(info.task)
-    model = build_model(info.architecture, in_channels=info.input.channels, num_outputs=task.num_outputs,
-                        image_size=info.input.size)
+    model = task.build_model(info.architecture, in_channels=info.input.channels, image_size=info.input.size)
     report = load_transfer_report(run_dir) if config.staged else None
     plan = _stage_plan(config, model, info.architecture, report)
-    batches = training_batches(config, data, device, context)
+    batches = training_batches(config, data, device, task, context)
     setup = _assemble(config, run_dir, data, task, info, device, model, plan, batches, context)
     restore_training_state(training_state, setup.model, setup.optimizer, setup.scheduler)
     if context.is_main:
