@@ -181,7 +181,8 @@ class TrainConfig:
         _require(self.recipe is None or self.recipe in RECIPES,
                  f"--recipe must be one of {', '.join(RECIPES)} (got {self.recipe!r})")
         for name in ("optimizer", "schedule", "augment", "task", "cache", "precision", "tta", "fit"):
-            choices = _field(name).metadata["choices"]
+            # The task registry as it is now (a task registered after this module was imported counts).
+            choices = task_names() if name == "task" else _field(name).metadata["choices"]
             _require(getattr(self, name) in choices,
                      f"--{name.replace('_', '-')} must be one of {', '.join(choices)} "
                      f"(got {getattr(self, name)!r})")

@@ -62,6 +62,11 @@ class Registry(Generic[T]):
             raise ValueError(f"{self.kind} {name!r} is already registered")
         self._entries[name] = Entry(name, builder, description, dict(metadata))
 
+    def remove(self, name: str) -> None:
+        """Take an entry out again (a test's temporary registration)."""
+        self._ensure_loaded()
+        del self._entries[name]
+
     def _ensure_loaded(self) -> None:
         if not self._loaded:
             self._loaded = True

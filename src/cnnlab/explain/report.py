@@ -170,15 +170,18 @@ def _samples(record: RunRecord, trained: TrainedModel, source: Source | None, sa
         return paragraph(f"Sample images: the training data ({record.config.get('data')}) could not be "
                          "opened here, so none are shown.", "note")
     rows, captions = [], None
+    labels, task = source.stratify_labels, trained.task
     for name, indices in samples_per_class(source, samples):
-        images = source_images(source, indices, trained)
-        if source.class_names is None:  # regression: one row, each image captioned with its targets
+        images = [task.sample_picture(pixels, source, index)
+                  for pixels, index in zip(source_images(source, indices, trained), indices)]
+        if labels is None:  # no class per image: one row, each image captioned with its targets
             rows.append(("samples", images))
-            captions = [[", ".join(f"{value:.3g}" for value in source.targets[i]) for i in indices]]
+            captions = [[task.target_caption(source, index) for index in indices]]
         else:
-            total = int((source.targets == source.class_names.index(name)).sum())
+            total = int((labels == source.class_names.index(name)).sum())
             rows.append((f"{name} ({total:,})", images))
-    what = "class (images in the split)" if source.class_names else ", ".join(source.target_names or [])
+    what = ("class (images in the split)" if labels is not None else
+            ", ".join(source.target_names or []) or task.describe_outputs())
     shape = "×".join(map(str, trained.input.shape))
     title = f"{source.description}\nas the model sees them ({shape}); rows: {what}"
     figure = image_rows(rows, title, captions=captions, cell=0.7)

@@ -168,12 +168,13 @@ def images_by_name(trained: TrainedModel, names: Sequence[str],
 def samples_per_class(source: Source, per_class: int, seed: int = 0) -> list[tuple[str, list[int]]]:
     """(class name, indices of up to `per_class` seeded-random images) for each class."""
     rng = np.random.default_rng(seed)
-    if source.class_names is None:
+    labels = source.stratify_labels
+    if labels is None:
         count = min(len(source), per_class * 2)
         return [("", sorted(rng.choice(len(source), size=count, replace=False).tolist()))]
     chosen = []
     for number, name in enumerate(source.class_names):
-        members = np.flatnonzero(source.targets == number)
+        members = np.flatnonzero(labels == number)
         take = min(per_class, len(members))
         chosen.append((name, sorted(rng.choice(members, size=take, replace=False).tolist()) if take else []))
     return chosen

@@ -231,6 +231,15 @@ class Task(ABC):
     def report_sections(self, context: ReportContext) -> list[Any]:
         """The report's task sections (cnnlab.explain.html.Section): the evaluation, the worst cases."""
 
+    def target_caption(self, source: "Source", index: int) -> str:
+        """A caption for image `index` of a Source in the report's sample grid (its targets in words)."""
+        return ""
+
+    def sample_picture(self, pixels: Any, source: "Source", index: int) -> Any:
+        """Image `index` of a Source (uint8 C×H×W at the model's input) as the report's sample grid shows
+        it: with its targets drawn on it where they are positions (boxes)."""
+        return pixels
+
     def training_targets_table(self) -> tuple[list[str], list[list[str]]] | None:
         """(headers, rows) describing the training targets for the report's data section, where a task
         has something to say beyond the class counts (regression: each target's mean and spread)."""

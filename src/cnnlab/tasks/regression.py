@@ -166,6 +166,9 @@ class Regression(VectorTask):
 
         return regression_sections(self, context)
 
+    def target_caption(self, source: "Source", index: int) -> str:
+        return ", ".join(f"{value:.3g}" for value in source.targets[index])
+
     def training_targets_table(self) -> tuple[list[str], list[list[str]]]:
         rows = [[name, f"{mean:.4g}", f"{std:.4g}"]
                 for name, mean, std in zip(self.target_names, self.mean.tolist(), self.std.tolist())]
