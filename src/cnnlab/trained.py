@@ -79,13 +79,11 @@ class TrainedModel:
     def set_threshold(self, spec: str | None) -> None:
         """Answer a class whenever its probability reaches a threshold ("PNEUMONIA=0.3"), for
         `predict_arrays` and evaluation; None: the most probable class (the default)."""
-        set_threshold = getattr(self.task, "set_threshold", None)
-        if set_threshold is None:
-            if spec is None:
-                return
-            raise CnnlabError(f"--threshold {spec}: a threshold picks a class, and this model does "
-                              f"{self.task.name}")
-        set_threshold(spec)
+        if spec is None:
+            if hasattr(self.task, "set_threshold"):
+                self.task.set_threshold(None)
+            return
+        self.task.configure(threshold=spec)
 
 
 def load(run: str | Path, *, which: str = "best", device: str = "auto", runs_dir: str | Path = "runs",

@@ -352,10 +352,12 @@ def list_datasets() -> list[Entry[DatasetSpec]]:
 def is_named(name: str) -> bool:
     """Whether `name` is a named dataset (rather than, say, a folder).
 
-    >>> is_named("fashion-mnist"), is_named("./my-photos")
-    (True, False)
+    >>> is_named("fashion-mnist"), is_named("./my-photos"), is_named("fashion-mnist-boxes")
+    (True, False, True)
     """
-    return name in DATASETS
+    from cnnlab.data.generated import is_generated
+
+    return name in DATASETS or is_generated(name)
 
 
 def dataset_spec(name: str) -> DatasetSpec:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,7 +11,7 @@ from cnnlab.config import TrainConfig, parse_image_size
 from cnnlab.console import Console
 from cnnlab.data.prepare import Geometry, ImageSet, LoadReport, infer_geometry, load_images
 from cnnlab.data.source import Source
-from cnnlab.data.sources import find_split_folders, open_data
+from cnnlab.data.sources import open_data
 from cnnlab.data.split import split_indices
 from cnnlab.errors import DataError
 
@@ -68,7 +67,7 @@ def _validation_source(config: TrainConfig, source: Source) -> tuple[Source, Sou
         return source, val, f"--val-data {config.val_data}"
     if not _holds_out(config):
         val = open_data(config.data, split="val", task=config.task, data_dir=config.data_dir)
-        return source, val, f"{find_split_folders(Path(config.data))['val']}"
+        return source, val, f"the val split of {config.data}"
     taken, rest = _split(source, config.val_fraction, config.seed)
     if len(rest) == 0 or len(taken) == 0:
         return source, None, "none (too few images to hold any out)"
@@ -79,10 +78,11 @@ def _validation_source(config: TrainConfig, source: Source) -> tuple[Source, Sou
 
 def _holds_out(config: TrainConfig) -> bool:
     """Whether the validation images are a fraction of --data (not --val-data, not a val/ folder)."""
+    from cnnlab.tasks import task_class
+
     if config.val_data:
         return False
-    folder = Path(config.data)
-    return not (config.split == "train" and folder.is_dir() and "val" in find_split_folders(folder))
+    return not (config.split == "train" and "val" in task_class(config.task).data_splits(config.data))
 
 
 def _training_source(config: TrainConfig) -> Source:

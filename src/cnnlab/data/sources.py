@@ -37,10 +37,25 @@ def named_dataset(spec: str | Path) -> "DatasetSpec | None":
     """The named dataset `--data` means, or None for a folder or file (one of that name wins)."""
     from cnnlab.data import named
 
+    from cnnlab.data.generated import is_generated
+
     text = str(spec)
-    if Path(text).expanduser().exists() or not named.is_named(text):
+    if Path(text).expanduser().exists() or not named.is_named(text) or is_generated(text):
         return None
     return named.dataset_spec(text)
+
+
+def named_splits(spec: str | Path) -> tuple[str, ...]:
+    """The splits of the named (or generated) dataset `spec`; () for a folder or file."""
+    from cnnlab.data.generated import generated_dataset, is_generated
+
+    text = str(spec)
+    if Path(text).expanduser().exists():
+        return ()
+    if is_generated(text):
+        return generated_dataset(text).splits
+    found = named_dataset(text)
+    return tuple(found.splits) if found is not None else ()
 
 
 def open_data(
@@ -60,8 +75,12 @@ def open_labelled_images(spec: str | Path, *, split: str = "train", data_dir: st
     """Images with one class label each (see the module docstring for the layouts)."""
     from cnnlab.data import named
 
+    from cnnlab.data.generated import is_generated, refuse_for_task
+
     text = str(spec)
     path = Path(text).expanduser()
+    if not path.exists() and is_generated(text):
+        refuse_for_task(text, "classification")
     if not path.exists() and named.is_named(text):
         return named.open_named(text, split=split, data_dir=data_dir)
     if path.is_file() and path.suffix.lower() == ".csv":

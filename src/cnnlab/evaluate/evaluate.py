@@ -128,11 +128,12 @@ def own_data(trained: TrainedModel, split: str, data_dir: str | None,
         raise DataError("this checkpoint does not record its training data; pass --data")
     check_recorded_data(data, then="run this from the folder you trained in, or pass --data with the "
                                    "images to evaluate on")
-    if split != "val" and _has_split(data, split):
+    splits = trained.task.data_splits(data)
+    if split != "val" and split in splits:
         return data, split, open_data(data, split=split, task=trained.task.name, data_dir=data_dir)
     if split == "train":
         return data, split, _trained_on(trained, data_dir)
-    named = _named_splits(data)
+    named = splits if not Path(data).expanduser().exists() else ()
     if named and split not in ("val", "test"):
         raise DataError(f"{data} has no '{split}' split: its splits are {', '.join(named)}, and --split val is "
                         "the validation images the run held out")
@@ -146,23 +147,6 @@ def own_data(trained: TrainedModel, split: str, data_dir: str | None,
                      f"held out: {origin}. They chose the best epoch, so the score leans optimistic; pass "
                      "--data with images the model has never seen for an unbiased one")
     return data, "val", source
-
-
-def _named_splits(data: str) -> tuple[str, ...]:
-    from cnnlab.data.sources import named_dataset
-
-    spec = named_dataset(data)
-    return tuple(spec.splits) if spec is not None else ()
-
-
-def _has_split(data: str, split: str) -> bool:
-    from cnnlab.data.sources import named_dataset
-
-    spec = named_dataset(data)
-    if spec is not None:
-        return split in spec.splits
-    path = Path(data)
-    return path.is_dir() and split in find_split_folders(path)
 
 
 def _training_config(trained: TrainedModel, data_dir: str | None):

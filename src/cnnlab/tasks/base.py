@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol, Sequence
 import torch
 from torch import Tensor
 
+from cnnlab.errors import ConfigError
+
 if TYPE_CHECKING:
     from torch import nn
 
@@ -97,6 +99,15 @@ class Task(ABC):
     @abstractmethod
     def open_data(cls, spec: str | Path, *, split: str = "train", data_dir: str | Path | None = None) -> "Source":
         """The images and targets `--data` names, at `split`, in the formats this task reads."""
+
+    @classmethod
+    def data_splits(cls, spec: str | Path) -> tuple[str, ...]:
+        """The splits `--data` has in the layouts this task reads (a named dataset's, or split folders)."""
+        from cnnlab.data.sources import find_split_folders, named_splits
+
+        splits = named_splits(spec)
+        path = Path(spec).expanduser()
+        return splits or (tuple(find_split_folders(path)) if path.is_dir() else ())
 
     @classmethod
     @abstractmethod
@@ -197,6 +208,14 @@ class Task(ABC):
                          origins: Sequence[tuple[int, int]] | None = None) -> tuple[list[str], list[list[list[str]]]]:
         """(header, per image its CSV lines) comparing predictions with the true targets, for
         evaluate's predictions.csv (`origins`: the images' own sizes, as for `predictions`)."""
+
+    def configure(self, **options: Any) -> None:
+        """Options for using the model (`--threshold` of a classifier, `--conf`/`--iou` of a detector):
+        a task takes those it has; one given that it has not is refused, naming the task."""
+        given = sorted(name for name, value in options.items() if value is not None)
+        if given:
+            flags = ", ".join(f"--{name.replace('_', '-')}" for name in given)
+            raise ConfigError(f"{flags}: not an option of a {self.name} model")
 
     def check_top_k(self, top_k: int) -> None:
         """Refuse a --top-k this task has no use for (a ConfigError)."""

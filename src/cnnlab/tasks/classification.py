@@ -71,6 +71,11 @@ class Classification(VectorTask):
 
     # --- deciding -----------------------------------------------------------------------------
 
+    def configure(self, *, threshold: str | None = None, **others: Any) -> None:
+        super().configure(**others)
+        if threshold is not None:
+            self.set_threshold(threshold)
+
     def set_threshold(self, spec: str | None) -> None:
         """`--threshold NAME=P`: answer NAME whenever its probability is at least P, otherwise the most
         probable other class; None goes back to the most probable class."""
