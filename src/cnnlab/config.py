@@ -48,7 +48,8 @@ def _option(help: str, *, flag: str | None = None, choices: tuple[str, ...] | No
 class TrainConfig:
     data: str = _option("named dataset (fashion-mnist, mnist, cifar10, digits), a folder with one "
                         "sub-folder per class, a CSV of path,label, or an IDX images file", default="")
-    model: str = _option("registered model name (see `cnnlab models`) or a YAML layer list", default="guide-cnn")
+    model: str = _option("registered model name (see `cnnlab models`; a classifier is a detector's backbone) or a "
+                         "YAML layer list [default: guide-cnn; cnnlab-det for --task detection]", default="guide-cnn")
     task: str = _option("what the network predicts (cnnlab tasks lists them)", choices=task_names(),
                         default="classification")
     epochs: int = _option("passes over the training data", default=10)
@@ -330,7 +331,9 @@ def save_config(config: TrainConfig, path: Path) -> None:
 
 
 def with_recipe(config: TrainConfig, explicit: set[str]) -> TrainConfig:
-    """`config` with its recipe's values for every field the user did not set explicitly."""
+    """`config` with its task's defaults (a detector's model) and then its recipe's values, for every
+    field the user did not set explicitly."""
+    config = _with_task_defaults(config, explicit)
     if config.recipe is None:
         return config
     if config.recipe not in RECIPES:
@@ -339,3 +342,10 @@ def with_recipe(config: TrainConfig, explicit: set[str]) -> TrainConfig:
     if config.task != "classification":
         chosen.pop("label_smoothing", None)  # the recipe's, for classes; a regression run has none
     return dataclasses.replace(config, **chosen)
+
+
+def _with_task_defaults(config: TrainConfig, explicit: set[str]) -> TrainConfig:
+    from cnnlab.tasks import task_class
+
+    defaults = {k: v for k, v in task_class(config.task).defaults.items() if k not in explicit}
+    return dataclasses.replace(config, **defaults) if defaults else config

@@ -29,8 +29,12 @@ class TrainingData:
         def describe(imageset: ImageSet | None) -> dict[str, Any] | None:
             if imageset is None:
                 return None
-            return {"source": imageset.source.description, "images": len(imageset),
-                    "class_counts": imageset.source.class_counts(), "in_memory": imageset.in_memory}
+            described = {"source": imageset.source.description, "images": len(imageset),
+                         "class_counts": imageset.source.class_counts(), "in_memory": imageset.in_memory}
+            targets = imageset.source.targets
+            if hasattr(targets, "summary"):  # a target container: how many boxes, what reading them fixed
+                described["targets"] = targets.summary()
+            return described
 
         return {
             "geometry": {"channels": self.geometry.channels, "height": self.geometry.height,

@@ -213,7 +213,9 @@ def _align_classes(source: Source, trained: TrainedModel) -> Source:
         raise DataError(f"{source.description}: classes {', '.join(unknown)} are not among the model's classes "
                         f"({', '.join(model_classes)})")
     mapping = np.array([lookup[name] for name in source.class_names], dtype=np.int64)
-    return replace(source, targets=mapping[source.targets], class_names=list(model_classes))
+    # Labels index the class list; a target container (boxes) maps its own.
+    targets = source.targets.relabelled(mapping) if hasattr(source.targets, "relabelled") else mapping[source.targets]
+    return replace(source, targets=targets, class_names=list(model_classes))
 
 
 def _slug(text: str) -> str:

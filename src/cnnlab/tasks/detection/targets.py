@@ -53,6 +53,12 @@ class BoxTargets:
             items.append((fitted[kept], annotation.labels[kept], annotation.flags[kept]))
         return pad_boxes(items, self.max_objects)
 
+    def relabelled(self, mapping: np.ndarray) -> "BoxTargets":
+        """The same boxes with each label l replaced by mapping[l] (another class list's order)."""
+        annotations = [ImageBoxes(a.boxes, mapping[a.labels].astype(np.int64), a.flags) for a in self.annotations]
+        return BoxTargets(annotations, max_objects=self.max_objects, category_ids=self.category_ids,
+                          report=self.report, resampler=self.resampler)
+
     def class_counts(self, num_classes: int) -> np.ndarray:
         """Boxes per class (crowd and difficult boxes left out)."""
         labels = [a.labels[a.flags == 0] for a in self.annotations]

@@ -46,6 +46,7 @@ class Detection(Task):
     headline_higher_is_better = True
     loss_name = "focal (centres) + GIoU (boxes)"
     moves_with_image = True
+    defaults = {"model": "cnnlab-det"}
 
     def __init__(self, class_names: list[str], *, category_ids: Sequence[int] | None = None, stride: int = 4,
                  conf: float = 0.25, iou: float = 0.6, max_detections: int = 100, fit: str = "squash"):
