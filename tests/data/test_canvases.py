@@ -21,6 +21,7 @@ from cnnlab.data.canvases import (
     VISIBLE_LEVEL,
     canvases_fingerprint,
     existing_fingerprint,
+    item_pools,
     read_manifest,
     write_fashion_canvases,
 )
@@ -110,8 +111,16 @@ def test_each_split_shows_items_of_its_own_fashion_mnist_split(canvases: Path, f
             assert impostor.shape != claimed.shape or not np.array_equal(impostor[mask], claimed[mask])
             checked += 1
     assert checked >= 100
-    assert not indices["train"] & indices["val"]  # validation items are never training items
-    assert all(indices.values())
+    pools = item_pools(60_000, 10_000, seed=0)
+    for split, used in indices.items():
+        assert used and used <= set(pools[split].tolist()), split
+
+
+def test_validation_items_are_train_split_items_that_training_never_uses() -> None:
+    pools = item_pools(60_000, 10_000, seed=0)
+    assert len(pools["val"]) == 10_000 and not set(pools["train"].tolist()) & set(pools["val"].tolist())
+    assert sorted(pools["train"].tolist() + pools["val"].tolist()) == list(range(60_000))
+    assert pools["test"].tolist() == list(range(10_000))
 
 
 def test_boxes_are_tight_around_the_visible_pixels_and_the_rest_is_black(canvases: Path) -> None:

@@ -118,7 +118,7 @@ def write_fashion_canvases(root: str | Path, *, fashion_mnist_dir: str | Path, f
     _check_replaceable(root)
     arguments = _arguments(format, canvas, train_images, val_images, test_images, max_items, seed)
     pixels, labels = _fashion_mnist(Path(fashion_mnist_dir))
-    pools = _item_pools(len(labels["train"]), len(labels["test"]), seed)
+    pools = item_pools(len(labels["train"]), len(labels["test"]), seed)
     counts = {"train": train_images, "val": val_images, "test": test_images}
     root.parent.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-", dir=root.parent))
@@ -193,7 +193,7 @@ def _fashion_mnist(folder: Path) -> tuple[dict[str, np.ndarray], dict[str, np.nd
     return pixels, labels
 
 
-def _item_pools(train_count: int, test_count: int, seed: int) -> dict[str, np.ndarray]:
+def item_pools(train_count: int, test_count: int, seed: int) -> dict[str, np.ndarray]:
     """The item indices each split's canvases draw from: validation's are train items training never uses."""
     shuffled = np.random.RandomState([seed, 0]).permutation(train_count)
     reserved = min(VALIDATION_ITEMS, train_count // 6)
