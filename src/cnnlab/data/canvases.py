@@ -234,7 +234,7 @@ def _layout_canvas(random: np.random.RandomState, pool: np.ndarray, pixels: np.n
     placed: list[_Item] = []
     for _ in range(count):
         index = int(pool[random.randint(len(pool))])
-        size = int(round(ITEM_SIDE * random.uniform(*SCALE_RANGE)))
+        size = round(ITEM_SIDE * random.uniform(*SCALE_RANGE))
         scaled, (x1, y1, x2, y2) = scaled_item(pixels[index], size)
         width, height = x2 - x1, y2 - y1
         if width == 0 or width > canvas or height > canvas:

@@ -70,7 +70,7 @@ def _yolo_by_hand(root: Path) -> Path:
 
 def _voc_xml(filename: str, size: tuple[int, int], objects: list[tuple[str, int, int, int, int]],
              difficult: tuple[int, ...] = ()) -> str:
-    parts = [f"<annotation><filename>{filename}</filename>"
+    parts = [f"<annotation><filename>{filename}</filename>",
              f"<size><width>{size[0]}</width><height>{size[1]}</height><depth>3</depth></size>"]
     for number, (name, xmin, ymin, xmax, ymax) in enumerate(objects):
         parts.append(f"<object><name>{name}</name><difficult>{int(number in difficult)}</difficult>"

@@ -133,7 +133,7 @@ def test_splits_come_from_the_annotation_file_names_with_their_years(tmp_path: P
     assert available_splits(root) == ["train", "val", "trainval"]
     val = read_detection_dataset(root, split="val")
     assert val.image_paths == [root / "val2017" / "a.png"] and len(val.annotations[0]) == 2
-    assert val.description == f"{root} (COCO JSON, 1 classes, 1 images, val split)"
+    assert val.description == f"{root} (COCO JSON, 1 class, 1 image, val split)"
     assert len(read_detection_dataset(root, split="train").annotations[0]) == 1
     with pytest.raises(DataError, match=r"no COCO annotations for split 'test'.*it has: train, val, trainval"):
         read_detection_dataset(root, split="test")

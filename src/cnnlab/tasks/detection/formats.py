@@ -39,7 +39,13 @@ from cnnlab.tasks.detection.formats_coco import (
     read_coco,
     write_coco,
 )
-from cnnlab.tasks.detection.formats_voc import is_voc_folder, read_voc, voc_image_folder, voc_splits, write_voc
+from cnnlab.tasks.detection.formats_voc import (
+    is_voc_folder,
+    read_voc,
+    voc_image_folder,
+    voc_splits,
+    write_voc,
+)
 from cnnlab.tasks.detection.formats_yolo import (
     find_yolo_yaml,
     is_yolo_folder,
@@ -133,7 +139,21 @@ def write_detection_dataset(dataset: LabelledImages, root: str | Path, split: st
 
 
 __all__ = [
-    "BoxReport", "CROWD", "DIFFICULT", "DetectionDataset", "FORMATS", "ImageBoxes", "LabelledImages", "NORMAL",
-    "Tally", "available_splits", "detect_format", "image_folder_for", "read_detection_dataset", "write_coco",
-    "write_detection_dataset", "write_voc", "write_yolo",
+    "CROWD",
+    "DIFFICULT",
+    "FORMATS",
+    "NORMAL",
+    "BoxReport",
+    "DetectionDataset",
+    "ImageBoxes",
+    "LabelledImages",
+    "Tally",
+    "available_splits",
+    "detect_format",
+    "image_folder_for",
+    "read_detection_dataset",
+    "write_coco",
+    "write_detection_dataset",
+    "write_voc",
+    "write_yolo",
 ]

@@ -42,12 +42,12 @@ class ImageBoxes:
         return len(self.labels)
 
     @classmethod
-    def empty(cls) -> "ImageBoxes":
+    def empty(cls) -> ImageBoxes:
         return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.int64), np.zeros(0, np.uint8))
 
     @classmethod
     def of(cls, boxes: Sequence[Sequence[float]], labels: Sequence[int],
-           flags: Sequence[int] | None = None) -> "ImageBoxes":
+           flags: Sequence[int] | None = None) -> ImageBoxes:
         """ImageBoxes from plain lists, in the dtypes every consumer expects.
 
         >>> ImageBoxes.of([[0, 0, 10, 5]], [2]).boxes.tolist(), ImageBoxes.of([], []).boxes.shape
@@ -130,7 +130,7 @@ class BoxReport:
         return values
 
     @classmethod
-    def from_json(cls, values: dict[str, Any]) -> "BoxReport":
+    def from_json(cls, values: dict[str, Any]) -> BoxReport:
         report = cls(images=int(values.get("images", 0)), boxes=int(values.get("boxes", 0)),
                      notes=list(values.get("notes", [])))
         for name in _TALLY_TITLES:
@@ -242,12 +242,22 @@ def upright_size(path: Path) -> tuple[int, int, bool]:
                 orientation = 1
     except FileNotFoundError:
         raise UnreadableImageError(path, "file does not exist") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         empty = path.is_file() and path.stat().st_size == 0
         raise UnreadableImageError(path, "file is empty (0 bytes)" if empty else str(error)) from None
     if orientation in (5, 6, 7, 8):
         return height, width, True
     return width, height, False
+
+
+def counted(count: int, noun: str) -> str:
+    """`1 class`, `3 classes`, `1,200 images`: a count with its noun, for descriptions.
+
+    >>> counted(1, "class"), counted(1200, "image")
+    ('1 class', '1,200 images')
+    """
+    plural = noun + ("es" if noun.endswith(("s", "x")) else "s")
+    return f"{count:,} {noun if count == 1 else plural}"
 
 
 def display_path(path: Path, root: Path) -> str:

@@ -33,12 +33,13 @@ from cnnlab.tasks.detection.formats_base import (
     NORMAL,
     BoxReport,
     DetectionDataset,
-    ImageBoxes,
+    ImageBoxes,  # noqa: F401 (write_coco's doctest uses it)
     LabelledImages,
     check_unique_file_names,
     check_writable,
     checked_boxes,
     copy_image,
+    counted,
     display_path,
     upright_size,
     writable_boxes,
@@ -115,9 +116,10 @@ def read_coco(path: Path, split: str) -> DetectionDataset:
         sizes.append(size)
     report.images = len(paths)
     kind = "COCO JSON file" if path.is_file() else "COCO JSON"
+    contents = f"{counted(len(categories), 'class')}, {counted(len(paths), 'image')}"
     split_part = "" if path.is_file() else f", {split} split"
     return DetectionDataset(
-        description=f"{path} ({kind}, {len(categories)} classes, {len(paths):,} images{split_part})",
+        description=f"{path} ({kind}, {contents}{split_part})",
         image_paths=paths, annotations=annotations, image_sizes=sizes,
         class_names=list(categories.values()), category_ids=list(categories), report=report, format="coco",
     )

@@ -47,6 +47,7 @@ from cnnlab.tasks.detection.formats_base import (
     check_writable,
     checked_boxes,
     copy_image,
+    counted,
     display_path,
     read_names_file,
     upright_size,
@@ -129,8 +130,9 @@ def read_voc(root: Path, split: str) -> DetectionDataset:
         paths.append(image)
         sizes.append(size)
     report.images = len(paths)
+    contents = f"{counted(len(class_names), 'class')}, {counted(len(paths), 'image')}"
     return DetectionDataset(
-        description=f"{root} (Pascal VOC, {len(class_names)} classes, {len(paths):,} images, {split} split)",
+        description=f"{root} (Pascal VOC, {contents}, {split} split)",
         image_paths=paths, annotations=annotations, image_sizes=sizes, class_names=class_names,
         category_ids=list(range(len(class_names))), report=report, format="voc",
     )
@@ -144,7 +146,7 @@ def _read_ids(split_file: Path) -> list[str]:
     return [line.split()[0] for line in lines if line.split()]
 
 
-def _class_names(root: Path, report: BoxReport, parsed: dict[Path, "_Annotation | _Unreadable"]) -> list[str]:
+def _class_names(root: Path, report: BoxReport, parsed: dict[Path, _Annotation | _Unreadable]) -> list[str]:
     """The class names, from classes.txt or labels.txt, else from every annotation (kept in `parsed`)."""
     names_file = next((root / name for name in _NAMES_FILES if (root / name).is_file()), None)
     if names_file is not None:
@@ -190,7 +192,7 @@ def _usable_objects(annotation: _Annotation, where: str, class_index: dict[str, 
 # --- parsing one XML file -----------------------------------------------------------------------
 
 
-def _parse_or_reason(xml_file: Path) -> "_Annotation | _Unreadable":
+def _parse_or_reason(xml_file: Path) -> _Annotation | _Unreadable:
     try:
         return _parse(xml_file)
     except _Unreadable as error:

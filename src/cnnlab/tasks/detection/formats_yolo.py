@@ -45,6 +45,7 @@ from cnnlab.tasks.detection.formats_base import (
     check_writable,
     checked_boxes,
     copy_image,
+    counted,
     display_path,
     read_names_file,
     upright_size,
@@ -116,8 +117,9 @@ def read_yolo(path: Path, split: str) -> DetectionDataset:
                             "were read against the upright size (width and height swapped from the stored ones)")
     report.images = len(paths)
     assert layout.class_names is not None
+    contents = f"{counted(len(layout.class_names), 'class')}, {counted(len(paths), 'image')}"
     return DetectionDataset(
-        description=f"{path} (YOLO, {len(layout.class_names)} classes, {len(paths):,} images, {split} split)",
+        description=f"{path} (YOLO, {contents}, {split} split)",
         image_paths=paths, annotations=annotations, image_sizes=sizes, class_names=list(layout.class_names),
         category_ids=list(layout.class_ids), report=report, format="yolo",
     )
