@@ -112,8 +112,7 @@ def write_fashion_canvases(root: str | Path, *, fashion_mnist_dir: str | Path, f
 
     if format not in FORMATS:
         raise ConfigError(f"format={format!r}: the canvases can be written as {', '.join(FORMATS)}")
-    if canvas < 48 or max_items < 1 or min(train_images, val_images, test_images) < 0 or seed < 0:
-        raise ConfigError("canvas must be at least 48 pixels, max_items at least 1, counts and seed 0 or more")
+    _check_arguments(canvas, train_images, val_images, test_images, max_items, seed)
     root = Path(root)
     _check_replaceable(root)
     arguments = _arguments(format, canvas, train_images, val_images, test_images, max_items, seed)
@@ -143,6 +142,19 @@ def _arguments(format: str, canvas: int, train_images: int, val_images: int, tes
                max_items: int, seed: int) -> dict[str, Any]:
     return {"format": format, "canvas": canvas, "train_images": train_images, "val_images": val_images,
             "test_images": test_images, "max_items": max_items, "seed": seed}
+
+
+def _check_arguments(canvas: int, train_images: int, val_images: int, test_images: int, max_items: int,
+                     seed: int) -> None:
+    largest = round(ITEM_SIDE * SCALE_RANGE[1])
+    if canvas < largest:
+        raise ConfigError(f"canvas={canvas}: the largest items are {largest} pixels; use {largest} or more")
+    if max_items < 1:
+        raise ConfigError(f"max_items={max_items}: a canvas must be able to hold at least 1 item")
+    counts = {"train_images": train_images, "val_images": val_images, "test_images": test_images, "seed": seed}
+    for name, value in counts.items():
+        if value < 0:
+            raise ConfigError(f"{name}={value}: must be 0 or more")
 
 
 def _manifest_text(fingerprint: str, arguments: dict[str, Any], provenance: dict[str, list[Any]]) -> str:
