@@ -129,7 +129,7 @@ def write_fashion_canvases(root: str | Path, *, fashion_mnist_dir: str | Path, f
             random = np.random.RandomState([seed, _SPLIT_CODES[split]])
             layouts = [_layout_canvas(random, pools[split], pixels[source], labels[source], canvas, max_items)
                        for _ in range(count)]
-            provenance[split] = _write_split(building, split, layouts, pixels[source], canvas, format, source)
+            provenance[split] = _write_split(building, split, layouts, canvas, format, source)
         manifest = _manifest_text(canvases_fingerprint(**arguments), arguments, provenance)
         (building / MANIFEST_NAME).write_text(manifest, encoding="utf-8")  # last: it marks a complete copy
         _move_into_place(building, root)
@@ -262,10 +262,11 @@ def _layout_canvas(random: np.random.RandomState, pool: np.ndarray, pixels: np.n
 
 def _free_corner(random: np.random.RandomState, against: _Item | None, placed: list[_Item],
                  width: int, height: int, canvas: int) -> tuple[int, int] | None:
-    """A top-left corner for a width×height box, inside the canvas, overlapping no box by MAX_IOU or
-    more; against a neighbour's edge when `against` is given. None after PLACEMENT_TRIES tries."""
-    for _ in range(PLACEMENT_TRIES):
-        if against is None:
+    """A top-left corner for a width×height box, inside the canvas and apart enough from every box;
+    against a neighbour's edge when `against` is given (for the first half of the tries). None after
+    PLACEMENT_TRIES tries."""
+    for attempt in range(PLACEMENT_TRIES):
+        if against is None or attempt >= PLACEMENT_TRIES // 2:  # no room beside it: anywhere will do
             left, top = random.randint(canvas - width + 1), random.randint(canvas - height + 1)
         else:
             left, top = _touching_corner(random, against.box, width, height)
@@ -324,8 +325,8 @@ def box_iou(first: tuple[int, ...], second: tuple[int, ...]) -> float:
 # --- writing ------------------------------------------------------------------------------------
 
 
-def _write_split(root: Path, split: str, layouts: list[list[_Item]], pixels: np.ndarray, canvas: int,
-                 format: str, source: str) -> list[dict[str, Any]]:
+def _write_split(root: Path, split: str, layouts: list[list[_Item]], canvas: int, format: str,
+                 source: str) -> list[dict[str, Any]]:
     """Write the canvases of one split as PNG files and in `format`; returns their provenance."""
     from PIL import Image
 
