@@ -178,37 +178,26 @@ def checked_boxes(where: str, boxes: np.ndarray, labels: Sequence[int], flags: S
     """
     raw = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     width, height = size
-    keep = np.zeros(len(raw), dtype=bool)
-    clipped = raw.copy()
-    for index, box in enumerate(raw):
-        if not np.isfinite(box).all():
-            report.degenerate.add(f"{where}: box {format_box(box)} (not a finite number)")
-            continue
-        inside = _clip(box, width, height)
-        if inside[2] <= inside[0] or inside[3] <= inside[1]:
-            change = f" → {format_box(inside)}" if not np.array_equal(inside, box) else ""
-            report.degenerate.add(f"{where}: box {format_box(box)}{change}")
-            continue
-        if np.abs(inside - box).max() >= EDGE_TOLERANCE_PX:
-            report.clipped.add(f"{where}: {format_box(box)} → {format_box(inside)}")
-        clipped[index] = inside
-        keep[index] = True
-    kept = ImageBoxes.of(clipped[keep], np.asarray(labels, np.int64)[keep], np.asarray(flags, np.uint8)[keep])
-    for flag in kept.flags:
-        if flag == CROWD:
-            report.crowd.add(where)
-        elif flag == DIFFICULT:
-            report.difficult.add(where)
+    with np.errstate(invalid="ignore"):  # NaN and inf are dealt with below, by name
+        finite = np.isfinite(raw).all(axis=1)
+        inside = np.minimum(np.maximum(raw, 0.0), [width, height, width, height])
+        keep = finite & (inside[:, 2] > inside[:, 0]) & (inside[:, 3] > inside[:, 1])
+        moved = keep & (np.abs(inside - raw).max(axis=1) >= EDGE_TOLERANCE_PX)
+    for index in np.flatnonzero(~keep):  # the loops run over problems only: most boxes have none
+        if not finite[index]:
+            report.degenerate.add(f"{where}: box {format_box(raw[index])} (not a finite number)")
+        else:
+            change = "" if np.array_equal(inside[index], raw[index]) else f" → {format_box(inside[index])}"
+            report.degenerate.add(f"{where}: box {format_box(raw[index])}{change}")
+    for index in np.flatnonzero(moved):
+        report.clipped.add(f"{where}: {format_box(raw[index])} → {format_box(inside[index])}")
+    kept = ImageBoxes.of(inside[keep], np.asarray(labels, np.int64)[keep], np.asarray(flags, np.uint8)[keep])
+    for flag in kept.flags[kept.flags != NORMAL]:
+        (report.crowd if flag == CROWD else report.difficult).add(where)
     if not len(kept):
         report.background_images.add(where)
     report.boxes += len(kept)
     return kept
-
-
-def _clip(box: np.ndarray, width: int, height: int) -> np.ndarray:
-    limits_low = np.zeros(4)
-    limits_high = np.array([width, height, width, height], dtype=np.float64)
-    return np.minimum(np.maximum(box, limits_low), limits_high)
 
 
 def format_box(box: Sequence[float] | np.ndarray) -> str:
