@@ -297,7 +297,7 @@ def test_a_detection_on_a_difficult_box_is_neither_true_nor_false_positive():
     cat = meter.compute()["per_class"]["cat"]
     assert cat["ap50"] == pytest.approx(1.0) and cat["ap"] == pytest.approx(1.0)
     assert (cat["gt"], cat["gt_ignored"]) == (1, 1)
-    assert meter.confusion_matrix[-1].sum() == 0  # nor a false positive in the confusion matrix
+    assert meter.confusion_matrix()[-1].sum() == 0  # nor a false positive in the confusion matrix
 
 
 def test_a_difficult_box_uses_the_plain_iou_where_a_crowd_region_would_not():
@@ -327,12 +327,12 @@ def test_detection_confusion_matrix_by_hand():
     meter = DetectionMeter(names, confusion_iou=0.5, confusion_score=0.25)
     meter.update([prediction], [truth])
     #                               cat dog bird background  (predicted)
-    assert meter.confusion_matrix.tolist() == [[1, 0, 0, 0],   # cat
+    assert meter.confusion_matrix().tolist() == [[1, 0, 0, 0],   # cat
                                                [1, 0, 0, 0],   # dog
                                                [0, 0, 0, 1],   # bird
                                                [1, 0, 1, 0]]   # background
     confusion = meter.compute()["confusion_matrix"]
-    assert confusion["labels"] == [*names, "background"] and confusion["counts"] == meter.confusion_matrix.tolist()
+    assert confusion["labels"] == [*names, "background"] and confusion["counts"] == meter.confusion_matrix().tolist()
 
 
 def test_crowd_regions_absorb_confusion_matrix_detections_and_are_never_missed():
@@ -340,7 +340,7 @@ def test_crowd_regions_absorb_confusion_matrix_detections_and_are_never_missed()
     prediction = _image([[10, 10, 30, 30], [40, 40, 60, 60]], [0, 1], [0.9, 0.8])
     meter = DetectionMeter(["cat", "dog"])
     meter.update([prediction], [truth])
-    assert meter.confusion_matrix.tolist() == [[0, 0, 0], [0, 0, 1], [0, 0, 0]]  # only the dog, missed
+    assert meter.confusion_matrix().tolist() == [[0, 0, 0], [0, 0, 1], [0, 0, 0]]  # only the dog, missed
 
 
 # ---- inputs -----------------------------------------------------------------------------------

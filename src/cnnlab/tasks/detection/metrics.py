@@ -1,17 +1,16 @@
 """Detection metrics: COCO's mAP, computed exactly as pycocotools' COCOeval does for boxes, streaming.
 
-`DetectionMeter` takes predictions and ground truth image by image, matches them at once and keeps
-only what the average precision needs per detection (its score, its class, and at each IoU threshold
-whether it found an object or is ignored), so nothing of the images or the network's outputs is held.
-`compute()` then gives mAP@[.5:.95], mAP@.5, mAP@.75 and AP per class with the numbers pycocotools'
-`COCOeval(iouType="bbox")` gives for the area range "all" and 100 detections per image, rule by rule:
+`DetectionMeter` takes predictions and ground truth a batch at a time and keeps, per image, only the
+detected boxes with their scores and classes and the true boxes with their classes and flags (not
+the images, not the network's outputs). `compute()` evaluates them all at once, vectorised, and
+gives mAP@[.5:.95], mAP@.5, mAP@.75 and AP per class with the numbers of pycocotools'
+`COCOeval(iouType="bbox")` for the area range "all" and 100 detections per image, rule by rule:
 
 * per image and class, detections are sorted by score with a stable sort (ties keep their input
   order) and only the first `max_detections` are kept;
-* ground-truth boxes are sorted with the ignored ones (crowd, difficult) last; each detection in turn
-  takes, at each IoU threshold, the free box of its class with the highest IoU ≥ the threshold (on an
-  equal IoU the later box wins), preferring any normal box to an ignored one; a detection on an
-  ignored box is neither a true nor a false positive;
+* each detection in turn takes, at each IoU threshold, the free true box of its class with the
+  highest IoU ≥ the threshold (on an equal IoU the later box wins), preferring any normal box to an
+  ignored one (crowd, difficult); a detection on an ignored box is neither a true nor a false positive;
 * a crowd region (flag 1, COCO's iscrowd) may take any number of detections, and its IoU is the
   intersection over the detection's own area; a difficult box (flag 2, Pascal VOC) is ignored in the
   same way, so duplicates on it are not counted either (as the VOC devkit does), but with plain IoU;
@@ -21,7 +20,7 @@ whether it found an object or is ignored), so nothing of the images or the netwo
 * a class without normal ground-truth boxes has no AP (None) and is left out of every mean.
 
 Boxes arrive as x1, y1, x2, y2 in continuous pixel coordinates and are turned into x, y, w, h as
-pycocotools holds them; areas and IoUs are computed from those with the same floating-point steps
+pycocotools holds them; areas and IoUs are computed from those with its floating-point steps
 (w × h, no "+1" as the VOC devkit adds for integer pixel indices), so the results match to the bit.
 
 Ties in score across images are broken by image order, which is why `merge` appends: the numbers
@@ -49,7 +48,9 @@ NORMAL, CROWD, DIFFICULT = 0, 1, 2  # ground-truth flags
 COCO_IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
 RECALL_POINTS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)
 _AREA_ALL = (0.0, 1e5 ** 2)  # COCO's area range "all": only absurd boxes fall outside it
-_CURVE_IOU = 0.5  # the precision-recall curves kept for the plots
+_FIELDS = ("boxes", "scores", "labels", "detections_per_image", "truth_boxes", "truth_labels", "flags",
+           "truths_per_image")  # what the meter keeps, flat over its images
+_DTYPES = {"boxes": np.float64, "scores": np.float64, "truth_boxes": np.float64}
 
 
 class DetectionMeter:
@@ -60,12 +61,12 @@ class DetectionMeter:
     (0 normal, 1 crowd, 2 difficult). Labels are contiguous class indices. NumPy arrays, torch
     tensors (on any device) and nested lists are all accepted.
 
-    The confusion matrix counts, per image, the detections the AP sees that score at least
-    `confusion_score`: detection and normal ground-truth box pairs with IoU ≥ `confusion_iou`,
-    whatever their classes, are taken one to one, highest IoU first (ties: the higher-scored
-    detection first); a taken pair counts at (true class, predicted class); a box left over was
-    missed (true class, background); a detection left over is a false positive (background,
-    predicted class) unless it lies on a crowd or difficult box at that IoU, which ignores it.
+    The confusion matrix counts the detections the AP sees that score at least `confusion_score`:
+    in each image, detection and normal true box pairs with IoU ≥ `confusion_iou`, whatever their
+    classes, are taken one to one, highest IoU first (ties: the higher-scored detection first); a
+    taken pair counts at (true class, predicted class); a box left over was missed (true class,
+    background); a detection left over is a false positive (background, predicted class) unless it
+    lies on a crowd or difficult box at that IoU, which ignores it as the AP does.
     """
 
     def __init__(self, class_names: Sequence[str], *, iou_thresholds: Sequence[float] = COCO_IOU_THRESHOLDS,
@@ -81,135 +82,133 @@ class DetectionMeter:
             raise ConfigError(f"iou_thresholds must be values in (0, 1]; got {self.iou_thresholds.tolist()}")
         if self.max_detections < 1:
             raise ConfigError(f"max_detections must be at least 1; got {max_detections}")
-        classes = len(self.class_names)
-        self.images = 0
-        self.objects = 0
-        self.truths = np.zeros(classes, dtype=np.int64)  # normal boxes per class: recall's denominator
-        self.ignored_truths = np.zeros(classes, dtype=np.int64)  # crowd and difficult boxes
-        self.confusion_matrix = np.zeros((classes + 1, classes + 1), dtype=np.int64)
-        # One entry per update: the evaluated detections, each image's in score order, images in order.
-        self._scores: list[np.ndarray] = []
-        self._labels: list[np.ndarray] = []
-        self._matched: list[np.ndarray] = []  # (n, thresholds): took a ground-truth box
-        self._ignored: list[np.ndarray] = []  # (n, thresholds): that box was crowd or difficult
+        self._parts: dict[str, list[np.ndarray]] = {field: [] for field in _FIELDS}  # one entry per update
 
-    # ---- feeding -----------------------------------------------------------------------------
+    @property
+    def images(self) -> int:
+        return sum(len(part) for part in self._parts["detections_per_image"])
+
+    # ---- feeding and merging -----------------------------------------------------------------
 
     def update(self, predictions: Sequence[Any], ground_truth: Sequence[Any]) -> None:
         """Add a batch: one prediction and one ground truth per image, in the same order."""
         if len(predictions) != len(ground_truth):
             raise DataError(f"DetectionMeter.update got {len(predictions)} predictions for "
                             f"{len(ground_truth)} ground truths; give one of each per image")
-        results = [self._evaluate_image(*_read_prediction(prediction, len(self.class_names)),
-                                        *_read_truth(truth, len(self.class_names)))
-                   for prediction, truth in zip(predictions, ground_truth)]
-        if results:
-            for store, part in zip((self._scores, self._labels, self._matched, self._ignored), zip(*results)):
-                store.append(np.concatenate(part))
-
-    def _evaluate_image(self, boxes, scores, labels, truth_boxes, truth_labels, flags):
         classes = len(self.class_names)
-        order = np.argsort(-scores, kind="mergesort")  # as pycocotools: ties keep their input order
-        boxes, scores, labels = boxes[order], scores[order], labels[order]
-        kept = _first_per_class(labels, self.max_detections)
-        boxes, scores, labels = boxes[kept], scores[kept], labels[kept]
-
-        truth_ignored = (flags != NORMAL) | _outside_area(truth_boxes)
-        truth_order = np.argsort(truth_ignored, kind="mergesort")  # ignored boxes last
-        truth_boxes, truth_labels = truth_boxes[truth_order], truth_labels[truth_order]
-        flags, truth_ignored = flags[truth_order], truth_ignored[truth_order]
-
-        iou = coco_iou(boxes, truth_boxes, crowd=flags == CROWD)
-        iou[labels[:, None] != truth_labels[None, :]] = -1.0  # only boxes of the same class can match
-        matched, on_ignored = match_detections(iou, self.iou_thresholds, truth_ignored, reusable=flags != NORMAL)
-        ignored = on_ignored | (~matched & _outside_area(boxes)[:, None])
-
-        self.images += 1
-        self.objects += len(truth_labels)
-        self.truths += np.bincount(truth_labels[~truth_ignored], minlength=classes)
-        self.ignored_truths += np.bincount(truth_labels[truth_ignored], minlength=classes)
-        self.confusion_matrix += detection_confusion(
-            boxes, scores, labels, truth_boxes, truth_labels, flags, classes,
-            iou_threshold=self.confusion_iou, score_threshold=self.confusion_score)
-        return scores, labels, matched, ignored
-
-    # ---- DDP: state, rebuild, merge ----------------------------------------------------------
+        images = [(*_read_prediction(prediction, classes), *_read_truth(truth, classes))
+                  for prediction, truth in zip(predictions, ground_truth)]
+        if not images:
+            return
+        boxes, scores, labels, truth_boxes, truth_labels, flags = zip(*images)
+        batch = {"boxes": boxes, "scores": scores, "labels": labels, "truth_boxes": truth_boxes,
+                 "truth_labels": truth_labels, "flags": flags}
+        for field, arrays in batch.items():
+            self._parts[field].append(np.concatenate(arrays))
+        self._parts["detections_per_image"].append(np.array([len(s) for s in scores], dtype=np.int64))
+        self._parts["truths_per_image"].append(np.array([len(t) for t in truth_labels], dtype=np.int64))
 
     def state(self) -> dict[str, Any]:
         """Everything the meter holds, as plain Python and NumPy (picklable: all_gather_object it)."""
-        scores, labels, matched, ignored = self._detections()
         return {"class_names": list(self.class_names), "iou_thresholds": self.iou_thresholds.copy(),
                 "max_detections": self.max_detections, "confusion_iou": self.confusion_iou,
-                "confusion_score": self.confusion_score, "images": self.images, "objects": self.objects,
-                "truths": self.truths.copy(), "ignored_truths": self.ignored_truths.copy(),
-                "confusion_matrix": self.confusion_matrix.copy(), "scores": scores, "labels": labels,
-                "matched": matched, "ignored": ignored}
+                "confusion_score": self.confusion_score, **self._gathered()}
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> "DetectionMeter":
         meter = cls(state["class_names"], iou_thresholds=state["iou_thresholds"],
                     max_detections=state["max_detections"], confusion_iou=state["confusion_iou"],
                     confusion_score=state["confusion_score"])
-        meter.images, meter.objects = int(state["images"]), int(state["objects"])
-        meter.truths = np.array(state["truths"], dtype=np.int64)
-        meter.ignored_truths = np.array(state["ignored_truths"], dtype=np.int64)
-        meter.confusion_matrix = np.array(state["confusion_matrix"], dtype=np.int64)
-        meter._scores = [np.array(state["scores"], dtype=np.float64)]
-        meter._labels = [np.array(state["labels"], dtype=np.int64)]
-        thresholds = len(meter.iou_thresholds)
-        meter._matched = [np.array(state["matched"], dtype=bool).reshape(-1, thresholds)]
-        meter._ignored = [np.array(state["ignored"], dtype=bool).reshape(-1, thresholds)]
+        for field in _FIELDS:
+            meter._parts[field].append(np.array(state[field], dtype=_DTYPES.get(field, np.int64)))
+        meter._parts["boxes"][0] = meter._parts["boxes"][0].reshape(-1, 4)
+        meter._parts["truth_boxes"][0] = meter._parts["truth_boxes"][0].reshape(-1, 4)
         return meter
 
     def merge(self, other: "DetectionMeter | Mapping[str, Any]") -> "DetectionMeter":
         """Add another meter's images after this one's (another DDP rank's, or its `state()`)."""
         if isinstance(other, Mapping):
             other = DetectionMeter.from_state(other)
-        mine = (self.class_names, self.iou_thresholds.tolist(), self.max_detections, self.confusion_iou,
-                self.confusion_score)
-        theirs = (other.class_names, other.iou_thresholds.tolist(), other.max_detections, other.confusion_iou,
-                  other.confusion_score)
+        mine, theirs = self._settings(), other._settings()
         if mine != theirs:
             raise ConfigError(f"cannot merge detection meters with different settings: {mine} and {theirs}")
-        self.images += other.images
-        self.objects += other.objects
-        self.truths += other.truths
-        self.ignored_truths += other.ignored_truths
-        self.confusion_matrix += other.confusion_matrix
-        for store, part in zip((self._scores, self._labels, self._matched, self._ignored), other._detections()):
-            store.append(part)
+        for field, values in other._gathered().items():
+            self._parts[field].append(values)
         return self
 
-    def _detections(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        thresholds = len(self.iou_thresholds)
-        return (np.concatenate([np.zeros(0, np.float64), *self._scores]),
-                np.concatenate([np.zeros(0, np.int64), *self._labels]),
-                np.concatenate([np.zeros((0, thresholds), bool), *self._matched]),
-                np.concatenate([np.zeros((0, thresholds), bool), *self._ignored]))
+    def _settings(self) -> tuple:
+        return (self.class_names, self.iou_thresholds.tolist(), self.max_detections, self.confusion_iou,
+                self.confusion_score)
+
+    def _gathered(self) -> dict[str, np.ndarray]:
+        gathered = {}
+        for field in _FIELDS:
+            empty = np.zeros((0, 4) if field.endswith("boxes") else 0, dtype=_DTYPES.get(field, np.int64))
+            gathered[field] = np.concatenate([empty, *self._parts[field]])
+        return gathered
 
     # ---- results -----------------------------------------------------------------------------
 
-    def precision_table(self) -> tuple[np.ndarray, np.ndarray]:
+    def evaluated(self) -> dict[str, np.ndarray]:
+        """The matching, as COCOeval.evaluateImg leaves it: the detections kept (each image's in
+        score order), their "scores", "labels", and at each IoU threshold whether each was
+        "matched" and whether that was to an "ignored" box; and per class the count of normal
+        "truths" and of "ignored_truths"."""
+        data = self._gathered()
+        classes = len(self.class_names)
+        image = np.repeat(np.arange(len(data["detections_per_image"])), data["detections_per_image"])
+        truth_image = np.repeat(np.arange(len(data["truths_per_image"])), data["truths_per_image"])
+        kept = _score_order_kept(image * classes + data["labels"], data["scores"], self.max_detections)
+        boxes, scores, labels = data["boxes"][kept], data["scores"][kept], data["labels"][kept]
+        truth_ignored = (data["flags"] != NORMAL) | _outside_area(data["truth_boxes"])
+        matched, on_ignored = match_detections(
+            boxes, image[kept] * classes + labels, data["truth_boxes"], truth_image * classes + data["truth_labels"],
+            self.iou_thresholds, crowd=data["flags"] == CROWD, ignored=truth_ignored,
+            reusable=data["flags"] != NORMAL)
+        truth_labels = data["truth_labels"]
+        return {"scores": scores, "labels": labels, "matched": matched,
+                "ignored": on_ignored | (~matched & _outside_area(boxes)[:, None]),
+                "truths": np.bincount(truth_labels[~truth_ignored], minlength=classes),
+                "ignored_truths": np.bincount(truth_labels[truth_ignored], minlength=classes)}
+
+    def precision_table(self, evaluated: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """COCOeval's `eval["precision"]` (thresholds, 101 recall points, classes) and
         `eval["recall"]` (thresholds, classes) for area "all" at `max_detections`; -1 where a class
         has no normal ground truth."""
-        scores, labels, matched, ignored = self._detections()
+        evaluated = self.evaluated() if evaluated is None else evaluated
         thresholds, classes = len(self.iou_thresholds), len(self.class_names)
         precision = -np.ones((thresholds, len(RECALL_POINTS), classes))
         recall = -np.ones((thresholds, classes))
-        for index in np.flatnonzero(self.truths):
-            mine = labels == index
+        for index in np.flatnonzero(evaluated["truths"]):
+            mine = evaluated["labels"] == index
             precision[:, :, index], recall[:, index] = class_precision(
-                scores[mine], matched[mine], ignored[mine], int(self.truths[index]))
+                evaluated["scores"][mine], evaluated["matched"][mine], evaluated["ignored"][mine],
+                int(evaluated["truths"][index]))
         return precision, recall
 
+    def confusion_matrix(self) -> np.ndarray:
+        """(classes + 1) × (classes + 1) counts, rows true, columns predicted, background last."""
+        data = self._gathered()
+        classes = len(self.class_names)
+        image = np.repeat(np.arange(len(data["detections_per_image"])), data["detections_per_image"])
+        kept = _score_order_kept(image * classes + data["labels"], data["scores"], self.max_detections)
+        kept = kept[data["scores"][kept] >= self.confusion_score]
+        truth_image = np.repeat(np.arange(len(data["truths_per_image"])), data["truths_per_image"])
+        return detection_confusion(data["boxes"][kept], data["scores"][kept], data["labels"][kept], image[kept],
+                                   data["truth_boxes"],
+                                   data["truth_labels"], truth_image, data["flags"], classes,
+                                   iou_threshold=self.confusion_iou)
+
     def compute(self) -> dict[str, Any]:
-        """The metrics as JSON-ready values (see the report's layout in the module's tests)."""
-        precision, recall = self.precision_table()
+        """The metrics, JSON-ready: "map", "map50", "map75", "mar" (COCO's AR@max_detections),
+        "per_class" {name: {"ap", "ap50", "ap75", "gt", "gt_ignored", "detections"}}, "images",
+        "objects", "detections", "iou_thresholds", "max_detections", "precision_recall" (curves for
+        the plots) and "confusion_matrix" {"labels", "counts", "iou", "score"}. Undefined: None."""
+        evaluated = self.evaluated()
+        precision, recall = self.precision_table(evaluated)
         at_50, at_75 = self._threshold_index(0.5), self._threshold_index(0.75)
         curve_index = at_50 if at_50 is not None else 0
-        detections = np.bincount(np.concatenate([np.zeros(0, np.int64), *self._labels]),
-                                 minlength=len(self.class_names))
+        detections = np.bincount(evaluated["labels"], minlength=len(self.class_names))
         per_class = {}
         for index, name in enumerate(self.class_names):
             table = precision[:, :, index]
@@ -217,7 +216,7 @@ class DetectionMeter:
                 "ap": _mean_defined(table),
                 "ap50": None if at_50 is None else _mean_defined(table[at_50]),
                 "ap75": None if at_75 is None else _mean_defined(table[at_75]),
-                "gt": int(self.truths[index]), "gt_ignored": int(self.ignored_truths[index]),
+                "gt": int(evaluated["truths"][index]), "gt_ignored": int(evaluated["ignored_truths"][index]),
                 "detections": int(detections[index])}
         return {
             "map": _mean_defined(precision),
@@ -225,14 +224,16 @@ class DetectionMeter:
             "map75": None if at_75 is None else _mean_defined(precision[at_75]),
             "mar": _mean_defined(recall),
             "per_class": per_class,
-            "images": self.images, "objects": self.objects, "detections": int(detections.sum()),
+            "images": self.images,
+            "objects": int(evaluated["truths"].sum() + evaluated["ignored_truths"].sum()),
+            "detections": int(detections.sum()),
             "iou_thresholds": self.iou_thresholds.tolist(), "max_detections": self.max_detections,
             "precision_recall": {
                 "iou": float(self.iou_thresholds[curve_index]), "recall": RECALL_POINTS.tolist(),
-                "precision": {name: (precision[curve_index, :, index].tolist() if self.truths[index] else None)
-                              for index, name in enumerate(self.class_names)}},
+                "precision": {name: (precision[curve_index, :, index].tolist() if evaluated["truths"][index]
+                                     else None) for index, name in enumerate(self.class_names)}},
             "confusion_matrix": {"labels": [*self.class_names, "background"],
-                                 "counts": self.confusion_matrix.tolist(),
+                                 "counts": self.confusion_matrix().tolist(),
                                  "iou": self.confusion_iou, "score": self.confusion_score},
         }
 
@@ -241,81 +242,131 @@ class DetectionMeter:
         return int(found[0]) if len(found) else None
 
 
-# ---- one image ---------------------------------------------------------------------------------
+# ---- matching ------------------------------------------------------------------------------------
 
-def coco_iou(boxes: np.ndarray, truth_boxes: np.ndarray, *, crowd: np.ndarray) -> np.ndarray:
-    """IoU (detections, truths) of x, y, w, h boxes, with pycocotools' arithmetic (its C `bbIou`):
-    against a crowd region the union is the detection's own area."""
-    x, y, w, h = (boxes[:, i, None] for i in range(4))
-    tx, ty, tw, th = (truth_boxes[None, :, i] for i in range(4))
+def coco_iou(boxes: np.ndarray, truth_boxes: np.ndarray, crowd: np.ndarray) -> np.ndarray:
+    """IoU of x, y, w, h boxes, element by element (broadcasting), with pycocotools' arithmetic (its
+    C `bbIou`): against a crowd region the union is the detection's own area."""
+    x, y, w, h = (boxes[..., i] for i in range(4))
+    tx, ty, tw, th = (truth_boxes[..., i] for i in range(4))
     overlap_w = np.minimum(x + w, tx + tw) - np.maximum(x, tx)
     overlap_h = np.minimum(y + h, ty + th) - np.maximum(y, ty)
     intersection = overlap_w * overlap_h
     area = w * h
-    union = np.where(crowd[None, :], area, area + tw * th - intersection)
+    union = np.where(crowd, area, area + tw * th - intersection)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where((overlap_w > 0) & (overlap_h > 0), intersection / union, 0.0)
 
 
-def match_detections(iou: np.ndarray, thresholds: np.ndarray, truth_ignored: np.ndarray, *,
+def match_detections(boxes: np.ndarray, groups: np.ndarray, truth_boxes: np.ndarray, truth_groups: np.ndarray,
+                     thresholds: np.ndarray, *, crowd: np.ndarray, ignored: np.ndarray,
                      reusable: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """COCOeval.evaluateImg's greedy matching, all IoU thresholds at once.
+    """COCOeval.evaluateImg's greedy matching for every (image, class) group at once.
 
-    `iou` is (detections in score order, truths with the ignored ones last), -1 where the classes
-    differ. Returns (matched, on_ignored), each (detections, thresholds)."""
-    count, thresholds_count = len(iou), len(thresholds)
-    matched = np.zeros((count, thresholds_count), dtype=bool)
-    on_ignored = np.zeros((count, thresholds_count), dtype=bool)
-    if iou.size == 0:
-        return matched, on_ignored
-    floors = np.minimum(thresholds, 1 - 1e-10)[:, None]  # pycocotools caps them below 1
-    taken = np.zeros((thresholds_count, iou.shape[1]), dtype=bool)
-    last = iou.shape[1] - 1
-    for detection in np.flatnonzero((iou >= floors.min()).any(axis=1)):  # the others match nothing
-        candidates = (iou[detection] >= floors) & ~taken  # (thresholds, truths)
-        normal = candidates & ~truth_ignored
-        # A normal box, if any qualifies, wins over every ignored one (pycocotools stops at them).
-        pool = np.where(normal.any(axis=1, keepdims=True), normal, candidates)
-        found = np.flatnonzero(pool.any(axis=1))
-        # The highest IoU; on a tie the later box, as pycocotools' `if iou < best: continue` does.
-        best = last - np.argmax(np.where(pool, iou[detection], -np.inf)[:, ::-1], axis=1)
-        chosen = best[found]
-        taken[found, chosen] = ~reusable[chosen]  # crowd and difficult boxes take any number
-        matched[detection, found] = True
-        on_ignored[detection, found] = truth_ignored[chosen]
+    Detections come grouped, each group's in score order; a detection can only take a true box of
+    its own group. Returns (matched, on_ignored), each (detections, thresholds)."""
+    matched = np.zeros((len(boxes), len(thresholds)), dtype=bool)
+    on_ignored = np.zeros_like(matched)
+    floors = np.minimum(thresholds, 1 - 1e-10)  # pycocotools caps the thresholds below 1
+    pair_box, pair_truth = _same_group_pairs(groups, truth_groups)
+    iou = coco_iou(boxes[pair_box], truth_boxes[pair_truth], crowd[pair_truth])
+    possible = iou >= floors.min()
+    pair_box, pair_truth, iou = pair_box[possible], pair_truth[possible], iou[possible]
+    # A detection's rank in its group is its turn. Within a turn, its candidates by rising IoU, then
+    # by box order: the last one allowed wins, as pycocotools' `if iou < best: continue` lets an
+    # equal IoU later in the list take over.
+    first_of_group = np.searchsorted(groups, groups, side="left")  # groups are contiguous
+    turn = (np.arange(len(groups)) - first_of_group)[pair_box]
+    order = np.lexsort((pair_truth, iou, pair_box, turn))
+    pair_box, pair_truth, iou, turn = pair_box[order], pair_truth[order], iou[order], turn[order]
+    taken = np.zeros((len(truth_boxes), len(thresholds)), dtype=bool)
+    turn_starts = np.flatnonzero(np.r_[True, turn[1:] != turn[:-1]]) if len(turn) else np.zeros(0, int)
+    for start, end in zip(turn_starts, np.r_[turn_starts[1:], len(turn)]):
+        box, truth = pair_box[start:end], pair_truth[start:end]  # one detection per group at most
+        candidates = (iou[start:end, None] >= floors) & ~taken[truth]  # (pairs, thresholds)
+        normal = candidates & ~ignored[truth, None]
+        firsts = np.flatnonzero(np.r_[True, box[1:] != box[:-1]])
+        sizes = np.diff(np.r_[firsts, len(box)])
+        # A normal box, if one qualifies, wins over every ignored box (pycocotools stops at them).
+        has_normal = np.repeat(np.logical_or.reduceat(normal, firsts, axis=0), sizes, axis=0)
+        pool = np.where(has_normal, normal, candidates)
+        best = np.maximum.reduceat(np.where(pool, np.arange(len(box))[:, None], -1), firsts, axis=0)
+        which, threshold = np.nonzero(best >= 0)
+        chosen = truth[best[which, threshold]]
+        taken[chosen, threshold] = ~reusable[chosen]  # crowd and difficult boxes take any number
+        matched[box[firsts[which]], threshold] = True
+        on_ignored[box[firsts[which]], threshold] = ignored[chosen]
     return matched, on_ignored
 
 
-def detection_confusion(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, truth_boxes: np.ndarray,
-                        truth_labels: np.ndarray, flags: np.ndarray, classes: int, *, iou_threshold: float,
-                        score_threshold: float) -> np.ndarray:
-    """One image's (classes + 1) × (classes + 1) counts, background last (rule: `DetectionMeter`'s doc)."""
+def detection_confusion(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, images: np.ndarray,
+                        truth_boxes: np.ndarray, truth_labels: np.ndarray, truth_images: np.ndarray, flags: np.ndarray,
+                        classes: int, *, iou_threshold: float) -> np.ndarray:
+    """Confusion counts with background, of detections and true boxes in any number of images (the
+    rule: `DetectionMeter`'s doc)."""
     matrix = np.zeros((classes + 1, classes + 1), dtype=np.int64)
-    confident = scores >= score_threshold
-    boxes, labels = boxes[confident], labels[confident]
-    normal = flags == NORMAL
-    truth_labels_normal = truth_labels[normal]
-    iou = coco_iou(boxes, truth_boxes[normal], crowd=np.zeros(int(normal.sum()), dtype=bool))
-    detection_of, truth_of = np.nonzero(iou >= iou_threshold)
-    order = np.argsort(-iou[detection_of, truth_of], kind="stable")
-    detection_taken, truth_taken = np.zeros(len(boxes), bool), np.zeros(len(truth_labels_normal), bool)
-    for detection, truth in zip(detection_of[order], truth_of[order]):
-        if not detection_taken[detection] and not truth_taken[truth]:
-            detection_taken[detection] = truth_taken[truth] = True
-            matrix[truth_labels_normal[truth], labels[detection]] += 1
-    np.add.at(matrix, (truth_labels_normal[~truth_taken], classes), 1)
-    on_ignored = (coco_iou(boxes, truth_boxes[~normal], crowd=flags[~normal] == CROWD) >= iou_threshold).any(axis=1)
-    np.add.at(matrix, (classes, labels[~detection_taken & ~on_ignored]), 1)
+    normal = np.flatnonzero(flags == NORMAL)
+    pair_box, pair_truth = _same_group_pairs(images, truth_images[normal])
+    pair_truth = normal[pair_truth]
+    iou = coco_iou(boxes[pair_box], truth_boxes[pair_truth], np.zeros(len(pair_truth), bool))
+    close = iou >= iou_threshold
+    pair_box, pair_truth, iou = pair_box[close], pair_truth[close], iou[close]
+    order = np.lexsort((pair_truth, pair_box, -scores[pair_box], -iou))  # highest IoU, then score first
+    box_taken, truth_taken = _greedy_one_to_one(pair_box[order], pair_truth[order], len(boxes), len(truth_boxes))
+    np.add.at(matrix, (truth_labels[truth_taken], labels[box_taken]), 1)
+    missed = np.ones(len(truth_boxes), bool)
+    missed[truth_taken] = False
+    np.add.at(matrix, (truth_labels[missed & (flags == NORMAL)], classes), 1)
+    # Detections left over on a crowd or difficult box are ignored, as the AP ignores them.
+    unmatched = np.ones(len(boxes), bool)
+    unmatched[box_taken] = False
+    special = np.flatnonzero(flags != NORMAL)
+    pair_box, pair_truth = _same_group_pairs(images, truth_images[special])
+    pair_truth = special[pair_truth]
+    on_ignored = coco_iou(boxes[pair_box], truth_boxes[pair_truth], flags[pair_truth] == CROWD) >= iou_threshold
+    unmatched[pair_box[on_ignored]] = False
+    np.add.at(matrix, (classes, labels[unmatched]), 1)
     return matrix
 
 
-def _first_per_class(labels: np.ndarray, limit: int) -> np.ndarray:
-    """Mask of the detections kept: the first `limit` of each class (they come in score order)."""
-    kept = np.ones(len(labels), dtype=bool)
-    counts = np.bincount(labels) if len(labels) else np.zeros(0, np.int64)
-    for label in np.flatnonzero(counts > limit):
-        kept[np.flatnonzero(labels == label)[limit:]] = False
-    return kept
+def _greedy_one_to_one(box: np.ndarray, truth: np.ndarray, boxes: int, truths: int) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs taken going down the list and keeping each one whose two ends are still free.
+    Done in rounds: a pair that comes first for both its ends is one the walk would keep."""
+    alive = np.ones(len(box), dtype=bool)
+    box_free, truth_free = np.ones(boxes, bool), np.ones(truths, bool)
+    taken_box, taken_truth = [], []
+    while alive.any():
+        live = np.flatnonzero(alive)
+        first_for_box = live[np.unique(box[live], return_index=True)[1]]
+        first_for_truth = live[np.unique(truth[live], return_index=True)[1]]
+        keep = np.intersect1d(first_for_box, first_for_truth)
+        taken_box.append(box[keep])
+        taken_truth.append(truth[keep])
+        box_free[box[keep]] = truth_free[truth[keep]] = False
+        alive &= box_free[box] & truth_free[truth]
+    return (np.concatenate([np.zeros(0, np.int64), *taken_box]),
+            np.concatenate([np.zeros(0, np.int64), *taken_truth]))
+
+
+def _same_group_pairs(groups: np.ndarray, truth_groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every (detection, true box) index pair with equal group keys, by detection then box order."""
+    order = np.argsort(truth_groups, kind="stable")
+    ordered = truth_groups[order]
+    low, high = np.searchsorted(ordered, groups, side="left"), np.searchsorted(ordered, groups, side="right")
+    counts = high - low
+    pair_box = np.repeat(np.arange(len(groups)), counts)
+    within = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+    return pair_box, order[np.repeat(low, counts) + within]
+
+
+def _score_order_kept(groups: np.ndarray, scores: np.ndarray, limit: int) -> np.ndarray:
+    """Indices of the detections evaluated: grouped, by score within a group (stable: ties keep
+    their input order), the first `limit` of each group."""
+    order = np.argsort(-scores, kind="mergesort")
+    order = order[np.argsort(groups[order], kind="stable")]
+    ordered = groups[order]
+    rank = np.arange(len(order)) - np.searchsorted(ordered, ordered, side="left")
+    return order[rank < limit]
 
 
 def _outside_area(boxes: np.ndarray) -> np.ndarray:
