@@ -66,7 +66,10 @@ def test_detection_confusion_matrix_png_shows_the_counts_it_is_given(tmp_path):
         assert image.format == "PNG" and image.size == (round((side + 1.2) * 110), round(side * 110))
     figure = draw_detection_confusion_matrix(counts, [*NAMES, "background"])
     axes = figure.axes[0]
-    drawn = {(round(text.get_position()[1]), round(text.get_position()[0])): text.get_text() for text in axes.texts}
+    drawn = {}
+    for text in axes.texts:  # each count is drawn at (column, row)
+        column, row = text.get_position()
+        drawn[round(row), round(column)] = text.get_text()
     expected = {(row, column): str(counts[row][column]) for row in range(4) for column in range(4)
                 if (row, column) != (3, 3)}  # background-background means nothing: left blank
     assert drawn == expected

@@ -41,7 +41,7 @@ def _xywh(box) -> list[float]:
     return [x1, y1, x2 - x1, y2 - y1]
 
 
-def coco_reference(predictions, truths, classes: int = len(CLASSES)) -> dict:
+def coco_reference(predictions, truths, classes: int = len(CLASSES), max_detections: int = 100) -> dict:
     """COCOeval's results for our per-image inputs, via the COCO dicts (category ids with gaps)."""
     category_ids = [3 * index + 7 for index in range(classes)]
     images, annotations, results = [], [], []
@@ -51,8 +51,8 @@ def coco_reference(predictions, truths, classes: int = len(CLASSES)) -> dict:
         flags = truth.get("flags", np.zeros(len(truth["labels"]), int))
         for box, label, flag in zip(np.asarray(truth["boxes"]).reshape(-1, 4), truth["labels"], flags):
             x, y, w, h = _xywh(box)
-            annotation = {"id": len(annotations) + 1, "image_id": image_id, "category_id": category_ids[int(label)],
-                          "bbox": [x, y, w, h], "area": w * h, "iscrowd": int(flag != NORMAL)}
+            annotation = {"id": len(annotations) + 1, "image_id": image_id, "bbox": [x, y, w, h],
+                          "area": w * h, "category_id": category_ids[int(label)], "iscrowd": int(flag != NORMAL)}
             if flag == DIFFICULT:
                 annotation["difficult"], difficult = 1, True
             annotations.append(annotation)
@@ -66,31 +66,37 @@ def coco_reference(predictions, truths, classes: int = len(CLASSES)) -> dict:
                           "categories": [{"id": c, "name": str(c)} for c in category_ids]}
         ground.createIndex()
         evaluator = (_DifficultAsVoc if difficult else COCOeval)(ground, ground.loadRes(results), "bbox")
+        if max_detections != 100:  # the last of COCO's (sorted) maxDets is the one evaluated
+            evaluator.params.maxDets = [max_detections]
         evaluator.evaluate()
         evaluator.accumulate()
-        evaluator.summarize()
-    precision = evaluator.eval["precision"][:, :, :, 0, -1]  # area "all", 100 detections
+        if max_detections == 100:  # summarize() knows only COCO's own maxDets
+            evaluator.summarize()
+    precision = evaluator.eval["precision"][:, :, :, 0, -1]  # area "all", the last maxDets
 
     def mean_or_none(values):
         return float(values[values > -1].mean()) if (values > -1).any() else None
 
-    return {"map": evaluator.stats[0], "map50": evaluator.stats[1], "map75": evaluator.stats[2],
-            "mar": evaluator.stats[8], "ap": [mean_or_none(precision[:, :, k]) for k in range(classes)],
+    summary = {"map": evaluator.stats[0], "map50": evaluator.stats[1], "map75": evaluator.stats[2],
+               "mar": evaluator.stats[8]} if max_detections == 100 else {}
+    return {**summary, "ap": [mean_or_none(precision[:, :, k]) for k in range(classes)],
             "ap50": [mean_or_none(precision[0, :, k]) for k in range(classes)], "precision50": precision[0]}
 
 
-def assert_same_as_pycocotools(predictions, truths) -> dict:
-    meter = DetectionMeter(CLASSES)
+def assert_same_as_pycocotools(predictions, truths, max_detections: int = 100) -> dict:
+    meter = DetectionMeter(CLASSES, max_detections=max_detections)
     meter.update(predictions, truths)
-    ours, reference = meter.compute(), coco_reference(predictions, truths)
+    ours, reference = meter.compute(), coco_reference(predictions, truths, max_detections=max_detections)
     for key in ("map", "map50", "map75", "mar"):
-        assert ours[key] == pytest.approx(reference[key], abs=1e-6), key
+        if key in reference:
+            assert ours[key] == pytest.approx(reference[key], abs=1e-6), key
     for index, name in enumerate(CLASSES):
         for key in ("ap", "ap50"):
-            if reference[key][index] is None:
+            expected = reference[key][index]
+            if expected is None:
                 assert ours["per_class"][name][key] is None, (name, key)
             else:
-                assert ours["per_class"][name][key] == pytest.approx(reference[key][index], abs=1e-6), (name, key)
+                assert ours["per_class"][name][key] == pytest.approx(expected, abs=1e-6), (name, key)
         curve = ours["precision_recall"]["precision"][name]
         if curve is not None:
             np.testing.assert_allclose(curve, reference["precision50"][:, index], atol=1e-6)
@@ -113,7 +119,8 @@ def random_scenes(seed: int, *, images: int = 60, difficult: bool = False) -> tu
     for index in range(images):
         count = int(rng.choice([0, 0, 1, 2, 3, 5, 8]))
         corner = rng.uniform(0, 400, (count, 2))
-        size = np.where(rng.random((count, 1)) < 0.1, rng.uniform(0.3, 3, (count, 2)), rng.uniform(8, 120, (count, 2)))
+        tiny = rng.random((count, 1)) < 0.1
+        size = np.where(tiny, rng.uniform(0.3, 3, (count, 2)), rng.uniform(8, 120, (count, 2)))
         boxes = np.concatenate([corner, corner + size], axis=1)
         labels = rng.integers(0, 4, count)
         flags = rng.choice([NORMAL, CROWD, DIFFICULT] if difficult else [NORMAL, CROWD],
@@ -127,7 +134,8 @@ def random_scenes(seed: int, *, images: int = 60, difficult: bool = False) -> tu
         # Several detections inside each crowd region: COCO lets the region take them all.
         for region in np.flatnonzero(flags == CROWD):
             inner = rng.uniform(boxes[region, :2], boxes[region, 2:], (3, 2))
-            inner_boxes = np.concatenate([np.minimum(inner[:2], inner[1:]), np.maximum(inner[:2], inner[1:])], 1)
+            low, high = np.minimum(inner[:2], inner[1:]), np.maximum(inner[:2], inner[1:])
+            inner_boxes = np.concatenate([low, high], axis=1)
             detection_boxes = np.concatenate([detection_boxes, inner_boxes])
             detection_labels = np.concatenate([detection_labels, np.full(2, labels[region])])
         strays = int(rng.poisson(1.5))
@@ -222,6 +230,12 @@ def test_corner_cases_equal_pycocotools_and_the_hand_computed_values():
     assert ours["per_class"]["bird"]["detections"] == 100 + 1 + 2  # 150 cut to 100 in that image
 
 
+def test_fewer_detections_per_image_equal_pycocotools_with_that_max_dets():
+    predictions, truths = random_scenes(8)
+    fewer = assert_same_as_pycocotools(predictions, truths, max_detections=3)["per_class"]["cat"]["ap"]
+    assert fewer != assert_same_as_pycocotools(predictions, truths)["per_class"]["cat"]["ap"]
+
+
 def test_equal_iou_goes_to_the_later_box_as_in_pycocotools():
     predictions, truths = corner_case_scenes()
     meter = DetectionMeter(CLASSES)
@@ -237,10 +251,10 @@ def test_equal_iou_goes_to_the_later_box_as_in_pycocotools():
 def test_torch_tensors_in_float32_give_the_numbers_of_their_values():
     torch = pytest.importorskip("torch")
     predictions, truths = random_scenes(3)
-    as_tensors = [{"boxes": torch.tensor(p["boxes"], dtype=torch.float32), "labels": torch.tensor(p["labels"]),
-                   "scores": torch.tensor(p["scores"], dtype=torch.float32)} for p in predictions]
-    truth_tensors = [{"boxes": torch.tensor(t["boxes"], dtype=torch.float32), "labels": torch.tensor(t["labels"]),
-                      "flags": torch.tensor(t["flags"], dtype=torch.uint8)} for t in truths]
+    as_tensors = [{"boxes": torch.tensor(p["boxes"], dtype=torch.float32), "scores": torch.tensor(
+        p["scores"], dtype=torch.float32), "labels": torch.tensor(p["labels"])} for p in predictions]
+    truth_tensors = [{"boxes": torch.tensor(t["boxes"], dtype=torch.float32), "labels": torch.tensor(
+        t["labels"]), "flags": torch.tensor(t["flags"], dtype=torch.uint8)} for t in truths]
     meter = DetectionMeter(CLASSES)
     meter.update(as_tensors, truth_tensors)
     same_values = [{key: value.double().numpy() if value.is_floating_point() else value.numpy()
@@ -306,7 +320,8 @@ def test_a_difficult_box_uses_the_plain_iou_where_a_crowd_region_would_not():
     results = {}
     for flag in (DIFFICULT, CROWD):
         meter = DetectionMeter(CLASSES)
-        meter.update([prediction], [_image([[0, 0, 100, 100], [200, 200, 220, 220]], [0, 0], flags=[flag, NORMAL])])
+        truth = _image([[0, 0, 100, 100], [200, 200, 220, 220]], [0, 0], flags=[flag, NORMAL])
+        meter.update([prediction], [truth])
         results[flag] = meter.compute()["per_class"]["cat"]["ap50"]
     assert results[DIFFICULT] == pytest.approx(0.5)  # false positive first, then the find: precision 1/2
     assert results[CROWD] == pytest.approx(1.0)
@@ -332,7 +347,8 @@ def test_detection_confusion_matrix_by_hand():
                                                [0, 0, 0, 1],   # bird
                                                [1, 0, 1, 0]]   # background
     confusion = meter.compute()["confusion_matrix"]
-    assert confusion["labels"] == [*names, "background"] and confusion["counts"] == meter.confusion_matrix().tolist()
+    assert confusion["labels"] == [*names, "background"]
+    assert confusion["counts"] == meter.confusion_matrix().tolist()
 
 
 def test_crowd_regions_absorb_confusion_matrix_detections_and_are_never_missed():

@@ -154,24 +154,31 @@ class DetectionMeter:
         score order), their "scores", "labels", and at each IoU threshold whether each was
         "matched" and whether that was to an "ignored" box; and per class the count of normal
         "truths" and of "ignored_truths"."""
-        data = self._gathered()
-        classes = len(self.class_names)
-        image = np.repeat(np.arange(len(data["detections_per_image"])), data["detections_per_image"])
-        truth_image = np.repeat(np.arange(len(data["truths_per_image"])), data["truths_per_image"])
-        kept = _score_order_kept(image * classes + data["labels"], data["scores"], self.max_detections)
-        boxes, scores, labels = data["boxes"][kept], data["scores"][kept], data["labels"][kept]
+        data, classes = self._kept(), len(self.class_names)
+        boxes, labels, truth_labels = data["boxes"], data["labels"], data["truth_labels"]
         truth_ignored = (data["flags"] != NORMAL) | _outside_area(data["truth_boxes"])
+        groups, truth_groups = data["image"] * classes + labels, data["truth_image"] * classes + truth_labels
         matched, on_ignored = match_detections(
-            boxes, image[kept] * classes + labels, data["truth_boxes"], truth_image * classes + data["truth_labels"],
-            self.iou_thresholds, crowd=data["flags"] == CROWD, ignored=truth_ignored,
-            reusable=data["flags"] != NORMAL)
-        truth_labels = data["truth_labels"]
-        return {"scores": scores, "labels": labels, "matched": matched,
+            boxes, groups, data["truth_boxes"], truth_groups, self.iou_thresholds,
+            crowd=data["flags"] == CROWD, ignored=truth_ignored, reusable=data["flags"] != NORMAL)
+        return {"scores": data["scores"], "labels": labels, "matched": matched,
                 "ignored": on_ignored | (~matched & _outside_area(boxes)[:, None]),
                 "truths": np.bincount(truth_labels[~truth_ignored], minlength=classes),
                 "ignored_truths": np.bincount(truth_labels[truth_ignored], minlength=classes)}
 
-    def precision_table(self, evaluated: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def _kept(self) -> dict[str, np.ndarray]:
+        """All images' data with each box's "image" index, and of the detections only those COCO
+        evaluates, grouped by image and class, by score within a group."""
+        data = self._gathered()
+        data["image"] = np.repeat(np.arange(len(data["detections_per_image"])), data["detections_per_image"])
+        data["truth_image"] = np.repeat(np.arange(len(data["truths_per_image"])), data["truths_per_image"])
+        groups = data["image"] * len(self.class_names) + data["labels"]
+        kept = _score_order_kept(groups, data["scores"], self.max_detections)
+        for field in ("boxes", "scores", "labels", "image"):
+            data[field] = data[field][kept]
+        return data
+
+    def precision_table(self, evaluated: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
         """COCOeval's `eval["precision"]` (thresholds, 101 recall points, classes) and
         `eval["recall"]` (thresholds, classes) for area "all" at `max_detections`; -1 where a class
         has no normal ground truth."""
@@ -188,16 +195,12 @@ class DetectionMeter:
 
     def confusion_matrix(self) -> np.ndarray:
         """(classes + 1) × (classes + 1) counts, rows true, columns predicted, background last."""
-        data = self._gathered()
-        classes = len(self.class_names)
-        image = np.repeat(np.arange(len(data["detections_per_image"])), data["detections_per_image"])
-        kept = _score_order_kept(image * classes + data["labels"], data["scores"], self.max_detections)
-        kept = kept[data["scores"][kept] >= self.confusion_score]
-        truth_image = np.repeat(np.arange(len(data["truths_per_image"])), data["truths_per_image"])
-        return detection_confusion(data["boxes"][kept], data["scores"][kept], data["labels"][kept], image[kept],
-                                   data["truth_boxes"],
-                                   data["truth_labels"], truth_image, data["flags"], classes,
-                                   iou_threshold=self.confusion_iou)
+        data = self._kept()
+        confident = data["scores"] >= self.confusion_score
+        return detection_confusion(
+            data["boxes"][confident], data["scores"][confident], data["labels"][confident],
+            data["image"][confident], data["truth_boxes"], data["truth_labels"], data["truth_image"],
+            data["flags"], len(self.class_names), iou_threshold=self.confusion_iou)
 
     def compute(self) -> dict[str, Any]:
         """The metrics, JSON-ready: "map", "map50", "map75", "mar" (COCO's AR@max_detections),
@@ -300,8 +303,8 @@ def match_detections(boxes: np.ndarray, groups: np.ndarray, truth_boxes: np.ndar
 
 
 def detection_confusion(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, images: np.ndarray,
-                        truth_boxes: np.ndarray, truth_labels: np.ndarray, truth_images: np.ndarray, flags: np.ndarray,
-                        classes: int, *, iou_threshold: float) -> np.ndarray:
+                        truth_boxes: np.ndarray, truth_labels: np.ndarray, truth_images: np.ndarray,
+                        flags: np.ndarray, classes: int, *, iou_threshold: float) -> np.ndarray:
     """Confusion counts with background, of detections and true boxes in any number of images (the
     rule: `DetectionMeter`'s doc)."""
     matrix = np.zeros((classes + 1, classes + 1), dtype=np.int64)
@@ -312,7 +315,8 @@ def detection_confusion(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarra
     close = iou >= iou_threshold
     pair_box, pair_truth, iou = pair_box[close], pair_truth[close], iou[close]
     order = np.lexsort((pair_truth, pair_box, -scores[pair_box], -iou))  # highest IoU, then score first
-    box_taken, truth_taken = _greedy_one_to_one(pair_box[order], pair_truth[order], len(boxes), len(truth_boxes))
+    box_taken, truth_taken = _greedy_one_to_one(pair_box[order], pair_truth[order],
+                                                len(boxes), len(truth_boxes))
     np.add.at(matrix, (truth_labels[truth_taken], labels[box_taken]), 1)
     missed = np.ones(len(truth_boxes), bool)
     missed[truth_taken] = False
@@ -323,13 +327,14 @@ def detection_confusion(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarra
     special = np.flatnonzero(flags != NORMAL)
     pair_box, pair_truth = _same_group_pairs(images, truth_images[special])
     pair_truth = special[pair_truth]
-    on_ignored = coco_iou(boxes[pair_box], truth_boxes[pair_truth], flags[pair_truth] == CROWD) >= iou_threshold
-    unmatched[pair_box[on_ignored]] = False
+    on_ignored = coco_iou(boxes[pair_box], truth_boxes[pair_truth], flags[pair_truth] == CROWD)
+    unmatched[pair_box[on_ignored >= iou_threshold]] = False
     np.add.at(matrix, (classes, labels[unmatched]), 1)
     return matrix
 
 
-def _greedy_one_to_one(box: np.ndarray, truth: np.ndarray, boxes: int, truths: int) -> tuple[np.ndarray, np.ndarray]:
+def _greedy_one_to_one(box: np.ndarray, truth: np.ndarray, boxes: int,
+                       truths: int) -> tuple[np.ndarray, np.ndarray]:
     """The pairs taken going down the list and keeping each one whose two ends are still free.
     Done in rounds: a pair that comes first for both its ends is one the walk would keep."""
     alive = np.ones(len(box), dtype=bool)
@@ -410,8 +415,8 @@ def _read_prediction(item: Any, classes: int) -> tuple[np.ndarray, np.ndarray, n
     scores = _array(_field(item, "scores", "prediction"), np.float64).reshape(-1)
     labels = _labels(_field(item, "labels", "prediction"), classes, "prediction")
     if not len(boxes) == len(scores) == len(labels):
-        raise DataError(f"a prediction has {len(boxes)} boxes, {len(scores)} scores and {len(labels)} labels; "
-                        "give one score and one label per box")
+        raise DataError(f"a prediction has {len(boxes)} boxes, {len(scores)} scores and {len(labels)} "
+                        "labels; give one score and one label per box")
     if not np.isfinite(scores).all():
         raise DataError("a prediction has a score that is not a finite number (NaN or infinity)")
     return boxes, scores, labels
@@ -423,8 +428,8 @@ def _read_truth(item: Any, classes: int) -> tuple[np.ndarray, np.ndarray, np.nda
     raw_flags = _field(item, "flags", "ground truth", required=False)
     flags = np.zeros(len(boxes), np.int64) if raw_flags is None else _array(raw_flags, np.int64).reshape(-1)
     if not len(boxes) == len(labels) == len(flags):
-        raise DataError(f"a ground truth has {len(boxes)} boxes, {len(labels)} labels and {len(flags)} flags; "
-                        "give one label and one flag per box")
+        raise DataError(f"a ground truth has {len(boxes)} boxes, {len(labels)} labels and {len(flags)} "
+                        "flags; give one label and one flag per box")
     if np.any((flags < NORMAL) | (flags > DIFFICULT)):
         raise DataError(f"ground-truth flags must be 0 (normal), 1 (crowd) or 2 (difficult); got "
                         f"{sorted(set(flags.tolist()))}")
