@@ -52,7 +52,8 @@ def coco_reference(predictions, truths, classes: int = len(CLASSES), max_detecti
         for box, label, flag in zip(np.asarray(truth["boxes"]).reshape(-1, 4), truth["labels"], flags):
             x, y, w, h = _xywh(box)
             annotation = {"id": len(annotations) + 1, "image_id": image_id, "bbox": [x, y, w, h],
-                          "area": w * h, "category_id": category_ids[int(label)], "iscrowd": int(flag != NORMAL)}
+                          "area": w * h, "category_id": category_ids[int(label)],
+                          "iscrowd": int(flag != NORMAL)}  # crowd, or difficult written as ignored
             if flag == DIFFICULT:
                 annotation["difficult"], difficult = 1, True
             annotations.append(annotation)
