@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import pickle
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from pycocotools import mask as coco_mask
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from cnnlab.errors import DataError
+from cnnlab.errors import ConfigError, DataError
 from cnnlab.tasks.detection.metrics import COCO_IOU_THRESHOLDS, CROWD, DIFFICULT, NORMAL, DetectionMeter
 
 CLASSES = ["cat", "dog", "bird", "fish", "cow"]
@@ -290,7 +291,7 @@ def test_batches_of_any_size_and_merged_halves_equal_one_update():
 
 
 def test_merging_meters_with_different_settings_is_refused():
-    with pytest.raises(Exception, match="different settings"):
+    with pytest.raises(ConfigError, match="different settings"):
         DetectionMeter(CLASSES).merge(DetectionMeter(CLASSES, max_detections=10))
 
 
@@ -376,6 +377,15 @@ def test_inputs_that_cannot_be_right_are_named():
     with pytest.raises(DataError, match="2 predictions for 1"):
         meter.update([_image(), _image()], [good_truth])
     assert meter.images == 0
+
+
+def test_objects_with_attributes_count_as_dictionaries_do():
+    predictions, truths = random_scenes(9, images=20)
+    with_attributes = DetectionMeter(CLASSES)
+    with_attributes.update([SimpleNamespace(**p) for p in predictions], [SimpleNamespace(**t) for t in truths])
+    as_dicts = DetectionMeter(CLASSES)
+    as_dicts.update(predictions, truths)
+    assert with_attributes.compute() == as_dicts.compute()
 
 
 def test_default_thresholds_are_cocos():

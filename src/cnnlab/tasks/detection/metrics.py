@@ -109,7 +109,8 @@ class DetectionMeter:
         self._parts["truths_per_image"].append(np.array([len(t) for t in truth_labels], dtype=np.int64))
 
     def state(self) -> dict[str, Any]:
-        """Everything the meter holds, as plain Python and NumPy (picklable: all_gather_object it)."""
+        """Everything the meter holds, as plain Python and NumPy (picklable: all_gather_object it).
+        Its boxes are x, y, w, h (COCO's), not the x1, y1, x2, y2 that `update` takes."""
         return {"class_names": list(self.class_names), "iou_thresholds": self.iou_thresholds.copy(),
                 "max_detections": self.max_detections, "confusion_iou": self.confusion_iou,
                 "confusion_score": self.confusion_score, **self._gathered()}
