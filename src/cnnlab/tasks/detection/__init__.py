@@ -1,1 +1,1 @@
-"""Object detection: boxes with classes, read from COCO, YOLO and Pascal VOC layouts."""
+"""Object detection: boxes around the objects in an image."""
