@@ -282,8 +282,8 @@ class Detection(Task):
         from cnnlab.tasks.detection.plots import plot_detection_confusion_matrix, plot_precision_recall
 
         matrix = metrics["confusion_matrix"]
-        return [plot_precision_recall(meter.meter, folder / "precision_recall.png"),
-                plot_detection_confusion_matrix(matrix["matrix"], matrix["labels"],
+        return [plot_precision_recall(metrics, folder / "precision_recall.png"),
+                plot_detection_confusion_matrix(matrix["counts"], matrix["labels"],
                                                 folder / "detection_confusion_matrix.png")]
 
     def summary_line(self, metrics: dict[str, Any]) -> str:
