@@ -1,0 +1,1 @@
+"""Object detection: boxes around the objects in an image."""
