@@ -27,6 +27,7 @@ def _load_builtin_models() -> None:
     from cnnlab.models import guide  # noqa: F401  (registration order is the listing order)
     from cnnlab.models import fast  # noqa: F401
     from cnnlab.models import zoo  # noqa: F401
+    from cnnlab.models import detectors  # noqa: F401
 
 
 MODELS: Registry[ModelBuilder] = Registry("model", loader=_load_builtin_models)
