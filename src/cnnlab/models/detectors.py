@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from cnnlab.errors import ConfigError
+from cnnlab.models.build import Architecture
 from cnnlab.models.registry import check_input_size, register_model
 
 PRIOR_PROBABILITY = 0.01  # the head's initial heatmap: 1% everywhere (RetinaNet's π)
@@ -257,7 +258,7 @@ def _trim(model: nn.Module, trunk: str, last_tap: str) -> None:
         parent = getattr(parent, part)
 
 
-def detector_on_backbone(architecture_name: str, *, in_channels: int, num_classes: int,
+def detector_on_backbone(architecture_name: "str | Architecture", *, in_channels: int, num_classes: int,
                          image_size: tuple[int, int], stride: int = 4, channels: int = 64,
                          max_stride: int = 32) -> Detector:
     """A detector over any registry model or YAML network (`guide-cnn`, `resnet18`, `net.yaml`).
@@ -276,7 +277,10 @@ def detector_on_backbone(architecture_name: str, *, in_channels: int, num_classe
 
     if stride < 1 or stride & (stride - 1):
         raise ConfigError(f"a detector's stride must be a power of two (got {stride})")
-    architecture = resolve_architecture(architecture_name)
+    # A name or a YAML file, or the Architecture a checkpoint recorded (its YAML layers kept inside).
+    architecture = (architecture_name if isinstance(architecture_name, Architecture)
+                    else resolve_architecture(architecture_name))
+    architecture_name = architecture.label or architecture.name
     check_multiple(architecture.short_name + " as a detector", image_size, stride)
     model = build_model(architecture, in_channels=in_channels, num_outputs=num_classes, image_size=image_size)
     entry = architecture.name if architecture.name != "yaml" else None

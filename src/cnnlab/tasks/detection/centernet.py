@@ -270,11 +270,11 @@ def decode(outputs: Tensor, num_classes: int, stride: int, *, conf: float = 0.25
     """
     outputs = outputs.detach().float()
     count, _, height, width = outputs.shape
-    scores = _peaks(outputs[:, :num_classes]).view(count, -1)
+    scores = _peaks(outputs[:, :num_classes]).reshape(count, -1)
     candidates = min(scores.shape[1], CANDIDATES_PER_DETECTION * max_detections)
     top_scores, top_index = scores.topk(candidates, dim=1)  # (N, K)
     labels, cells = top_index // (height * width), top_index % (height * width)
-    boxes = boxes_from_channels(outputs[:, num_classes:num_classes + 4], stride).view(count, 4, -1)
+    boxes = boxes_from_channels(outputs[:, num_classes:num_classes + 4], stride).reshape(count, 4, -1)
     top_boxes = torch.gather(boxes, 2, cells[:, None].expand(-1, 4, -1)).transpose(1, 2)  # (N, K, 4)
     top_boxes[..., 0::2] = top_boxes[..., 0::2].clamp(0, width * stride)
     top_boxes[..., 1::2] = top_boxes[..., 1::2].clamp(0, height * stride)

@@ -88,8 +88,7 @@ def _card(task: "Detection", context: ReportContext, name: str, boxes: dict[str,
         origin = _origin(name, pixels)
         predicted = {"objects": [{"label": row["label"], "score": float(row["score"] or 0),
                                   "box": _fitted(row, origin, pixels, task)} for row in boxes["predicted"]]}
-        truth = (np.array([_fitted(row, origin, pixels, task) for row in boxes["true"]], np.float32).reshape(-1, 4),
-                 [task.class_names.index(row["label"]) for row in boxes["true"]])
+        truth = np.array([_fitted(row, origin, pixels, task) for row in boxes["true"]], np.float32).reshape(-1, 4)
         drawn = task.draw(pixels, predicted, truth)
         path = context.work / "images" / f"{kind}-{number}.png"
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -240,8 +240,9 @@ class Detection(Task):
         from cnnlab.tasks.detection.draw import draw_boxes
 
         annotation = source.targets.annotations[index]
-        return _as_array(draw_boxes(pixels, np.zeros((0, 4), np.float32), [], self.class_names,
-                                    true_boxes=(annotation.boxes, annotation.labels), upscale=False))
+        fitted = source.targets[np.array([index])].dense([_own_size(source, index, pixels)], _geometry(pixels, self.fit))[0]
+        kept = fitted[fitted[:, 0] >= 0]
+        return _as_array(draw_boxes(pixels, kept[:, 1:5].numpy(), kept[:, 0].long().tolist(), self.class_names))
 
     def target_caption(self, source: "Source", index: int) -> str:
         count = len(source.targets.annotations[index])
@@ -399,6 +400,22 @@ def _corners(box: Any) -> list[str]:
 
 def _score(value: float | None) -> str:
     return "–" if value is None else f"{value:.4f}"
+
+
+def _own_size(source: "Source", index: int, pixels: np.ndarray) -> tuple[int, int]:
+    """Image `index`'s own (width, height), which its boxes are in."""
+    from cnnlab.tasks.detection.formats_base import upright_size
+
+    if source.paths is None:
+        return source.pixels.shape[2], source.pixels.shape[1]
+    width, height, _ = upright_size(Path(source.paths[index]))
+    return width, height
+
+
+def _geometry(pixels: np.ndarray, fit: str) -> Any:
+    from cnnlab.data.prepare import Geometry
+
+    return Geometry(pixels.shape[0], pixels.shape[1], pixels.shape[2], fit)
 
 
 def _as_array(picture: Any) -> np.ndarray:
