@@ -77,25 +77,39 @@ class Neck(nn.Module):
         return merged
 
 
+def _branch(in_channels: int, channels: int, outputs: int) -> nn.Sequential:
+    return nn.Sequential(OrderedDict(
+        conv=nn.Conv2d(in_channels, channels, 3, padding=1),
+        relu=nn.ReLU(inplace=True),
+        out=nn.Conv2d(channels, outputs, 1),
+    ))
+
+
 class DetectionHead(nn.Module):
-    """3×3 conv, ReLU, 1×1 conv to classes + 4 channels: heatmap logits, then box channels."""
+    """Two branches of 3×3 conv, ReLU, 1×1 conv: `heatmap` to one logit map per class, `box` to the
+    4 box channels; their outputs concatenated, classes first.
+
+    Two branches rather than one shared 3×3 conv (as CenterNet and TTFNet do): on the digit
+    canvases of tests/models/test_detectors.py, AP50 after 16 epochs went from 0.78–0.84 to
+    0.82–0.88 (3 seeds each) for 8% more time per step. The box branch does not depend on the
+    classes, so a detector fine-tuned to new classes replaces only `heatmap.out`.
+    """
 
     def __init__(self, in_channels: int, num_classes: int, channels: int | None = None):
         super().__init__()
         channels = channels or in_channels
-        self.conv = nn.Conv2d(in_channels, channels, 3, padding=1)
-        self.relu = nn.ReLU(inplace=True)
-        self.out = nn.Conv2d(channels, num_classes + 4, 1)
+        self.heatmap = _branch(in_channels, channels, num_classes)
+        self.box = _branch(in_channels, channels, 4)
         # Start every cell at π = 1%: a start at 50% would make the first steps' loss all false
         # alarms, as many as there are cells (RetinaNet, CenterNet). Box channels start at 0: each
         # side one stride from the cell's centre.
-        nn.init.normal_(self.out.weight, std=0.01)
-        nn.init.zeros_(self.out.bias)
-        with torch.no_grad():
-            self.out.bias[:num_classes] = -math.log((1 - PRIOR_PROBABILITY) / PRIOR_PROBABILITY)
+        for out in (self.heatmap.out, self.box.out):
+            nn.init.normal_(out.weight, std=0.01)
+            nn.init.zeros_(out.bias)
+        nn.init.constant_(self.heatmap.out.bias, -math.log((1 - PRIOR_PROBABILITY) / PRIOR_PROBABILITY))
 
     def forward(self, features: Tensor) -> Tensor:
-        return self.out(self.relu(self.conv(features)))
+        return torch.cat([self.heatmap(features), self.box(features)], 1)
 
 
 class Detector(nn.Module):
@@ -113,7 +127,7 @@ class Detector(nn.Module):
         self.stride, self.num_classes = stride, num_classes
         # `cnnlab.models.parts` reads these where no registry entry says where the parts are
         self.first_conv_path = first_conv_path
-        self.classifier_path = "head.out"
+        self.classifier_path = "head.heatmap.out"
 
     def forward_features(self, images: Tensor) -> Tensor:
         """The neck's map (N, channels, H/stride, W/stride): what the head sees."""
@@ -174,10 +188,10 @@ def check_multiple(name: str, image_size: tuple[int, int], multiple: int) -> Non
 @register_model(
     "cnnlab-det",
     description="from-scratch detector for small images: 5 conv (16-32-64-128-128) + U-neck to stride 4 + "
-                "CenterNet/TTFNet heatmap-and-box head (0.37M params, 58.7M mult-adds at 96×96, 10 classes)",
+                "CenterNet/TTFNet heatmap and box heads (0.39M params, 70.6M mult-adds at 96×96, 10 classes)",
     family="detection",
     first_conv="backbone.conv1",
-    classifier="head.out",
+    classifier="head.heatmap.out",
     min_size=32,
     task="detection",
     stride=4,

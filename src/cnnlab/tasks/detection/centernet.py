@@ -207,7 +207,8 @@ def _focal_loss(logits: Tensor, encoded: Encoded) -> Tensor:
     log_not_p = log_p - logits  # log(1 − σ(x)) = log σ(x) − x
     with torch.no_grad():
         # (1 − heat)⁴ as two squares: Tensor.pow with a float exponent calls pow() per value, 5× slower
-        negative_weight = (1 - encoded.heatmap).square_().square_().masked_fill_(encoded.positive | encoded.ignore, 0)
+        negative_weight = (1 - encoded.heatmap).square_().square_()
+        negative_weight.masked_fill_(encoded.positive | encoded.ignore, 0)
     negative_loss = (negative_weight * log_p.exp().square() * log_not_p).sum()  # p^α, α = 2
     positive_logits = logits[encoded.positive]
     positive_loss = ((1 - torch.sigmoid(positive_logits)).square() * F.logsigmoid(positive_logits)).sum()
