@@ -10,6 +10,7 @@ and the resolved config written into the run folder reproduces the run:
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_args, get_type_hints
@@ -156,6 +157,7 @@ class TrainConfig:
         _require(self.data != "", "--data is required (a dataset name, folder, CSV or IDX file)")
         _require(self.epochs >= 1, f"--epochs must be at least 1 (got {self.epochs})")
         _require(self.batch_size >= 1, f"--batch-size must be at least 1 (got {self.batch_size})")
+        self._validate_finite()
         number = isinstance(self.lr, (int, float)) and not isinstance(self.lr, bool)
         _require(self.lr is None or self.lr == "auto" or (number and self.lr > 0),
                  f"--lr must be a positive number or auto (got {self.lr!r})")
@@ -186,6 +188,16 @@ class TrainConfig:
                      f"(got {getattr(self, name)!r})")
         return self
 
+
+    def _validate_finite(self) -> None:
+        """inf and nan parse as floats, and no setting means anything with them: `--lr inf` turns every
+        weight into nan at the first step, which would then train on silently."""
+        for setting in fields(self):
+            value = getattr(self, setting.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                example = {"lr": " such as 0.003, or auto"}.get(setting.name, "")
+                raise ConfigError(f"--{setting.name.replace('_', '-')} must be a finite number{example} "
+                                  f"(got {value})")
 
     def _validate_classification_only(self) -> None:
         if self.class_weights.strip() not in ("none", "balanced"):

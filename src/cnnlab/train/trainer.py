@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -30,12 +29,13 @@ from cnnlab.models.build import Architecture, build_model, resolve_architecture
 from cnnlab.models.transfer import TransferReport
 from cnnlab.models.weights import PretrainedWeights
 from cnnlab.runs import TRAIN_STATE, WEIGHTS, create_run_dir, default_run_name, find_run
+from cnnlab.strict_json import finite_or_none, to_json_text
 from cnnlab.tasks import Task, task_for_training, task_from_json
 from cnnlab.train import callbacks as cb
 from cnnlab.train.checkpoint import (ModelInfo, load_training_state, match_parameter_layouts,
                                      restore_training_state, save_model_checkpoint, save_training_state,
                                      scheduler_state)
-from cnnlab.train.loop import Callback, FitState, fit, seed_everything
+from cnnlab.train.loop import Callback, FitState, TrainingDiverged, fit, seed_everything
 from cnnlab.train.optim import build_optimizer, build_scheduler
 from cnnlab.train.pretrained import (describe_input, head_layers, load_pretrained, load_transfer_report,
                                      pretrained_normalisation, recorded_weights, save_transfer_report,
@@ -208,7 +208,7 @@ def _start(config: TrainConfig, console: Console, context: DistributedContext,
     config = _resolved(start.config, run_dir, data, start.pretrained)
     if context.is_main:
         save_config(config, run_dir / "config.yaml")
-        write_text_atomic(run_dir / "data.json", json.dumps(data.summary(), indent=2) + "\n")
+        write_text_atomic(run_dir / "data.json", to_json_text(data.summary()))
         if report is not None:
             save_transfer_report(run_dir, report)
     plan = start.stage_plan(model, report)
@@ -288,9 +288,12 @@ def training_batches(config: TrainConfig, data: TrainingData, device: torch.devi
     augmentation = _augmentation(config.augment)
     batch_size = distributed.per_process_batch(config.batch_size, context)
     shares = {"rank": context.rank, "world_size": context.world_size}
+    # A last batch of one image breaks batch norm ("Expected more than 1 value per channel"); what
+    # counts is this process's share of the images (each process takes the same number, padded).
+    share = -(-len(data.train) // context.world_size)
     train_batches = Batches(data.train, batch_size=batch_size, device=device, shuffle=True,
                             seed=config.seed, augment=augmentation, workers=config.workers,
-                            drop_last=len(data.train) % batch_size == 1, **shares)  # a batch of 1 breaks batch norm
+                            drop_last=share % batch_size == 1, **shares)
     val_batches = None
     if data.val is not None:
         val_batches = Batches(data.val, batch_size=max(batch_size, 256), device=device, shuffle=False,
@@ -320,7 +323,7 @@ def _assemble(config: TrainConfig, run_dir: Path, data: TrainingData, task: Task
 
 def _saver(setup: _Setup, performance: Performance):
     def save(path: Path, kind: str, state: FitState) -> None:
-        row = state.history[-1]
+        row = finite_or_none(state.history[-1])  # a run without validation images has no val_loss: null
         info = replace(setup.info, epoch=state.epoch, metrics=row)
         if kind == "model":
             save_model_checkpoint(path, setup.model.state_dict(), info)
@@ -358,7 +361,7 @@ def _fit(setup: _Setup, state: FitState, console: Console, user_callbacks: list[
         ]
     if setup.config.patience:
         # Every process decides alike: the metrics it sees are summed over all of them.
-        callbacks.append(cb.EarlyStopping(setup.config.patience, console.info))
+        callbacks.append(cb.EarlyStopping(setup.config.patience))
     checkpointer = None
     if setup.context.is_main:
         checkpointer = cb.Checkpointer(setup.run_dir / WEIGHTS, _saver(setup, performance), saved_epoch=state.epoch)
@@ -384,9 +387,14 @@ def _fit(setup: _Setup, state: FitState, console: Console, user_callbacks: list[
         if checkpointer is not None:
             console.warn(_interrupted(setup.run_dir, checkpointer.saved_epoch, state.epochs))
         raise
+    except TrainingDiverged as error:
+        _close_quietly(record, state, f"diverged: {error.where}")
+        raise TrainingDiverged(_diverged(error.where, setup, state)) from None
     except Exception as error:
         _close_quietly(record, state, f"failed: {type(error).__name__}: {error}")
         raise
+    if state.stop_reason:  # every stop says why: early stopping, or a callback of the user's
+        console.info(f"stopped after epoch {state.epoch} of {state.epochs}: {state.stop_reason}")
     if record is not None:
         record.finish(state.history, f"stopped early: {state.stop_reason}" if state.stop_reason else "completed")
     skipped = setup.train_batches.skipped
@@ -410,6 +418,20 @@ def _batch_threads(config: TrainConfig, model: torch.nn.Module, device: torch.de
     """How many threads train each batch (batch_threads.py); a ConfigError for a number that cannot work."""
     return choose_batch_threads(config.batch_threads, model, device=device, batch_size=config.batch_size,
                                 distributed=context.enabled, compiled=config.compile)
+
+
+def _diverged(where: str, setup: _Setup, state: FitState) -> str:
+    """The whole message for a run whose loss or weights became nan or inf: where, what was kept, what to do."""
+    config = setup.config
+    if state.epoch:
+        kept = (f"{setup.run_dir / WEIGHTS} keeps epoch {state.epoch}, the last with finite weights "
+                f"(best: epoch {state.best_epoch})")
+    else:
+        kept = f"no epoch had finished, so {setup.run_dir} holds no weights"
+    default = " (the default for this optimiser)" if config.lr is None else ""
+    return (f"{where}. Nothing was saved from that epoch: {kept}. A learning rate too high is the usual cause: "
+            f"train again with a lower --lr than {config.resolved_lr():g}{default}, e.g. the one "
+            f"`cnnlab lr-find` suggests (or --lr auto)")
 
 
 def _interrupted(run_dir: Path, kept: int, epochs: int) -> str:
