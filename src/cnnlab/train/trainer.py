@@ -36,7 +36,7 @@ from cnnlab.train.checkpoint import (ModelInfo, load_training_state, match_param
                                      restore_training_state, save_model_checkpoint, save_training_state,
                                      scheduler_state)
 from cnnlab.train.loop import Callback, FitState, TrainingDiverged, fit, seed_everything
-from cnnlab.train.optim import build_optimizer, build_scheduler
+from cnnlab.train.optim import build_optimizer, build_scheduler, follow_schedule
 from cnnlab.train.pretrained import (describe_input, head_layers, load_pretrained, load_transfer_report,
                                      pretrained_normalisation, recorded_weights, save_transfer_report,
                                      transfer_pretrained, with_weights_defaults)
@@ -479,6 +479,7 @@ def _resume(run: str | Path, fields: dict[str, Any], console: Console, context: 
     batches = training_batches(config, data, device, context)
     setup = _assemble(config, run_dir, data, task, info, device, model, plan, batches, context)
     restore_training_state(training_state, setup.model, setup.optimizer, setup.scheduler)
+    follow_schedule(setup.scheduler)  # the schedule of the --epochs now asked for, from the step reached
     if context.is_main:
         # metrics.csv may hold a row written after the state was saved; the state's history is the truth.
         cb.write_metrics_csv(run_dir / "metrics.csv", progress.history)
