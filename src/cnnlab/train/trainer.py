@@ -192,15 +192,15 @@ def check_callbacks(callbacks: Sequence[object]) -> list[object]:
 
 
 def _start(config: TrainConfig, console: Console, context: DistributedContext,
-           callbacks: list[object]) -> TrainResult:
+           callbacks: list[object], run_dir: Path | None = None) -> TrainResult:
+    """A new run, in a new folder or (`run_dir`) in the folder of a run that saved no epoch."""
     start = prepare_run(config, console, context)
     data, task = start.data, start.task
     # The model first: a network that does not fit the data (a YAML layer list, a too-small image)
     # must fail before a run folder exists, not leave an empty one behind.
     model, report = start.initial_model(console)
     _batch_threads(start.config, model, start.device, context)  # a --batch-threads it cannot take, too
-    run_dir = None
-    if context.is_main:
+    if context.is_main and run_dir is None:
         run_dir = create_run_dir(start.config.runs_dir, start.config.name,
                                  default_run_name(start.architecture.label, start.config.data),
                                  exist_ok=start.config.exist_ok)
@@ -456,6 +456,11 @@ def _resume(run: str | Path, fields: dict[str, Any], console: Console, context: 
     config = replace(saved, **{k: overrides[k] for k in changed}).validate()
     check_recorded_data(config.data, then=f"resume from the folder you trained in (cd there, then --resume {run})")
     state_path = run_dir / WEIGHTS / TRAIN_STATE
+    if not state_path.exists():
+        # The run ended (a crash, a kill, nan) before its first epoch was saved: nothing to continue
+        # from, so it starts again, in its own folder, from its recorded configuration.
+        console.info(f"note: {run_dir} saved no epoch before it stopped; training it again from epoch 1")
+        return _start(config, console, context, callbacks, run_dir=run_dir)
     training_state = load_training_state(state_path)
     progress = FitState.from_json(training_state.progress)
     if progress.epoch >= config.epochs:
