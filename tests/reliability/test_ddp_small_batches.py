@@ -26,6 +26,15 @@ def test_two_processes_never_get_a_last_batch_of_one_image_under_batch_norm(tmp_
     assert "OMP_NUM_THREADS" not in outcome.stderr and "*****" not in outcome.stderr, outcome.stderr
 
 
+def test_a_last_batch_split_across_batch_threads_never_leaves_a_part_of_one_image(tmp_path):
+    """Hazard: the same crash on one process: 194 training images in batches of 64 end with a batch of 2,
+    which two batch threads split into 1 + 1 images (what `--recipe fast` does on a 2-core CPU)."""
+    outcome = run_cli("train", "--data", "digits", "--model", "fast-cnn", "--limit", 216, "--batch-size", 64,
+                      "--batch-threads", 2, "--epochs", 1, "--name", "parts", "--runs-dir", tmp_path, "--quiet")
+    assert outcome.exit_code == 0, outcome.stderr
+    assert json.loads((tmp_path / "parts" / "data.json").read_text())["train"]["images"] == 194
+
+
 class _FailAtFirstEpoch:
     def on_epoch_begin(self, state, epoch, num_images):
         raise RuntimeError("the machine went away")

@@ -199,7 +199,7 @@ def _start(config: TrainConfig, console: Console, context: DistributedContext,
     # The model first: a network that does not fit the data (a YAML layer list, a too-small image)
     # must fail before a run folder exists, not leave an empty one behind.
     model, report = start.initial_model(console)
-    _batch_threads(start.config, model, start.device, context)  # a --batch-threads it cannot take, too
+    parts = _batch_threads(start.config, model, start.device, context)  # a --batch-threads it cannot take, too
     if context.is_main and run_dir is None:
         run_dir = create_run_dir(start.config.runs_dir, start.config.name,
                                  default_run_name(start.architecture.label, start.config.data),
@@ -212,7 +212,7 @@ def _start(config: TrainConfig, console: Console, context: DistributedContext,
         if report is not None:
             save_transfer_report(run_dir, report)
     plan = start.stage_plan(model, report)
-    batches = training_batches(config, data, start.device, context)
+    batches = training_batches(config, data, start.device, context, parts=parts)
     if config.lr == "auto":
         config = replace(config, lr=distributed.share_from_main(
             _find_learning_rate(start, model, plan, batches[0], run_dir, console) if context.is_main else None))
@@ -283,22 +283,30 @@ def _augmentation(preset: str):
 
 
 def training_batches(config: TrainConfig, data: TrainingData, device: torch.device,
-                     context: DistributedContext = DistributedContext()) -> tuple[Batches, Batches | None]:
-    """(training batches: shuffled, augmented; validation batches or None) for this process's share."""
+                     context: DistributedContext = DistributedContext(),
+                     parts: int = 1) -> tuple[Batches, Batches | None]:
+    """(training batches: shuffled, augmented; validation batches or None) for this process's share;
+    `parts`: the batch threads each batch is split across (batch_threads.py)."""
     augmentation = _augmentation(config.augment)
     batch_size = distributed.per_process_batch(config.batch_size, context)
     shares = {"rank": context.rank, "world_size": context.world_size}
-    # A last batch of one image breaks batch norm ("Expected more than 1 value per channel"); what
-    # counts is this process's share of the images (each process takes the same number, padded).
+    # Each process takes the same number of images (padded).
     share = -(-len(data.train) // context.world_size)
     train_batches = Batches(data.train, batch_size=batch_size, device=device, shuffle=True,
                             seed=config.seed, augment=augmentation, workers=config.workers,
-                            drop_last=share % batch_size == 1, **shares)
+                            drop_last=_single_image_part(share % batch_size, parts), **shares)
     val_batches = None
     if data.val is not None:
         val_batches = Batches(data.val, batch_size=max(batch_size, 256), device=device, shuffle=False,
                               workers=config.workers, **shares)
     return train_batches, val_batches
+
+
+def _single_image_part(last_batch: int, parts: int) -> bool:
+    """Whether a last batch of `last_batch` images, split into `parts` on threads, leaves one part a
+    single image, which batch norm cannot normalise ("Expected more than 1 value per channel"):
+    such a batch is dropped (a last batch of 1, or of 2 or 3 on two threads)."""
+    return last_batch > 0 and last_batch // min(parts, last_batch) < 2
 
 
 def _assemble(config: TrainConfig, run_dir: Path, data: TrainingData, task: Task, info: ModelInfo,
@@ -481,7 +489,8 @@ def _resume(run: str | Path, fields: dict[str, Any], console: Console, context: 
                         image_size=info.input.size)
     report = load_transfer_report(run_dir) if config.staged else None
     plan = _stage_plan(config, model, info.architecture, report)
-    batches = training_batches(config, data, device, context)
+    batches = training_batches(config, data, device, context,
+                               parts=_batch_threads(config, model, device, context))
     setup = _assemble(config, run_dir, data, task, info, device, model, plan, batches, context)
     restore_training_state(training_state, setup.model, setup.optimizer, setup.scheduler)
     follow_schedule(setup.scheduler)  # the schedule of the --epochs now asked for, from the step reached
