@@ -220,9 +220,9 @@ class TrainConfig:
                  f"--{'freeze' if self.freeze else 'fine-tune'} keeps pretrained layers fixed, but the model "
                  f"starts from random weights: add --weights imagenet (or a run folder), or --init-from RUN")
         if self.fine_tune is not None:
-            _require(1 <= self.fine_tune < self.epochs,
+            _require(0 <= self.fine_tune < self.epochs,
                      f"--fine-tune N trains the head alone for N epochs and then the whole network, so N "
-                     f"must be at least 1 and less than --epochs {self.epochs} (got {self.fine_tune}); "
+                     f"must be at least 0 and less than --epochs {self.epochs} (got {self.fine_tune}); "
                      f"--freeze trains the head alone throughout")
         _require(self.backbone_lr_factor > 0,
                  f"--backbone-lr-factor must be positive, e.g. 0.1 (got {self.backbone_lr_factor})")

@@ -48,6 +48,11 @@ def context_from_environment() -> DistributedContext:
     return DistributedContext(int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")), world_size)
 
 
+def local_processes(context: DistributedContext) -> int:
+    """How many processes of the run share this machine (torchrun's LOCAL_WORLD_SIZE)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", context.world_size)) if context.enabled else 1
+
+
 def start(context: DistributedContext, device: torch.device) -> torch.device:
     """Join the process group; return this process's device (its own GPU under NCCL)."""
     import torch.distributed as dist

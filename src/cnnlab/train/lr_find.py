@@ -173,7 +173,7 @@ def sweep(model: nn.Module, task: Task, normalizer: nn.Module, batches: Batches,
     trial = copy.deepcopy(model).to(batches.device)
     trial.train()
     if plan is not None:
-        apply_stage(trial, plan, 1)
+        apply_stage(trial, plan, plan.stage(1))
     optimizer = build_optimizer(trial, config.optimizer, lr=start_lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay, beta2=config.beta2)
     quiet = console is None or console.quiet

@@ -36,6 +36,7 @@ from cnnlab.train.checkpoint import (ModelInfo, load_training_state, match_param
                                      restore_training_state, save_model_checkpoint, save_training_state,
                                      scheduler_state)
 from cnnlab.train.loop import Callback, FitState, TrainingDiverged, fit, seed_everything
+from cnnlab.train.memory import RunShape, check_memory
 from cnnlab.train.optim import build_optimizer, build_scheduler, follow_schedule
 from cnnlab.train.pretrained import (describe_input, head_layers, load_pretrained, load_transfer_report,
                                      pretrained_normalisation, recorded_weights, save_transfer_report,
@@ -125,7 +126,8 @@ def prepare_run(config: TrainConfig, console: Console,
     architecture = resolve_architecture(config.model)
     pretrained = load_pretrained(config, architecture)
     config = with_weights_defaults(config, pretrained)
-    data = prepare_training_data(config, console)
+    data = prepare_training_data(config, console, before_loading=_memory_check(
+        config, architecture, device, context, statistics_from_data=pretrained is None or pretrained.mean is None))
     task = task_for_training(config.task, data.train.source, label_smoothing=config.label_smoothing,
                              class_weights=config.class_weights)
     geometry = data.geometry
@@ -238,6 +240,20 @@ def _check_distributed(config: TrainConfig, context: DistributedContext) -> None
     if config.fine_tune:
         raise ConfigError(f"--fine-tune unfreezes the backbone mid-run, which DistributedDataParallel cannot "
                           f"follow; run it on one process, or use --freeze with {context.world_size} processes")
+
+
+def _memory_check(config: TrainConfig, architecture: Architecture, device: torch.device,
+                  context: DistributedContext, *, statistics_from_data: bool):
+    """The check `prepare_training_data` runs once the images' size is known, before converting any:
+    a run that cannot fit in memory is refused with the figures (train/memory.py)."""
+    def check(geometry, train, val) -> None:
+        outputs = train.class_names or train.target_names or [""]
+        shape = RunShape(geometry, len(train), len(val) if val is not None else 0,
+                         pixels_in_source=train.pixels is not None, num_outputs=len(outputs),
+                         statistics_from_data=statistics_from_data)
+        check_memory(config, shape, architecture, distributed.per_process_batch(config.batch_size, context), device,
+                     processes=distributed.local_processes(context))
+    return check
 
 
 def merge_config(config: TrainConfig | str | Path | None, fields: dict[str, Any]) -> TrainConfig:
@@ -482,8 +498,9 @@ def _resume(run: str | Path, fields: dict[str, Any], console: Console, context: 
     device = distributed.start(context, resolve_device(config.device))
     if context.is_main:
         save_config(config, run_dir / "config.yaml")
-    data = prepare_training_data(config, console)
     info = replace(training_state.info, config=config.to_dict())
+    data = prepare_training_data(config, console, before_loading=_memory_check(
+        config, info.architecture, device, context, statistics_from_data=False))
     task = task_from_json(info.task)
     model = build_model(info.architecture, in_channels=info.input.channels, num_outputs=task.num_outputs,
                         image_size=info.input.size)
