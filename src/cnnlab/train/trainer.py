@@ -38,7 +38,8 @@ from cnnlab.train.checkpoint import (ModelInfo, load_training_state, match_param
 from cnnlab.train.loop import Callback, FitState, TrainingDiverged, fit, seed_everything
 from cnnlab.train.memory import RunShape, check_memory
 from cnnlab.train.optim import build_optimizer, build_scheduler, follow_schedule
-from cnnlab.train.pretrained import (describe_input, head_layers, load_pretrained, load_transfer_report,
+from cnnlab.train.pretrained import (describe_input, describe_resize, head_layers, load_pretrained,
+                                     load_transfer_report, own_image_size,
                                      pretrained_normalisation, recorded_weights, save_transfer_report,
                                      transfer_pretrained, with_weights_defaults)
 from cnnlab.train.stages import FineTuneStages, StagePlan, apply_stage, parameter_groups, staged_schedule
@@ -125,6 +126,7 @@ def prepare_run(config: TrainConfig, console: Console,
     device = distributed.start(context, resolve_device(config.device))
     architecture = resolve_architecture(config.model)
     pretrained = load_pretrained(config, architecture)
+    size_asked = config.image_size is not None
     config = with_weights_defaults(config, pretrained)
     data = prepare_training_data(config, console, before_loading=_memory_check(
         config, architecture, device, context, statistics_from_data=pretrained is None or pretrained.mean is None))
@@ -137,6 +139,10 @@ def prepare_run(config: TrainConfig, console: Console,
                            geometry.fit)
     if pretrained is not None:
         console.info(describe_input(input_spec, pretrained))
+        resize = None if size_asked else describe_resize(config, pretrained, own_image_size(data.train.source),
+                                                         architecture)
+        if resize:
+            console.warn(resize)
     return RunStart(config, device, architecture, pretrained, data, task, input_spec)
 
 
