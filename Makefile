@@ -1,13 +1,14 @@
 # Two commands set everything up on a fresh Debian machine with Python 3.11:
 #   make demo   create .venv, install cnnlab, train the guide's CNN on Fashion-MNIST and evaluate it
-#   make test   install the development extras and run the whole test suite
+#   make test   install the development extras (and Fashion-MNIST and Chromium with apt) and run the
+#               whole test suite
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: demo test install dev fashion-mnist clean
+.PHONY: demo test install dev fashion-mnist chromium clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,11 +33,21 @@ fashion-mnist:
 	  echo "could not install dataset-fashion-mnist; cnnlab will try to download Fashion-MNIST"; \
 	fi
 
+# Headless Chromium opens `cnnlab report`'s HTML page in tests/explain/test_report.py; without it
+# those tests are skipped, so `make test` installs it as it installs Fashion-MNIST.
+chromium:
+	@if ! command -v chromium >/dev/null && command -v apt-get >/dev/null; then \
+	  echo "installing Debian's chromium and chromium-driver packages (the report's browser tests)"; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver || \
+	  { $(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver; } || \
+	  echo "could not install chromium; the report's browser tests will be skipped"; \
+	fi
+
 demo: install fashion-mnist
 	$(BIN)/cnnlab train --data fashion-mnist --model guide-cnn --epochs 3 --name demo --exist-ok
 	$(BIN)/cnnlab evaluate runs/demo
 
-test: dev fashion-mnist
+test: dev fashion-mnist chromium
 	$(BIN)/python -m pytest
 
 # Benchmarks (benchmarks/README.md) in their own venv: TensorFlow is large and .venv runs the tests.

@@ -10,6 +10,7 @@ and the resolved config written into the run folder reproduces the run:
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_args, get_type_hints
@@ -158,6 +159,7 @@ class TrainConfig:
         _require(self.data != "", "--data is required (a dataset name, folder, CSV or IDX file)")
         _require(self.epochs >= 1, f"--epochs must be at least 1 (got {self.epochs})")
         _require(self.batch_size >= 1, f"--batch-size must be at least 1 (got {self.batch_size})")
+        self._validate_finite()
         number = isinstance(self.lr, (int, float)) and not isinstance(self.lr, bool)
         _require(self.lr is None or self.lr == "auto" or (number and self.lr > 0),
                  f"--lr must be a positive number or auto (got {self.lr!r})")
@@ -190,6 +192,16 @@ class TrainConfig:
         return self
 
 
+    def _validate_finite(self) -> None:
+        """inf and nan parse as floats, and no setting means anything with them: `--lr inf` turns every
+        weight into nan at the first step, which would then train on silently."""
+        for setting in fields(self):
+            value = getattr(self, setting.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                example = {"lr": " such as 0.003, or auto"}.get(setting.name, "")
+                raise ConfigError(f"--{setting.name.replace('_', '-')} must be a finite number{example} "
+                                  f"(got {value})")
+
     def _validate_classification_only(self) -> None:
         if self.class_weights.strip() not in ("none", "balanced"):
             parse_class_weights(self.class_weights)
@@ -212,9 +224,9 @@ class TrainConfig:
                  f"--{'freeze' if self.freeze else 'fine-tune'} keeps pretrained layers fixed, but the model "
                  f"starts from random weights: add --weights imagenet (or a run folder), or --init-from RUN")
         if self.fine_tune is not None:
-            _require(1 <= self.fine_tune < self.epochs,
+            _require(0 <= self.fine_tune < self.epochs,
                      f"--fine-tune N trains the head alone for N epochs and then the whole network, so N "
-                     f"must be at least 1 and less than --epochs {self.epochs} (got {self.fine_tune}); "
+                     f"must be at least 0 and less than --epochs {self.epochs} (got {self.fine_tune}); "
                      f"--freeze trains the head alone throughout")
         _require(self.backbone_lr_factor > 0,
                  f"--backbone-lr-factor must be positive, e.g. 0.1 (got {self.backbone_lr_factor})")

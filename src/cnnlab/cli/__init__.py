@@ -74,9 +74,43 @@ def _show_library_messages() -> None:
         logger.addHandler(_StderrLines(logging.WARNING))
 
 
+# Warnings from the libraries underneath that say nothing a cnnlab user can act on: (module, message
+# pattern, why it is harmless here). Anything else is shown, as one line naming where it comes from.
+HARMLESS_WARNINGS = (
+    ("torch", r"TypedStorage is deprecated", "PyTorch's own internals, not cnnlab's use"),
+    ("torch", r"Using a non-full backward hook when the forward contains multiple autograd Nodes",
+     "Grad-CAM reads the gradient at a layer's output, which a non-full hook gives exactly"),
+    ("matplotlib", r"Tight layout not applied", "a figure's spacing is left as it was"),
+    ("matplotlib", r"No artists with labels found to put in legend", "a plot without a legend to show"),
+)
+
+
+_warnings_shown: set[str] = set()
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A library's warning as one line, like cnnlab's own, naming the library instead of its source
+    line; once per run (a training and a validation DataLoader give the same one)."""
+    origin = next((name for name in ("torchvision", "torch", "matplotlib", "PIL", "numpy", "cnnlab")
+                   if f"/{name}/" in str(filename).replace("\\", "/")), category.__name__)
+    text = f"warning: {message} ({origin})"
+    if text not in _warnings_shown:
+        _warnings_shown.add(text)
+        click.echo(text, err=True)
+
+
+def _route_library_warnings() -> None:
+    import warnings
+
+    for module, pattern, _ in HARMLESS_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern, module=module)
+    warnings.showwarning = _show_warning
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the command; a CnnlabError becomes one clear line on stderr, exit status 2."""
     _show_library_messages()
+    _route_library_warnings()
     try:
         cli.main(args=argv, prog_name="cnnlab", standalone_mode=False)
     except click.exceptions.Exit as done:

@@ -45,7 +45,8 @@ def config_options(function: Callable, *, only: Collection[str] | None = None) -
 @click.option("-c", "--config", "config_file", type=click.Path(dir_okay=False),
               help="YAML file with the same keys as the flags (flags override it)")
 @click.option("--resume", type=str, default=None,
-              help="continue a run folder where it stopped (may raise --epochs or --patience)")
+              help="continue a run folder where it stopped (may raise --epochs, which rebuilds the "
+                   "learning-rate schedule for the new length from the step reached, or --patience)")
 @click.option("-q", "--quiet", is_flag=True, help="no progress output")
 @click.option("--nproc", type=int, default=None,
               help="train with N processes on this machine (DistributedDataParallel via torchrun)")

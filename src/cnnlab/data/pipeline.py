@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
@@ -117,13 +118,19 @@ def images_trained_on(config: TrainConfig) -> tuple[Source, str]:
     return train, chosen
 
 
-def prepare_training_data(config: TrainConfig, console: Console) -> TrainingData:
+def prepare_training_data(config: TrainConfig, console: Console,
+                          before_loading: Callable[[Geometry, Source, Source | None], None] | None = None
+                          ) -> TrainingData:
+    """`before_loading(geometry, train, val)` runs once the size is known, before any image is
+    converted to it (the trainer's memory check)."""
     source = _training_source(config)
     train_source, val_source, val_origin = _validation_source(config, source)
     empty_classes = _classes_without_images(train_source)
     geometry = infer_geometry(train_source, channels=config.channels,
                               image_size=parse_image_size(config.image_size), fit=config.fit)
     console.info(f"data: {source.description} → images as {geometry.describe()}")
+    if before_loading is not None:
+        before_loading(geometry, train_source, val_source)
     if empty_classes:
         console.warn(f"no training images for class {', '.join(empty_classes)}: the model still gets an output "
                      "for it, which it never learns to use; remove the empty class folder if it is a mistake")

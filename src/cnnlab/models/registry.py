@@ -64,9 +64,11 @@ def model_entry(name: str) -> Entry[ModelBuilder]:
 
 
 def check_input_size(name: str, image_size: tuple[int, int], min_size: int) -> None:
+    """Refuse an input smaller than the model's smallest, suggesting exactly that smallest size."""
     if min(image_size) < min_size:
         height, width = image_size
+        suggested = f"{max(height, min_size)},{max(width, min_size)}" if height != width else str(min_size)
         raise ConfigError(
-            f"model {name!r} needs images of at least {min_size}×{min_size} pixels, but the data is "
-            f"{height}×{width}: pass --image-size {max(min_size, 32)} (or larger) to resize it"
+            f"model {name!r} needs images of at least {min_size}×{min_size} pixels, but they are "
+            f"{height}×{width}: pass --image-size {suggested} or larger to resize them"
         )

@@ -120,16 +120,16 @@ class TrainingCurves:
 
 
 class EarlyStopping:
-    """Stop when the validation loss has not improved for `patience` epochs."""
+    """Stop when the validation loss has not improved for `patience` epochs (the trainer prints why
+    the run stopped, whichever callback stopped it)."""
 
-    def __init__(self, patience: int, log: Callable[[str], None]):
-        self.patience, self.log = patience, log
+    def __init__(self, patience: int):
+        self.patience = patience
 
     def on_epoch_end(self, state: FitState, row: dict[str, Any]) -> None:
         if state.epochs_without_improvement >= self.patience:
             state.stop_reason = (f"early stopping: validation loss has not improved for {self.patience} "
                                  f"epoch(s); best was epoch {state.best_epoch}")
-            self.log(state.stop_reason)
 
 
 class Checkpointer:

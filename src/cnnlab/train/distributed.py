@@ -48,6 +48,11 @@ def context_from_environment() -> DistributedContext:
     return DistributedContext(int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")), world_size)
 
 
+def local_processes(context: DistributedContext) -> int:
+    """How many processes of the run share this machine (torchrun's LOCAL_WORLD_SIZE)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", context.world_size)) if context.enabled else 1
+
+
 def start(context: DistributedContext, device: torch.device) -> torch.device:
     """Join the process group; return this process's device (its own GPU under NCCL)."""
     import torch.distributed as dist
@@ -136,7 +141,7 @@ def launch(nproc: int, train_arguments: Sequence[str]) -> int:
         raise ConfigError(f"--nproc must be at least 1 (got {nproc})")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
                "-m", "cnnlab", "train", *train_arguments]
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, bufsize=1)
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, bufsize=1, env=_child_environment(nproc))
     assert process.stderr is not None
     errors_seen: set[str] = set()
     for line in process.stderr:
@@ -152,3 +157,16 @@ def launch(nproc: int, train_arguments: Sequence[str]) -> int:
     process.stderr.close()
     status = process.wait()
     return 2 if errors_seen and status else status
+
+
+def _child_environment(nproc: int) -> dict[str, str]:
+    """The environment for torchrun, with OMP_NUM_THREADS set (to the user's value if they chose one).
+
+    Left unset, torchrun sets it to 1 for every process and prints a banner saying so, which the
+    user can do nothing about. Set here, the cores are shared out instead: each of `nproc` processes
+    computes with its share of them."""
+    environment = dict(os.environ)
+    if not environment.get("OMP_NUM_THREADS"):
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        environment["OMP_NUM_THREADS"] = str(max(1, cores // nproc))
+    return environment

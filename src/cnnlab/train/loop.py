@@ -27,6 +27,8 @@ import torch
 from torch import Tensor, nn
 
 from cnnlab.data.loader import Batches, epoch_seed
+from cnnlab.errors import CnnlabError
+from cnnlab.strict_json import finite_or_none
 from cnnlab.tasks.base import Task
 from cnnlab.train.batch_threads import BatchThreads, add_gradients, batch_parts, part_models
 from cnnlab.processes import sum_across_processes
@@ -62,15 +64,79 @@ class FitState:
         return self.best_epoch == self.epoch
 
     def to_json(self) -> dict[str, Any]:
-        values = asdict(self)
-        values["best_val_loss"] = None if math.isinf(self.best_val_loss) else self.best_val_loss
-        return values
+        """Plain JSON: the metrics a run without validation images lacks (nan) become null."""
+        return finite_or_none(asdict(self))
 
     @classmethod
     def from_json(cls, values: dict[str, Any]) -> "FitState":
         values = dict(values)
         values["best_val_loss"] = math.inf if values.get("best_val_loss") is None else values["best_val_loss"]
+        # Every metric in a row is a float; null was a nan (older files hold the nan itself).
+        values["history"] = [{key: math.nan if value is None else value for key, value in row.items()}
+                             for row in values.get("history", [])]
         return cls(**values)
+
+
+# How often, in steps, the running loss is read back to catch nan or inf. Reading waits for the device
+# to finish its queued work, so it is not done every step; one nan makes the running sum nan for the
+# rest of the epoch, so a read every few steps still sees every step since the last.
+DIVERGENCE_CHECK_STEPS = 8
+
+
+class TrainingDiverged(CnnlabError):
+    """The loss or the weights became nan or inf. `where` names the epoch and step; the trainer
+    adds what the run kept and what to change."""
+
+    def __init__(self, where: str):
+        self.where = where
+        super().__init__(f"training diverged: {where}")
+
+
+class _DivergenceWatch:
+    """Stops the epoch within `DIVERGENCE_CHECK_STEPS` steps of a non-finite loss, naming that step."""
+
+    def __init__(self, epoch: int, steps: int, every: int = DIVERGENCE_CHECK_STEPS):
+        self.epoch, self.steps, self.every = epoch, steps, every
+        self._window: list[tuple[int, Tensor, float]] = []  # (step, batch loss on the device, its rate)
+
+    def after_step(self, step: int, loss: Tensor, lr: float, loss_sum: Tensor) -> None:
+        self._window.append((step, loss.detach(), lr))
+        if step % self.every == 0:
+            self.check(loss_sum)
+
+    def check(self, loss_sum: Tensor) -> None:
+        """Raise TrainingDiverged if any loss so far this epoch was not finite (in any process)."""
+        if not self._window:
+            return
+        # Summed over the processes of a distributed run, so that every one stops at the same step.
+        bad = sum_across_processes((~torch.isfinite(loss_sum)).to(torch.float64).reshape(1))
+        if float(bad) == 0:
+            self._window.clear()
+            return
+        values = torch.stack([loss.float() for _, loss, _ in self._window]).tolist()
+        first = next((i for i, value in enumerate(values) if not math.isfinite(value)), None)
+        if first is None:  # another process saw it; here only the span is known
+            steps = f"steps {self._window[0][0]}–{self._window[-1][0]}"
+            raise TrainingDiverged(f"epoch {self.epoch}, {steps} of {self.steps}: the training loss became "
+                                   f"nan or inf (learning rate {self._window[0][2]:.3g})")
+        step, _, lr = self._window[first]
+        raise TrainingDiverged(f"epoch {self.epoch}, step {step} of {self.steps}: the training loss became "
+                               f"{values[first]} (learning rate {lr:.3g} at that step)")
+
+
+def check_finite_weights(model: nn.Module, epoch: int) -> None:
+    """Raise TrainingDiverged if a weight or a batch-norm statistic is nan or inf: a step whose loss was
+    still finite can leave them so, and such weights must never replace the last good checkpoint."""
+    tensors = [(name, value) for name, value in (*model.named_parameters(), *model.named_buffers())
+               if value.is_floating_point()]
+    if not tensors:
+        return
+    finite = torch.stack([value.detach().isfinite().all() for _, value in tensors])
+    if bool(finite.all()):
+        return
+    name = tensors[int((~finite).nonzero()[0])][0]
+    raise TrainingDiverged(f"epoch {epoch}: the weights became nan or inf (first in {name}) although the "
+                           f"loss was still finite")
 
 
 class Callback(Protocol):
@@ -140,8 +206,10 @@ def train_one_epoch(model: nn.Module, task: Task, normalizer: nn.Module, batches
     no_headline = torch.zeros((), device=device)  # what callbacks see for a task without a per-image headline
     threads = BatchThreads(performance.batch_threads) if performance.batch_threads > 1 else None
     models = part_models(model, performance.batch_threads) if threads else [model]
+    watch = _DivergenceWatch(epoch, len(batches))
     with threads or contextlib.nullcontext():
-        for inputs, targets in batches.epoch(epoch):
+        for step, (inputs, targets) in enumerate(batches.epoch(epoch), start=1):
+            lr = optimizer.param_groups[0]["lr"]
             if threads is None:
                 with performance.autocast():
                     outputs = model(performance.prepare_inputs(normalizer(inputs)))   # forward pass
@@ -154,8 +222,10 @@ def train_one_epoch(model: nn.Module, task: Task, normalizer: nn.Module, batches
                 optimizer.step()
             scheduler.step()
             sums.add(loss, parts, task.headline_sum(outputs.detach(), targets), len(targets))
+            watch.after_step(step, loss, lr, sums.loss)
             _call(callbacks, "on_batch_end", state, sums.images, sums.loss,
                   sums.headline if sums.headline is not None else no_headline)
+    watch.check(sums.loss)
     # With several processes, the epoch's numbers are those of all of them together.
     loss_total, headline_total, part_totals, image_total = sums.totals()
     result = {"loss": loss_total / max(image_total, 1), "images": image_total}
@@ -278,6 +348,7 @@ def fit(*, model: nn.Module, task: Task, normalizer: nn.Module, train_batches: B
         train = train_one_epoch(model, task, normalizer, train_batches, epoch, optimizer, scheduler,
                                 state, callbacks, performance)
         train_seconds = time.perf_counter() - started
+        check_finite_weights(eval_model, epoch)  # before anything scores or saves them
         val = validate(eval_model, task, normalizer, val_batches, performance) if val_batches is not None else {}
         row = _epoch_row(task, epoch, train, val)
         row.update({"lr": lr, "seconds": time.perf_counter() - started,

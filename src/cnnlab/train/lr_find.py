@@ -20,6 +20,7 @@ import copy
 import csv
 import io
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
@@ -83,10 +84,12 @@ def _batches_forever(batches: Batches) -> Iterator[tuple[torch.Tensor, torch.Ten
 
 def lr_range_test(model: nn.Module, task: Task, normalizer: nn.Module, batches: Batches,
                   optimizer: torch.optim.Optimizer, *, start_lr: float = START_LR, end_lr: float = END_LR,
-                  steps: int = DEFAULT_STEPS, progress: Callable[[int], Any] | None = None) -> LrFinding:
+                  steps: int = DEFAULT_STEPS,
+                  progress: Callable[[int, int, float, float], Any] | None = None) -> LrFinding:
     """Sweep the rate exponentially from `start_lr` to `end_lr`, one optimiser step per batch.
 
-    `model` is trained in place (pass a copy) and must already be in training mode.
+    `model` is trained in place (pass a copy) and must already be in training mode. `progress` is
+    called after each step with (step, images in it, rate, loss).
     """
     lrs, losses, smoothed = [], [], []
     average, lowest, stop_reason = 0.0, math.inf, f"reached {end_lr:g} after {steps} steps"
@@ -100,7 +103,7 @@ def lr_range_test(model: nn.Module, task: Task, normalizer: nn.Module, batches: 
         optimizer.step()
         value = float(loss.detach())
         if progress is not None:
-            progress(1)
+            progress(step + 1, len(targets), lr, value)
         if not math.isfinite(value):
             stop_reason = f"the loss became {value} at lr {lr:.3g}"
             break
@@ -168,23 +171,62 @@ def sweep(model: nn.Module, task: Task, normalizer: nn.Module, batches: Batches,
           end_lr: float = END_LR, console: Console | None = None) -> LrFinding:
     """The range test on a copy of `model` as its run would train it: the same optimiser, and only the
     head when the run starts with the backbone frozen (the rate found is the head's)."""
-    from tqdm.auto import tqdm
-
     trial = copy.deepcopy(model).to(batches.device)
     trial.train()
     if plan is not None:
-        apply_stage(trial, plan, 1)
+        apply_stage(trial, plan, plan.stage(1))
     optimizer = build_optimizer(trial, config.optimizer, lr=start_lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay, beta2=config.beta2)
-    quiet = console is None or console.quiet
-    bar = tqdm(total=steps, desc="learning-rate sweep", unit="step", leave=False, disable=True if quiet else None)
-    with bar:
+    with SweepProgress(steps, batches.batch_size, console) as progress:
         finding = lr_range_test(trial, task, normalizer.to(batches.device), batches, optimizer,
-                                start_lr=start_lr, end_lr=end_lr, steps=steps, progress=bar.update)
+                                start_lr=start_lr, end_lr=end_lr, steps=steps, progress=progress.step)
     if console is not None:
         console.info(f"learning-rate sweep: {len(finding.lrs)} steps, {finding.stop_reason}; lowest loss at "
                      f"lr {finding.lowest_loss_lr:.3g}, suggested lr {finding.suggestion:.3g}")
     return finding
+
+
+class SweepProgress:
+    """The sweep's progress, as training shows an epoch's: in a terminal a live bar (images, images/s,
+    time left, the rate and loss reached); elsewhere (a log, a notebook's captured output) a line at
+    each quarter of the sweep, so that a long one (resnet18 at 224×224 on a CPU: minutes) is never
+    silent. Nothing with `console` None or quiet."""
+
+    QUARTERS = 4
+
+    def __init__(self, steps: int, batch_size: int, console: Console | None):
+        from tqdm.auto import tqdm
+
+        self.steps, self.console = steps, console
+        quiet = console is None or console.quiet
+        self.bar = tqdm(total=steps * batch_size, desc="learning-rate sweep", unit="img", leave=False,
+                        dynamic_ncols=True, disable=True if quiet else None)  # None: off when not a terminal
+        self.lines = not quiet and self.bar.disable
+        self.started = time.perf_counter()
+        self.images = 0
+        self._next_line = 1
+
+    def step(self, step: int, images: int, lr: float, loss: float) -> None:
+        self.images += images
+        self.bar.update(images)
+        self.bar.set_postfix(lr=f"{lr:.2g}", loss=f"{loss:.4f}", refresh=False)
+        if self.lines and step >= self._next_line * self.steps / self.QUARTERS:
+            self._next_line += 1
+            seconds = time.perf_counter() - self.started
+            left = seconds * (self.steps - step) / step
+            self.console.info(f"learning-rate sweep: step {step}/{self.steps}, lr {lr:.2g}, loss {loss:.4f}, "
+                              f"{self.images / max(seconds, 1e-9):,.0f} img/s"
+                              + (f", at most {_format_seconds(left)} left" if step < self.steps else ""))
+
+    def __enter__(self) -> "SweepProgress":
+        return self
+
+    def __exit__(self, *exception: object) -> None:
+        self.bar.close()
+
+
+def _format_seconds(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
 
 
 def sweep_for_training(start: "RunStart", model: nn.Module, plan: StagePlan | None, batches: Batches,

@@ -86,3 +86,16 @@ def schedule_factor(name: str, total_steps: int, warmup: float | None = None) ->
 def build_scheduler(optimizer: torch.optim.Optimizer, name: str, total_steps: int,
                     warmup: float | None = None) -> torch.optim.lr_scheduler.LambdaLR:
     return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule_factor(name, total_steps, warmup))
+
+
+def follow_schedule(scheduler: torch.optim.lr_scheduler.LambdaLR) -> None:
+    """Give each parameter group the rate `scheduler` sets at the step it has reached.
+
+    A resumed run's optimiser comes back with the rate it last used, which is right when the schedule
+    is the one it was saved with. Resumed with a larger --epochs, the schedule is rebuilt for the new
+    length, and the run must go on at that schedule's rate for this step, not at the old schedule's
+    last one (a one-cycle run ends near zero). With the same --epochs the two are the same number."""
+    rates = [base * factor(scheduler.last_epoch) for factor, base in zip(scheduler.lr_lambdas, scheduler.base_lrs)]
+    for group, rate in zip(scheduler.optimizer.param_groups, rates):
+        group["lr"] = rate
+    scheduler._last_lr = rates  # what get_last_lr() reports, as after a scheduler step

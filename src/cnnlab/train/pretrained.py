@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from cnnlab.data.normalize import InputSpec
+    from cnnlab.data.source import Source
     from cnnlab.tasks import Task
 
 TRANSFER_REPORT = "transfer.json"
@@ -126,6 +127,51 @@ def load_transfer_report(run_dir: Path) -> TransferReport:
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise CnnlabError(f"{path}: cannot read which layers came from the pretrained weights ({error}); "
                           f"it is needed to --resume a run with --freeze or --fine-tune") from None
+
+
+def own_image_size(source: "Source", probe: int = 16) -> tuple[int, int] | None:
+    """(height, width) the data's images share, from the arrays or the first files' headers; None if mixed."""
+    if source.pixels is not None:
+        return tuple(source.pixels.shape[1:3])
+    from cnnlab.data.images import probe_image
+
+    sizes = set()
+    for path in list(source.paths or [])[:probe]:
+        try:
+            width, height, _ = probe_image(path)
+        except CnnlabError:
+            continue  # named when the images are loaded
+        sizes.add((height, width))
+    return sizes.pop() if len(sizes) == 1 else None
+
+
+RESIZE_NOTE_FACTOR = 2.0  # say so from twice the pixels on
+
+
+def describe_resize(config: TrainConfig, pretrained: PretrainedWeights, own: tuple[int, int] | None,
+                    architecture: Architecture) -> str | None:
+    """The cost of training at the weights' input size when the data's images are much smaller
+    (28-pixel images enlarged to ImageNet's 224: 64× the pixels, and about 64× the time a step), with
+    the --image-size that avoids it; None when it costs little or the size was asked for."""
+    if own is None or pretrained.image_size is None:
+        return None
+    (height, width), (own_height, own_width) = pretrained.image_size, own
+    factor = (height * width) / (own_height * own_width)
+    if factor < RESIZE_NOTE_FACTOR:
+        return None
+    smallest = 0
+    if architecture.name != YAML_ARCHITECTURE:
+        from cnnlab.models.registry import model_entry
+
+        smallest = model_entry(architecture.name).metadata.get("min_size", 0)
+    suggested = f"{max(own_height, smallest)},{max(own_width, smallest)}" if own_height != own_width \
+        else str(max(own_height, smallest))
+    flag = f"--init-from {config.init_from}" if config.init_from is not None else f"--weights {config.weights}"
+    smallest_note = f" ({architecture.label}'s smallest)" if smallest > min(own) else ""
+    return (f"{flag}: the weights were trained on {height}×{width} images, so yours ({own_height}×{own_width}) "
+            f"are enlarged to that: {factor:.0f}× the pixels, and about {factor:.0f}× the computation a step "
+            f"would take at their own size. Pass --image-size {suggested}{smallest_note} to train at (near) "
+            f"their own size, or a size in between; the pretrained filters work at any size")
 
 
 def describe_input(spec: "InputSpec", pretrained: PretrainedWeights | None) -> str:

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from cnnlab.io import write_text_atomic
+from cnnlab.strict_json import to_json_text
 
 RUN_RECORD = "run.json"
 FORMAT = "cnnlab.run/1"
@@ -138,5 +139,5 @@ class RunRecord:
 
     def _write(self) -> None:
         record = {"format": FORMAT, "sessions": [*self._earlier, self.session]}
-        write_text_atomic(self.path, json.dumps(record, indent=2) + "\n")
+        write_text_atomic(self.path, to_json_text(record))
 

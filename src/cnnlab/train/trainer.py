@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -30,14 +29,17 @@ from cnnlab.models.build import Architecture, resolve_architecture
 from cnnlab.models.transfer import TransferReport
 from cnnlab.models.weights import PretrainedWeights
 from cnnlab.runs import TRAIN_STATE, WEIGHTS, create_run_dir, default_run_name, find_run
+from cnnlab.strict_json import finite_or_none, to_json_text
 from cnnlab.tasks import Task, task_for_training, task_from_json
 from cnnlab.train import callbacks as cb
 from cnnlab.train.checkpoint import (ModelInfo, load_training_state, match_parameter_layouts,
                                      restore_training_state, save_model_checkpoint, save_training_state,
                                      scheduler_state)
-from cnnlab.train.loop import Callback, FitState, fit, seed_everything
-from cnnlab.train.optim import build_optimizer, build_scheduler
-from cnnlab.train.pretrained import (describe_input, head_layers, load_pretrained, load_transfer_report,
+from cnnlab.train.loop import Callback, FitState, TrainingDiverged, fit, seed_everything
+from cnnlab.train.memory import RunShape, check_memory
+from cnnlab.train.optim import build_optimizer, build_scheduler, follow_schedule
+from cnnlab.train.pretrained import (describe_input, describe_resize, head_layers, load_pretrained,
+                                     load_transfer_report, own_image_size,
                                      pretrained_normalisation, recorded_weights, save_transfer_report,
                                      transfer_pretrained, with_weights_defaults)
 from cnnlab.train.stages import FineTuneStages, StagePlan, apply_stage, parameter_groups, staged_schedule
@@ -123,8 +125,10 @@ def prepare_run(config: TrainConfig, console: Console,
     device = distributed.start(context, resolve_device(config.device))
     architecture = resolve_architecture(config.model)
     pretrained = load_pretrained(config, architecture)
+    size_asked = config.image_size is not None
     config = with_weights_defaults(config, pretrained)
-    data = prepare_training_data(config, console)
+    data = prepare_training_data(config, console, before_loading=_memory_check(
+        config, architecture, device, context, statistics_from_data=pretrained is None or pretrained.mean is None))
     task = task_for_training(config.task, data.train.source, config)
     geometry = data.geometry
     mean, std = (pretrained_normalisation(pretrained, geometry.channels)
@@ -133,6 +137,10 @@ def prepare_run(config: TrainConfig, console: Console,
                            geometry.fit)
     if pretrained is not None:
         console.info(describe_input(input_spec, pretrained))
+        resize = None if size_asked else describe_resize(config, pretrained, own_image_size(data.train.source),
+                                                         architecture)
+        if resize:
+            console.warn(resize)
     return RunStart(config, device, architecture, pretrained, data, task, input_spec)
 
 
@@ -190,15 +198,15 @@ def check_callbacks(callbacks: Sequence[object]) -> list[object]:
 
 
 def _start(config: TrainConfig, console: Console, context: DistributedContext,
-           callbacks: list[object]) -> TrainResult:
+           callbacks: list[object], run_dir: Path | None = None) -> TrainResult:
+    """A new run, in a new folder or (`run_dir`) in the folder of a run that saved no epoch."""
     start = prepare_run(config, console, context)
     data, task = start.data, start.task
     # The model first: a network that does not fit the data (a YAML layer list, a too-small image)
     # must fail before a run folder exists, not leave an empty one behind.
     model, report = start.initial_model(console)
-    _batch_threads(start.config, model, start.device, context)  # a --batch-threads it cannot take, too
-    run_dir = None
-    if context.is_main:
+    parts = _batch_threads(start.config, model, start.device, context)  # a --batch-threads it cannot take, too
+    if context.is_main and run_dir is None:
         run_dir = create_run_dir(start.config.runs_dir, start.config.name,
                                  default_run_name(start.architecture.label, start.config.data),
                                  exist_ok=start.config.exist_ok)
@@ -206,11 +214,11 @@ def _start(config: TrainConfig, console: Console, context: DistributedContext,
     config = _resolved(start.config, run_dir, data, start.pretrained)
     if context.is_main:
         save_config(config, run_dir / "config.yaml")
-        write_text_atomic(run_dir / "data.json", json.dumps(data.summary(), indent=2) + "\n")
+        write_text_atomic(run_dir / "data.json", to_json_text(data.summary()))
         if report is not None:
             save_transfer_report(run_dir, report)
     plan = start.stage_plan(model, report)
-    batches = training_batches(config, data, start.device, task, context)
+    batches = training_batches(config, data, start.device, task, context, parts=parts)
     if config.lr == "auto":
         config = replace(config, lr=distributed.share_from_main(
             _find_learning_rate(start, model, plan, batches[0], run_dir, console) if context.is_main else None))
@@ -236,6 +244,20 @@ def _check_distributed(config: TrainConfig, context: DistributedContext) -> None
     if config.fine_tune:
         raise ConfigError(f"--fine-tune unfreezes the backbone mid-run, which DistributedDataParallel cannot "
                           f"follow; run it on one process, or use --freeze with {context.world_size} processes")
+
+
+def _memory_check(config: TrainConfig, architecture: Architecture, device: torch.device,
+                  context: DistributedContext, *, statistics_from_data: bool):
+    """The check `prepare_training_data` runs once the images' size is known, before converting any:
+    a run that cannot fit in memory is refused with the figures (train/memory.py)."""
+    def check(geometry, train, val) -> None:
+        outputs = train.class_names or train.target_names or [""]
+        shape = RunShape(geometry, len(train), len(val) if val is not None else 0,
+                         pixels_in_source=train.pixels is not None, num_outputs=len(outputs),
+                         statistics_from_data=statistics_from_data)
+        check_memory(config, shape, architecture, distributed.per_process_batch(config.batch_size, context), device,
+                     processes=distributed.local_processes(context))
+    return check
 
 
 def merge_config(config: TrainConfig | str | Path | None, fields: dict[str, Any]) -> TrainConfig:
@@ -282,19 +304,30 @@ def _augmentation(preset: str, task: Task):
 
 
 def training_batches(config: TrainConfig, data: TrainingData, device: torch.device, task: Task,
-                     context: DistributedContext = DistributedContext()) -> tuple[Batches, Batches | None]:
-    """(training batches: shuffled, augmented; validation batches or None) for this process's share."""
+                     context: DistributedContext = DistributedContext(),
+                     parts: int = 1) -> tuple[Batches, Batches | None]:
+    """(training batches: shuffled, augmented; validation batches or None) for this process's share;
+    `parts`: the batch threads each batch is split across (batch_threads.py)."""
     augmentation = _augmentation(config.augment, task)
     batch_size = distributed.per_process_batch(config.batch_size, context)
     shares = {"rank": context.rank, "world_size": context.world_size}
+    # Each process takes the same number of images (padded).
+    share = -(-len(data.train) // context.world_size)
     train_batches = Batches(data.train, batch_size=batch_size, device=device, shuffle=True,
                             seed=config.seed, augment=augmentation, workers=config.workers,
-                            drop_last=len(data.train) % batch_size == 1, **shares)  # a batch of 1 breaks batch norm
+                            drop_last=_single_image_part(share % batch_size, parts), **shares)
     val_batches = None
     if data.val is not None:
         val_batches = Batches(data.val, batch_size=max(batch_size, 256), device=device, shuffle=False,
                               workers=config.workers, **shares)
     return train_batches, val_batches
+
+
+def _single_image_part(last_batch: int, parts: int) -> bool:
+    """Whether a last batch of `last_batch` images, split into `parts` on threads, leaves one part a
+    single image, which batch norm cannot normalise ("Expected more than 1 value per channel"):
+    such a batch is dropped (a last batch of 1, or of 2 or 3 on two threads)."""
+    return last_batch > 0 and last_batch // min(parts, last_batch) < 2
 
 
 def _assemble(config: TrainConfig, run_dir: Path, data: TrainingData, task: Task, info: ModelInfo,
@@ -319,7 +352,7 @@ def _assemble(config: TrainConfig, run_dir: Path, data: TrainingData, task: Task
 
 def _saver(setup: _Setup, performance: Performance):
     def save(path: Path, kind: str, state: FitState) -> None:
-        row = state.history[-1]
+        row = finite_or_none(state.history[-1])  # a run without validation images has no val_loss: null
         info = replace(setup.info, epoch=state.epoch, metrics=row)
         if kind == "model":
             save_model_checkpoint(path, setup.model.state_dict(), info)
@@ -357,7 +390,7 @@ def _fit(setup: _Setup, state: FitState, console: Console, user_callbacks: list[
         ]
     if setup.config.patience:
         # Every process decides alike: the metrics it sees are summed over all of them.
-        callbacks.append(cb.EarlyStopping(setup.config.patience, console.info))
+        callbacks.append(cb.EarlyStopping(setup.config.patience))
     checkpointer = None
     if setup.context.is_main:
         checkpointer = cb.Checkpointer(setup.run_dir / WEIGHTS, _saver(setup, performance), saved_epoch=state.epoch)
@@ -383,9 +416,14 @@ def _fit(setup: _Setup, state: FitState, console: Console, user_callbacks: list[
         if checkpointer is not None:
             console.warn(_interrupted(setup.run_dir, checkpointer.saved_epoch, state.epochs))
         raise
+    except TrainingDiverged as error:
+        _close_quietly(record, state, f"diverged: {error.where}")
+        raise TrainingDiverged(_diverged(error.where, setup, state)) from None
     except Exception as error:
         _close_quietly(record, state, f"failed: {type(error).__name__}: {error}")
         raise
+    if state.stop_reason:  # every stop says why: early stopping, or a callback of the user's
+        console.info(f"stopped after epoch {state.epoch} of {state.epochs}: {state.stop_reason}")
     if record is not None:
         record.finish(state.history, f"stopped early: {state.stop_reason}" if state.stop_reason else "completed")
     skipped = setup.train_batches.skipped
@@ -411,6 +449,20 @@ def _batch_threads(config: TrainConfig, model: torch.nn.Module, device: torch.de
                                 distributed=context.enabled, compiled=config.compile)
 
 
+def _diverged(where: str, setup: _Setup, state: FitState) -> str:
+    """The whole message for a run whose loss or weights became nan or inf: where, what was kept, what to do."""
+    config = setup.config
+    if state.epoch:
+        kept = (f"{setup.run_dir / WEIGHTS} keeps epoch {state.epoch}, the last with finite weights "
+                f"(best: epoch {state.best_epoch})")
+    else:
+        kept = f"no epoch had finished, so {setup.run_dir} holds no weights"
+    default = " (the default for this optimiser)" if config.lr is None else ""
+    return (f"{where}. Nothing was saved from that epoch: {kept}. A learning rate too high is the usual cause: "
+            f"train again with a lower --lr than {config.resolved_lr():g}{default}, e.g. the one "
+            f"`cnnlab lr-find` suggests (or --lr auto)")
+
+
 def _interrupted(run_dir: Path, kept: int, epochs: int) -> str:
     """What Ctrl-C left behind: the training state is saved at the end of each epoch, so `kept`
     epochs are safe and the one under way is lost."""
@@ -433,6 +485,11 @@ def _resume(run: str | Path, fields: dict[str, Any], console: Console, context: 
     config = replace(saved, **{k: overrides[k] for k in changed}).validate()
     check_recorded_data(config.data, then=f"resume from the folder you trained in (cd there, then --resume {run})")
     state_path = run_dir / WEIGHTS / TRAIN_STATE
+    if not state_path.exists():
+        # The run ended (a crash, a kill, nan) before its first epoch was saved: nothing to continue
+        # from, so it starts again, in its own folder, from its recorded configuration.
+        console.info(f"note: {run_dir} saved no epoch before it stopped; training it again from epoch 1")
+        return _start(config, console, context, callbacks, run_dir=run_dir)
     training_state = load_training_state(state_path)
     progress = FitState.from_json(training_state.progress)
     if progress.epoch >= config.epochs:
@@ -446,15 +503,18 @@ def _resume(run: str | Path, fields: dict[str, Any], console: Console, context: 
     device = distributed.start(context, resolve_device(config.device))
     if context.is_main:
         save_config(config, run_dir / "config.yaml")
-    data = prepare_training_data(config, console)
     info = replace(training_state.info, config=config.to_dict())
+    data = prepare_training_data(config, console, before_loading=_memory_check(
+        config, info.architecture, device, context, statistics_from_data=False))
     task = task_from_json(info.task)
     model = task.build_model(info.architecture, in_channels=info.input.channels, image_size=info.input.size)
     report = load_transfer_report(run_dir) if config.staged else None
     plan = _stage_plan(config, model, info.architecture, report)
-    batches = training_batches(config, data, device, task, context)
+    batches = training_batches(config, data, device, task, context,
+                               parts=_batch_threads(config, model, device, context))
     setup = _assemble(config, run_dir, data, task, info, device, model, plan, batches, context)
     restore_training_state(training_state, setup.model, setup.optimizer, setup.scheduler)
+    follow_schedule(setup.scheduler)  # the schedule of the --epochs now asked for, from the step reached
     if context.is_main:
         # metrics.csv may hold a row written after the state was saved; the state's history is the truth.
         cb.write_metrics_csv(run_dir / "metrics.csv", progress.history)
