@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 TEMP_PREFIX = ".cnnlab-tmp-"
 _TEMP_FOLDER = re.compile(re.escape(TEMP_PREFIX) + r"(\d+)-[a-z0-9_]+$")
@@ -88,6 +88,20 @@ def _is_running(pid: int) -> bool:
     except (PermissionError, OSError):
         return True  # someone else's process: leave its files alone
     return True
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file cnnlab wrote, read back; one that is damaged is named (a CnnlabError), not a traceback."""
+    import json
+
+    from cnnlab.errors import CnnlabError
+
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise CnnlabError(f"{path}: not valid JSON (not UTF-8 text: {error})") from None
+    except ValueError as error:
+        raise CnnlabError(f"{path}: not valid JSON ({error}); it is damaged: restore it or delete it") from None
 
 
 def write_text_atomic(path: Path, text: str) -> None:

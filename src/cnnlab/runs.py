@@ -151,15 +151,21 @@ def _is_own(relative: str, patterns: tuple[str, ...]) -> bool:
                for pattern in patterns)
 
 
+def clear_stale_writes(run_dir: Path) -> None:
+    """Remove the temporary files that writers killed mid-write left anywhere in a run folder (see
+    `cnnlab.io`); run when a run is resumed."""
+    for root, subfolders, _ in os.walk(run_dir):
+        remove_stale_temporary_files(Path(root))
+        subfolders[:] = [name for name in subfolders if (Path(root) / name).is_dir()]
+
+
 def _clear_run(folder: Path) -> None:
     """Remove what cnnlab wrote into the run `folder` (its files, its temporary files, folders it
     made that are empty then); refuse a folder that is not a cnnlab run. Other files stay, named."""
     if not is_cnnlab_run(folder):
         raise CnnlabError(f"{folder} exists and is not a cnnlab run folder; refusing to replace it "
                           "(choose another --name)")
-    for root, subfolders, _ in os.walk(folder):  # first the temporary files of writers that died
-        remove_stale_temporary_files(Path(root))
-        subfolders[:] = [name for name in subfolders if (Path(root) / name).is_dir()]
+    clear_stale_writes(folder)
     kept: list[str] = []
     for root, subfolders, names in os.walk(folder, topdown=False):
         base = Path(root)

@@ -30,7 +30,7 @@ from cnnlab.data.prepare import load_images
 from cnnlab.data.source import Source
 from cnnlab.data.sources import check_recorded_data, find_split_folders, open_data
 from cnnlab.errors import DataError
-from cnnlab.io import write_text_atomic
+from cnnlab.io import read_json, write_text_atomic
 from cnnlab.trained import TrainedModel, load
 
 
@@ -236,7 +236,10 @@ def _check_unchanged(source: Source, trained: TrainedModel, part: str, data: str
 def _recorded(data_json: Path, key: str) -> Any:
     if not data_json.is_file():
         return None  # a checkpoint moved out of its run folder: nothing to check against
-    return json.loads(data_json.read_text(encoding="utf-8")).get(key)
+    recorded = read_json(data_json)
+    if not isinstance(recorded, dict):
+        raise DataError(f"{data_json}: not what cnnlab writes there (a JSON object); restore it or delete it")
+    return recorded.get(key)
 
 
 def _align_classes(source: Source, trained: TrainedModel) -> Source:

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import yaml
 
 from cnnlab.console import Console
 from cnnlab.data.source import Source
 from cnnlab.errors import CnnlabError
+from cnnlab.io import read_json
 from cnnlab.trained import TrainedModel
 
 
@@ -52,13 +52,28 @@ def read_run(run_dir: Path) -> RunRecord:
         path = run_dir / name
         return parse(path.read_text(encoding="utf-8")) if path.is_file() else None
 
-    config = read("config.yaml", yaml.safe_load) or {}
-    data_summary = read("data.json", json.loads) or {}
+    config = _read_config(run_dir / "config.yaml")
+    data_json = run_dir / "data.json"
+    data_summary = (read_json(data_json) if data_json.is_file() else None) or {}
+    if not isinstance(data_summary, dict):
+        raise CnnlabError(f"{data_json}: not what cnnlab writes there (a JSON object); restore it or delete it")
     history = read("metrics.csv", lambda text: list(csv.DictReader(text.splitlines()))) or []
     curves = run_dir / "training_curves.png"
     sessions = (read("run.json", _json_or_none) or {}).get("sessions") or []
     return RunRecord(run_dir, config, data_summary, history, curves if curves.is_file() else None,
                      sessions=[entry for entry in sessions if isinstance(entry, dict)])
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    """The run's config.yaml, checked as `cnnlab train -c` checks it: a broken one is named with what
+    is wrong (not YAML, not a mapping, an unknown field, a value of the wrong type)."""
+    from cnnlab.config import TrainConfig, load_config_file
+
+    if not path.is_file():
+        return {}
+    values = load_config_file(path)
+    TrainConfig.from_dict(values, origin=str(path))
+    return values
 
 
 def _json_or_none(text: str) -> Any:
@@ -76,7 +91,7 @@ def _eval_folders(run_dir: Path) -> list[Path]:
 
 
 def load_evaluation(folder: Path, data: str | None) -> Evaluation:
-    metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+    metrics = read_json(folder / "metrics.json")
     with (folder / "predictions.csv").open(newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     return Evaluation(folder, metrics, rows, data)
@@ -91,7 +106,7 @@ def find_or_run_evaluation(trained: TrainedModel, *, data: str | None, split: st
     if data and not split:
         split = "test"  # what `evaluate --data` scores; not an earlier run's held-out images of the same data
     for folder in _eval_folders(trained.run_dir):
-        metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+        metrics = read_json(folder / "metrics.json")
         if split and metrics.get("split") != split:
             continue
         if not split and metrics.get("split") == "train":
