@@ -34,25 +34,29 @@ from cnnlab.trained import TrainedModel, load
 def report(run: str | Path, *, output: str | Path | None = None, data: str | None = None,
            split: str | None = None, limit: int | None = None, mistakes: int = 8, samples: int = 6,
            max_maps: int = 32, layer: str | None = None, device: str = "auto", runs_dir: str | Path = "runs",
-           data_dir: str | None = None, quiet: bool = False) -> Path:
-    """Write the HTML report for `run` and return its path."""
+           data_dir: str | None = None, quiet: bool = False, max_image_pixels: int | None = None) -> Path:
+    """Write the HTML report for `run` and return its path; `max_image_pixels`: the pixel budget of
+    every image file it reads (--max-image-pixels)."""
+    from cnnlab.data.images import DEFAULT_MAX_IMAGE_PIXELS, check_max_image_pixels
+
     console = Console(quiet=quiet)
+    budget = check_max_image_pixels(max_image_pixels or DEFAULT_MAX_IMAGE_PIXELS)
     trained = load(run, device=device, runs_dir=runs_dir)
     record = read_run(trained.run_dir)
     evaluation = find_or_run_evaluation(trained, data=data, split=split, limit=limit, data_dir=data_dir,
-                                        console=console)
+                                        console=console, max_image_pixels=budget)
     eval_source = open_source(trained, evaluation.data, evaluation.split, data_dir)
     with tempfile.TemporaryDirectory(prefix="cnnlab-report-") as temp:
         work = Path(temp)
         sections = [
             _config_section(record),
             _model_section(trained),
-            _data_section(record, trained, samples, data_dir, work),
+            _data_section(record, trained, samples, data_dir, work, budget),
             _training_section(record),
             _evaluation_section(evaluation),
-            _mistakes_section(trained, evaluation, eval_source, mistakes, layer, work),
+            _mistakes_section(trained, evaluation, eval_source, mistakes, layer, work, budget),
             _filters_section(trained, work),
-            _feature_maps_section(_example(trained, evaluation, eval_source, work, layer, max_maps)),
+            _feature_maps_section(_example(trained, evaluation, eval_source, work, layer, max_maps, budget)),
         ]
     shape = "×".join(map(str, trained.input.shape))
     subtitle = (f"{trained.info.architecture.short_name} · {trained.task.name} · input {shape} · "
@@ -111,7 +115,7 @@ def _model_section(trained: TrainedModel) -> Section:
 
 
 def _data_section(record: RunRecord, trained: TrainedModel, samples: int, data_dir: str | None,
-                  work: Path) -> Section:
+                  work: Path, budget: int) -> Section:
     summary = record.data_summary
     parts = []
     for split in ("train", "val"):
@@ -142,13 +146,25 @@ def _data_section(record: RunRecord, trained: TrainedModel, samples: int, data_d
     if skipped:
         note = f"{skipped} unreadable file(s) were skipped in training (see data.json)."
         parts.append(paragraph(note, "note"))
-    source = open_source(trained, None, record.config.get("split", "train"), data_dir)
-    parts.append(_samples(record, trained, source, samples, work))
-    parts.append(_augmentation(record, trained, source, work))
+    source = _training_data(record, trained, data_dir)
+    parts.append(_samples(record, trained, source, samples, work, budget))
+    parts.append(_augmentation(record, trained, source, work, budget))
     return Section("data", "Data", "\n".join(parts))
 
 
-def _augmentation(record: RunRecord, trained: TrainedModel, source: Source | None, work: Path) -> str:
+def _training_data(record: RunRecord, trained: TrainedModel, data_dir: str | None) -> Source | None:
+    """The data the run trained on, as it used it: with --limit, the same seeded subset."""
+    from cnnlab.data.pipeline import limit_source
+
+    source = open_source(trained, None, record.config.get("split", "train"), data_dir)
+    limit, seed = record.config.get("limit"), record.config.get("seed", 0)
+    if source is None or not limit:
+        return source
+    return limit_source(source, int(limit), int(seed or 0))
+
+
+def _augmentation(record: RunRecord, trained: TrainedModel, source: Source | None, work: Path,
+                  budget: int) -> str:
     """A few training images, each followed by versions its --augment preset draws: what "the network
     sees a slightly different image every epoch" looks like."""
     from cnnlab.explain.augmentation import augmentation_figure
@@ -157,20 +173,21 @@ def _augmentation(record: RunRecord, trained: TrainedModel, source: Source | Non
     if preset == "none" or source is None:
         return ""
     picks = [(name, indices[0]) for name, indices in samples_per_class(source, 1, seed=1) if len(indices)][:4]
-    images = source_images(source, [index for _, index in picks], trained)
+    images = source_images(source, [index for _, index in picks], trained, budget)
     figure = augmentation_figure([(name or "sample", image) for (name, _), image in zip(picks, images)], preset)
     text = (f"Augmentation ({preset}): in training the network never sees the same picture twice; it sees "
             "versions like these, so it has to learn what stays the same across them.")
     return paragraph(text, "note") + image(save(figure, work / "augmentation.png"), "augmented versions")
 
 
-def _samples(record: RunRecord, trained: TrainedModel, source: Source | None, samples: int, work: Path) -> str:
+def _samples(record: RunRecord, trained: TrainedModel, source: Source | None, samples: int, work: Path,
+             budget: int) -> str:
     if source is None or samples < 1:
         return paragraph(f"Sample images: the training data ({record.config.get('data')}) could not be "
                          "opened here, so none are shown.", "note")
     rows, captions = [], None
     for name, indices in samples_per_class(source, samples):
-        images = source_images(source, indices, trained)
+        images = source_images(source, indices, trained, budget)
         if source.class_names is None:  # regression: one row, each image captioned with its targets
             rows.append(("samples", images))
             captions = [[", ".join(f"{value:.3g}" for value in source.targets[i]) for i in indices]]
@@ -236,7 +253,12 @@ def _evaluation_section(evaluation: Evaluation) -> Section:
         parts.append(paragraph("These are validation images: they chose the best epoch, so the score leans "
                                "optimistic. Evaluate on images the model has never seen (cnnlab evaluate RUN "
                                "--data ...) for an unbiased one.", "note"))
-    elif evaluation.split == "train":
+    overlap = metrics.get("overlaps_training") or {}
+    if overlap.get("images") and evaluation.split != "train":
+        parts.append(paragraph(f"Warning: {overlap['images']:,} of the {overlap['of']:,} images scored are images the "
+                               "model trained on, so this score leans optimistic: evaluate on images it has never "
+                               "seen (cnnlab evaluate RUN --data ...) for an unbiased one.", "warning"))
+    if evaluation.split == "train":
         parts.append(paragraph("These are the images the model trained on: a score far above the validation "
                                "one means it memorised them (over-fitting). Evaluate on images the model has "
                                "never seen (cnnlab evaluate RUN --data ...) for what it will do on new ones.",
@@ -273,24 +295,22 @@ def _evaluation_section(evaluation: Evaluation) -> Section:
 
 
 def _mistakes_section(trained: TrainedModel, evaluation: Evaluation, source: Source | None, count: int,
-                      layer: str | None, work: Path) -> Section:
+                      layer: str | None, work: Path, budget: int) -> Section:
     classification = trained.class_names is not None
     title = "Worst mistakes" if classification else "Largest errors"
     worst = worst_mistakes(trained, evaluation.rows, count)
     if not worst:
         return Section("mistakes", title, paragraph("No mistakes on this evaluation: every image was right."))
-    pixels = images_by_name(trained, [row["file"] for row in worst], source)
+    pixels = images_by_name(trained, [row["file"] for row in worst], source, budget)
     intro = ("The wrong predictions made with the highest confidence, with Grad-CAM for the predicted class: "
              "where the network found its (misleading) evidence." if classification else
              "The images with the largest errors, with Grad-CAM for the predicted value.")
     cards = []
     for number, row in enumerate(worst, start=1):
         name = row["file"]
-        if name in pixels:
-            truth = f" (true: {row['true_label']})" if classification else ""
+        if name in pixels:  # the card names the image and its labels; the picture does not again
             explained = explain_pixels(trained, pixels[name], work / "mistakes" / str(number),
-                                       name=_short(name), layer=layer, maps=False, filters=False,
-                                       heading_extra=truth, compact=True)
+                                       name=_short(name), layer=layer, maps=False, filters=False, compact=True)
             picture = image(explained.files["gradcam"], f"Grad-CAM for {name}")
         else:
             picture = paragraph("(image not found: it has moved, or its dataset is not available here)",
@@ -324,10 +344,10 @@ def _filters_section(trained: TrainedModel, work: Path) -> Section:
 
 
 def _example(trained: TrainedModel, evaluation: Evaluation, source: Source | None, work: Path,
-             layer: str | None, max_maps: int) -> Explanation | None:
+             layer: str | None, max_maps: int, budget: int) -> Explanation | None:
     """Feature maps and Grad-CAM for one correctly predicted evaluation image (the first found)."""
     rows = [row for row in evaluation.rows if row.get("correct", "1") == "1"][:20] or evaluation.rows[:20]
-    pixels = images_by_name(trained, [row["file"] for row in rows], source)
+    pixels = images_by_name(trained, [row["file"] for row in rows], source, budget)
     for row in rows:
         if row["file"] in pixels:
             target = resolve_target(trained, row["true_label"]) if "true_label" in row else None

@@ -98,7 +98,7 @@ def load_evaluation(folder: Path, data: str | None) -> Evaluation:
 
 
 def find_or_run_evaluation(trained: TrainedModel, *, data: str | None, split: str | None, limit: int | None,
-                           data_dir: str | None, console: Console) -> Evaluation:
+                           data_dir: str | None, console: Console, max_image_pixels: int | None = None) -> Evaluation:
     """The newest matching RUN/eval-*/ folder (not one of the training images unless `split` asks for
     them), or a fresh `evaluate()` when there is none."""
     from cnnlab.evaluate.evaluate import evaluate
@@ -117,7 +117,8 @@ def find_or_run_evaluation(trained: TrainedModel, *, data: str | None, split: st
         return load_evaluation(folder, data)
     console.info("no evaluation in the run folder yet: evaluating now")
     result = evaluate(trained.checkpoint, data, split=split or "test", limit=limit, data_dir=data_dir,
-                      device=str(trained.device), quiet=console.quiet)
+                      device=str(trained.device), quiet=console.quiet,
+                      **({"max_image_pixels": max_image_pixels} if max_image_pixels else {}))
     return load_evaluation(result.output_dir, data)
 
 
@@ -139,9 +140,10 @@ def worst_mistakes(trained: TrainedModel, rows: list[dict[str, str]], count: int
     return sorted(rows, key=error, reverse=True)[:count]
 
 
-def source_images(source: Source, indices: Sequence[int], trained: TrainedModel) -> list[np.ndarray]:
+def source_images(source: Source, indices: Sequence[int], trained: TrainedModel,
+                  max_pixels: int | None = None) -> list[np.ndarray]:
     """Images of a Source as uint8 (C, H, W) at the model's geometry (in-memory ones converted in one go)."""
-    from cnnlab.data.images import load_image_array
+    from cnnlab.data.images import DEFAULT_MAX_IMAGE_PIXELS, load_image_array
 
     if not len(indices):
         return []
@@ -152,7 +154,7 @@ def source_images(source: Source, indices: Sequence[int], trained: TrainedModel)
         return list(array_to_tensor(source.pixels[np.asarray(indices)], geometry).numpy())
     assert source.paths is not None
     return [load_image_array(source.paths[index], channels=trained.input.channels, size=trained.input.size,
-                             fit=trained.input.fit)
+                             fit=trained.input.fit, max_pixels=max_pixels or DEFAULT_MAX_IMAGE_PIXELS)
             for index in indices]
 
 
@@ -171,10 +173,10 @@ def open_source(trained: TrainedModel, data: str | None, split: str, data_dir: s
         return None
 
 
-def images_by_name(trained: TrainedModel, names: Sequence[str],
-                   source: Source | None) -> dict[str, np.ndarray]:
+def images_by_name(trained: TrainedModel, names: Sequence[str], source: Source | None,
+                   max_pixels: int | None = None) -> dict[str, np.ndarray]:
     """uint8 (C, H, W) pixels for each name found, from its file or from `source`."""
-    from cnnlab.data.images import load_image_array
+    from cnnlab.data.images import DEFAULT_MAX_IMAGE_PIXELS, load_image_array
 
     found: dict[str, np.ndarray] = {}
     if source is not None and source.pixels is not None:  # a dataset in memory: convert them in one go
@@ -187,7 +189,7 @@ def images_by_name(trained: TrainedModel, names: Sequence[str],
         if name not in found and Path(path).is_file():
             try:
                 found[name] = load_image_array(path, channels=trained.input.channels, size=trained.input.size,
-                                               fit=trained.input.fit)
+                                               fit=trained.input.fit, max_pixels=max_pixels or DEFAULT_MAX_IMAGE_PIXELS)
             except CnnlabError:
                 continue  # unreadable now: left out, and the report says the image was not found
     return found
