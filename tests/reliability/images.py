@@ -7,6 +7,8 @@ import struct
 import zlib
 from pathlib import Path
 
+import numpy as np
+
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _CHANNELS = {0: 1, 2: 3, 6: 4}  # PNG colour type -> samples per pixel (grey, RGB, RGBA)
 
@@ -42,3 +44,19 @@ def claiming_png(path: Path, width: int, height: int) -> Path:
     pixels = zlib.compress(bytes(1 + width))  # one row
     path.write_bytes(_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", pixels) + _chunk(b"IEND", b""))
     return path
+
+
+def two_digit_classes(root: Path, per_class: int = 40, names: tuple[str, str] = ("0", "1")) -> Path:
+    """Real 20×20 images of two classes (scikit-learn's digits 0 and 1, scaled up), in class folders
+    called `names`."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    for label, name in enumerate(names):
+        folder = root / name
+        folder.mkdir(parents=True)
+        for index, image in enumerate(digits.images[digits.target == label][:per_class]):
+            picture = Image.fromarray(np.rint(image * (255 / 16)).astype(np.uint8), mode="L")
+            picture.resize((20, 20), Image.Resampling.NEAREST).save(folder / f"{index:03d}.png")
+    return root

@@ -18,32 +18,17 @@ import cnnlab
 from cnnlab.data.images import DEFAULT_MAX_IMAGE_PIXELS, load_image_array, probe_image
 from cnnlab.errors import UnreadableImageError
 from tests.helpers import run_cli
-from tests.reliability.images import claiming_png, zero_png
-
-
-def _two_digit_classes(root: Path, per_class: int = 40) -> Path:
-    """Real 20×20 images of two classes (scikit-learn's digits 0 and 1, scaled up)."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    for label in (0, 1):
-        folder = root / str(label)
-        folder.mkdir(parents=True)
-        images = digits.images[digits.target == label][:per_class]
-        for index, image in enumerate(images):
-            picture = Image.fromarray(np.rint(image * (255 / 16)).astype(np.uint8), mode="L")
-            picture.resize((20, 20), Image.Resampling.NEAREST).save(folder / f"{index:03d}.png")
-    return root
+from tests.reliability.images import claiming_png, two_digit_classes, zero_png
 
 
 @pytest.fixture
 def photos(tmp_path) -> Path:
-    return _two_digit_classes(tmp_path / "photos")
+    return two_digit_classes(tmp_path / "photos")
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
-    data = _two_digit_classes(tmp_path_factory.mktemp("data") / "photos")
+    data = two_digit_classes(tmp_path_factory.mktemp("data") / "photos")
     runs = tmp_path_factory.mktemp("runs")
     outcome = run_cli("train", "--data", data, "--epochs", 1, "--name", "tiny", "--runs-dir", runs,
                       "--model", "fast-cnn")

@@ -188,7 +188,7 @@ def load_images(
         raise DataError(f"--strict: {report.summary()}\nremove or fix these files, or drop --strict to skip them")
     if not good.size:
         first = unreadable[0] if unreadable else None
-        more = f" and {len(unreadable) - 1} more" if len(unreadable) > 1 else ""
+        more = f", and {len(unreadable) - 1} more" if len(unreadable) > 1 else ""
         raise DataError(f"{source.description}: none of the images could be read"
                         + (f" ({first.path}: {first.reason}{more})" if first else ""))
     kept = source.subset(good) if len(good) != len(source) else source
