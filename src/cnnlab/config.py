@@ -101,6 +101,9 @@ class TrainConfig:
                            default=False)
     cache: str = _option("hold decoded images in memory (auto: when they fit in 2 GiB)", choices=CACHES,
                          default="auto")
+    max_image_pixels: int = _option("skip (naming them) image files of more pixels than this: decompression "
+                                    "bombs, or images too large to decode safely",
+                                    default=89_478_485)  # cnnlab.data.images.DEFAULT_MAX_IMAGE_PIXELS
     precision: str = _option("number format for the arithmetic: auto = bf16 mixed precision on CPUs with "
                              "native bfloat16 and on GPUs (fp16 where bf16 is missing), else fp32",
                              choices=PRECISIONS, default="auto")

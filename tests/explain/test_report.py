@@ -147,14 +147,17 @@ def test_regression_run_explain_and_report(tmp_path, fashion_pngs):
     html = (run / "report.html").read_text(encoding="utf-8")
     assert "on 30 images" in html and "split val (eval-brightness-val/)" in html
 
-    # With --data, the whole CSV is scored (not the held-out evaluation of the same file reused).
-
-    outcome = run_cli("report", run, "--data", csv_path, "--mistakes", 3)
+    # With --data, another CSV is scored whole (not the held-out evaluation reused), and the images
+    # the run trained on among it are flagged (--data with the run's own CSV means its held-out images).
+    other = csv_path.with_name("again.csv")
+    other.write_text(csv_path.read_text())
+    outcome = run_cli("report", run, "--data", other, "--mistakes", 3)
     assert outcome.exit_code == 0, outcome.stderr
     html = (run / "report.html").read_text(encoding="utf-8")
     _check_self_contained(html)
     assert "Largest errors" in html and "R²" in html and "predicted vs true" in html
-    assert "on 300 images" in html and "split test (eval-brightness-test/)" in html
+    assert "on 300 images" in html and "split test (eval-again-test/)" in html
+    assert "Warning: 270 of the 300 images scored are images the model trained on" in html
     assert html.count('<div class="card">') == 3
     for section in SECTIONS:
         assert f'<section id="{section}">' in html

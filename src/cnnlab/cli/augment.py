@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from cnnlab.cli.options import max_image_pixels_option
+
 
 @click.command("augment")
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
@@ -19,8 +21,9 @@ import click
 @click.option("--seed", type=int, default=0, show_default=True, help="which random versions")
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="PNG to write [default: augment-<preset>.png here]")
+@max_image_pixels_option
 def augment_command(images: tuple[str, ...], preset: str, versions: int, image_size: str | None,
-                    fit: str, channels: str | None, seed: int, output: str | None) -> None:
+                    fit: str, channels: str | None, seed: int, output: str | None, max_image_pixels: int) -> None:
     """Show IMAGES each followed by versions the --augment preset draws, as training draws a new
     one of every image every epoch.
 
@@ -34,5 +37,5 @@ def augment_command(images: tuple[str, ...], preset: str, versions: int, image_s
 
     path = preview_augmentation(images, preset, Path(output or f"augment-{preset}.png"), versions=versions,
                                 image_size=parse_image_size(image_size), seed=seed, fit=fit,
-                                channels=int(channels) if channels else None)
+                                channels=int(channels) if channels else None, max_image_pixels=max_image_pixels)
     click.echo(f"{len(images)} image(s), {versions} version(s) each: {path}")

@@ -6,6 +6,8 @@ import json
 
 import click
 
+from cnnlab.cli.options import max_image_pixels_option
+
 
 @click.command("evaluate")
 @click.argument("run")
@@ -29,9 +31,11 @@ import click
 @click.option("--threshold", metavar="CLASS=P",
               help="answer CLASS whenever its probability is at least P (0-1), else the most probable other class: "
                    "a lower P finds more of CLASS for more false alarms (see roc_curves.png from evaluate)")
+@max_image_pixels_option
 def evaluate_command(run: str, data: str | None, split: str, as_json: bool, batch_size: int, device: str,
                      limit: int | None, data_dir: str | None, output_dir: str | None, workers: int | None,
-                     runs_dir: str, precision: str, tta: str | None, threshold: str | None) -> None:
+                     runs_dir: str, precision: str, tta: str | None, threshold: str | None,
+                     max_image_pixels: int) -> None:
     """Score RUN's best model: accuracy, top-5, per-class precision/recall/F1 and ROC AUC, the
     confusion matrix, ROC and precision-recall curves, and a predictions CSV (or MAE/RMSE/R² and a
     scatter plot for regression). The last line printed is the summary."""
@@ -39,7 +43,7 @@ def evaluate_command(run: str, data: str | None, split: str, as_json: bool, batc
 
     result = evaluate(run, data, split=split, batch_size=batch_size, device=device, limit=limit,
                       data_dir=data_dir, output_dir=output_dir, workers=workers, runs_dir=runs_dir, tta=tta,
-                      precision=precision, threshold=threshold, quiet=as_json)
+                      precision=precision, threshold=threshold, quiet=as_json, max_image_pixels=max_image_pixels)
     if as_json:
         click.echo(json.dumps(result.metrics))
     else:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from cnnlab.cli.options import max_image_pixels_option
+
 
 @click.command("explain")
 @click.argument("run")
@@ -15,14 +17,16 @@ import click
 @click.option("-o", "--output-dir", help="where to write [default: RUN/explain/<image-stem>/]")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps")
 @click.option("--runs-dir", default="runs", show_default=True, help="where run names are looked up")
+@max_image_pixels_option
 def explain_command(run: str, images: tuple[str, ...], target: str | None, layer: str | None, max_maps: int,
-                    output_dir: str | None, device: str, runs_dir: str) -> None:
+                    output_dir: str | None, device: str, runs_dir: str, max_image_pixels: int) -> None:
     """For each of IMAGES, write RUN's first-layer filters, the feature maps of every stage and a
     Grad-CAM heatmap for the predicted class (or --class)."""
     from cnnlab.explain.explain import explain
 
     for explanation in explain(run, list(images), target=target, layer=layer, max_maps=max_maps,
-                               output_dir=output_dir, device=device, runs_dir=runs_dir):
+                               output_dir=output_dir, device=device, runs_dir=runs_dir,
+                               max_image_pixels=max_image_pixels):
         click.echo(f"{explanation.name}: predicted {explanation.prediction}; "
                    f"{explanation.cam.describe(explanation.target_label)}")
         click.echo(f"  {explanation.folder}/: filters.png, gradcam.png, feature-maps/ "
@@ -46,13 +50,15 @@ def explain_command(run: str, images: tuple[str, ...], target: str | None, layer
 @click.option("--data-dir", help="where named datasets are looked for (also $CNNLAB_DATA)")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps")
 @click.option("--runs-dir", default="runs", show_default=True, help="where run names are looked up")
+@max_image_pixels_option
 def report_command(run: str, output: str | None, data: str | None, split: str | None, limit: int | None,
                    mistakes: int, samples: int, max_maps: int, layer: str | None, data_dir: str | None,
-                   device: str, runs_dir: str) -> None:
+                   device: str, runs_dir: str, max_image_pixels: int) -> None:
     """Write one self-contained HTML page about RUN: config, data, training curves, evaluation,
     worst mistakes with Grad-CAM, first-layer filters and one image's feature maps."""
     from cnnlab.explain.report import report
 
     path = report(run, output=output, data=data, split=split, limit=limit, mistakes=mistakes, samples=samples,
-                  max_maps=max_maps, layer=layer, device=device, runs_dir=runs_dir, data_dir=data_dir)
+                  max_maps=max_maps, layer=layer, device=device, runs_dir=runs_dir, data_dir=data_dir,
+                  max_image_pixels=max_image_pixels)
     click.echo(str(path))

@@ -52,12 +52,12 @@ def filter_command(image: str, kernel: str, stride: int, padding: str, pool: str
     pixels = read_image(image, gray=gray)
     result = apply_kernel(pixels, chosen, stride=stride, padding=padding, pool=pool, pool_size=pool_size)
     path = Path(output) if output else _default_output(image, kernel, ".png")
-    scaling = save_uint8_picture(result.feature_map, path)
+    scaling = save_uint8_picture(result.feature_map, path, pixels=chosen.makes_an_image)
     shape = "×".join(map(str, result.feature_map.shape))
     click.echo(f"feature map {shape} ({scaling}): {path}")
     if result.pooled is not None:
         pooled_path = path.with_name(f"{path.stem}-{pool}pool{pool_size}.png")
-        scaling = save_uint8_picture(result.pooled, pooled_path)
+        scaling = save_uint8_picture(result.pooled, pooled_path, pixels=chosen.makes_an_image)
         click.echo(f"{pool}-pooled map {'×'.join(map(str, result.pooled.shape))} ({scaling}): {pooled_path}")
     figure = plot_filter_result(pixels, result, path.with_name(f"{path.stem}-figure.png"),
                                 image_name=Path(image).name)
@@ -98,5 +98,6 @@ def explain_conv_command(image: str, kernel: str, at: str | None, positions: int
     step = conv_step(gray, chosen, x, y)
     click.echo(format_step(step, Path(image).name, gray.shape))
     path = Path(output) if output else _default_output(image, kernel, "-scan.gif")
-    frames = write_scan_animation(gray, chosen, x, y, path, positions=positions, frame_ms=frame_ms)
+    frames = write_scan_animation(gray, chosen, x, y, path, positions=positions, frame_ms=frame_ms,
+                                  chosen_by_user=at is not None)
     click.echo(f"\nanimation ({frames} frames): {path}")

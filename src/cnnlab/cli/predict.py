@@ -6,6 +6,8 @@ import sys
 
 import click
 
+from cnnlab.cli.options import max_image_pixels_option
+
 
 @click.command("predict")
 @click.argument("run")
@@ -23,14 +25,16 @@ import click
 @click.option("--threshold", metavar="CLASS=P",
               help="answer CLASS whenever its probability is at least P (0-1), else the most probable other class: "
                    "a lower P finds more of CLASS for more false alarms (see roc_curves.png from evaluate)")
+@max_image_pixels_option
 def predict_command(run: str, paths: tuple[str, ...], top_k: int, output: str | None, device: str,
                     batch_size: int, workers: int | None, runs_dir: str, precision: str, tta: str | None,
-                    threshold: str | None) -> None:
+                    threshold: str | None, max_image_pixels: int) -> None:
     """Predict PATHS (files, folders, globs) with RUN's best model; unreadable files get an error row."""
     from cnnlab.evaluate.predict import predict
 
     rows = predict(run, list(paths), top_k=top_k, device=device, batch_size=batch_size, workers=workers,
-                   runs_dir=runs_dir, tta=tta, precision=precision, threshold=threshold)
+                   runs_dir=runs_dir, tta=tta, precision=precision, threshold=threshold,
+                   max_image_pixels=max_image_pixels)
     click.echo(rows.table(top_k))
     if output:
         click.echo(f"predictions written to {rows.write(output)}", err=True)

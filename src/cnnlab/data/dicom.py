@@ -13,12 +13,14 @@ Needs pydicom (`pip install 'cnnlab[dicom]'`), imported only when a DICOM file i
   bone is white in every file.
 * Colour (RGB, YBR, palette) becomes RGB.
 * A multi-frame file (a CT series, a cine loop) is refused: cnnlab classifies single images.
+* Rows × Columns beyond the pixel budget (`--max-image-pixels`) is refused before the pixel data
+  is decoded, as for any image file.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
@@ -37,13 +39,25 @@ def is_dicom(path: Path) -> bool:
     return suffix in DICOM_SUFFIXES or (suffix == "" and has_dicom_marker(path))
 
 
-def has_dicom_marker(path: Path) -> bool:
+def has_dicom_marker(source: Path | BinaryIO) -> bool:
+    """Whether a regular file (a path, or a file open for reading, left at its start) has DICOM's
+    marker; a FIFO or a device is never opened or read (it could block, or never end)."""
+    if isinstance(source, (str, Path)):
+        from cnnlab.data.images import open_image_file
+        from cnnlab.errors import UnreadableImageError
+
+        try:
+            with open_image_file(Path(source)) as file:
+                return has_dicom_marker(file)
+        except (UnreadableImageError, OSError):  # a folder, a FIFO, a file that vanished: not a DICOM image
+            return False
     try:
-        with open(path, "rb") as file:
-            file.seek(128)
-            return file.read(4) == b"DICM"
-    except OSError:  # a folder, a file that vanished, no permission: not an image cnnlab can use
+        source.seek(128)
+        return source.read(4) == b"DICM"
+    except OSError:
         return False
+    finally:
+        source.seek(0)
 
 
 def _pydicom(path: Path):
@@ -55,47 +69,74 @@ def _pydicom(path: Path):
     return pydicom
 
 
-def _read(path: Path, *, header_only: bool = False):
+def _read(path: Path, *, header_only: bool = False, file: BinaryIO | None = None):
     pydicom = _pydicom(path)
     try:
-        return pydicom.dcmread(path, stop_before_pixels=header_only)
+        if file is None:
+            from cnnlab.data.images import open_image_file
+
+            with open_image_file(path) as opened:
+                return pydicom.dcmread(opened, stop_before_pixels=header_only)
+        file.seek(0)
+        return pydicom.dcmread(file, stop_before_pixels=header_only)
+    except UnreadableImageError:
+        raise
     except FileNotFoundError:
         raise UnreadableImageError(path, "file does not exist") from None
-    except (pydicom.errors.InvalidDicomError, OSError, ValueError, EOFError, AttributeError) as error:
-        empty = path.is_file() and path.stat().st_size == 0
-        raise UnreadableImageError(path, "file is empty (0 bytes)" if empty else
-                                   f"not a DICOM file pydicom can read ({error})") from None
+    except Exception as error:  # pydicom raises many kinds (InvalidDicomError, OSError, ValueError, struct's...)
+        raise UnreadableImageError(path, f"not a DICOM file pydicom can read ({error})") from None
 
 
-def probe_dicom(path: Path) -> tuple[int, int, bool]:
+def probe_dicom(path: Path, *, file: BinaryIO | None = None, max_pixels: int | None = None) -> tuple[int, int, bool]:
     """(width, height, is_colour) from the header alone."""
-    dataset = _read(path, header_only=True)
+    dataset = _read(path, header_only=True, file=file)
+    try:
+        width, height = _size(path, dataset, max_pixels)
+        return width, height, _is_colour(dataset)
+    except UnreadableImageError:
+        raise
+    except Exception as error:  # an element that only fails when read
+        raise UnreadableImageError(path, f"not a DICOM file pydicom can read ({error})") from None
+
+
+def _size(path: Path, dataset, max_pixels: int | None) -> tuple[int, int]:
+    """(Columns, Rows), checked against the pixel budget."""
+    from cnnlab.data.images import DEFAULT_MAX_IMAGE_PIXELS, check_pixels
+
     try:
         width, height = int(dataset.Columns), int(dataset.Rows)
-    except AttributeError:
+    except (AttributeError, TypeError, ValueError):
         raise UnreadableImageError(path, "a DICOM file without an image (no Rows/Columns)") from None
-    return width, height, _is_colour(dataset)
+    check_pixels(path, width, height, max_pixels or DEFAULT_MAX_IMAGE_PIXELS)
+    return width, height
 
 
 def _is_colour(dataset) -> bool:
     return int(dataset.get("SamplesPerPixel", 1)) == 3 or dataset.get("PhotometricInterpretation") == "PALETTE COLOR"
 
 
-def read_dicom(path: Path) -> "Image.Image":
-    """The image in `path` as an 8-bit Pillow image, "L" (grey) or "RGB"."""
+def read_dicom(path: Path, *, file: BinaryIO | None = None, max_pixels: int | None = None) -> "Image.Image":
+    """The image in `path` (or in `file`, opened from it) as an 8-bit Pillow image, "L" (grey) or "RGB"."""
+    dataset = _read(path, file=file)
+    try:
+        return _image(path, dataset, max_pixels)
+    except UnreadableImageError:
+        raise
+    except Exception as error:  # pydicom parses elements when they are first read: a broken one fails there
+        raise UnreadableImageError(path, f"cannot decode its pixel data ({error})") from None
+
+
+def _image(path: Path, dataset, max_pixels: int | None) -> "Image.Image":
     from PIL import Image
 
-    dataset = _read(path)
     frames = int(dataset.get("NumberOfFrames", 1) or 1)
     if frames > 1:
         raise UnreadableImageError(path, f"holds {frames} frames (a series or a cine loop); cnnlab reads single "
                                          "images: save the frames you want as separate files")
     if "PixelData" not in dataset:
         raise UnreadableImageError(path, "a DICOM file without an image (no pixel data)")
-    try:
-        pixels = dataset.pixel_array
-    except Exception as error:  # pydicom raises several kinds for missing codecs and broken data
-        raise UnreadableImageError(path, f"cannot decode its pixel data ({error})") from None
+    _size(path, dataset, max_pixels)
+    pixels = dataset.pixel_array  # pydicom raises several kinds for missing codecs and broken data
     if dataset.get("PhotometricInterpretation") == "PALETTE COLOR":
         from pydicom.pixels import apply_color_lut
 

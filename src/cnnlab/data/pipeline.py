@@ -10,6 +10,7 @@ import numpy as np
 
 from cnnlab.config import TrainConfig, parse_image_size
 from cnnlab.console import Console
+from cnnlab.data.images import check_max_image_pixels
 from cnnlab.data.prepare import Geometry, ImageSet, LoadReport, infer_geometry, load_images
 from cnnlab.data.source import Source
 from cnnlab.data.sources import open_data
@@ -127,7 +128,8 @@ def prepare_training_data(config: TrainConfig, console: Console,
     train_source, val_source, val_origin = _validation_source(config, source)
     empty_classes = _classes_without_images(train_source)
     geometry = infer_geometry(train_source, channels=config.channels,
-                              image_size=parse_image_size(config.image_size), fit=config.fit)
+                              image_size=parse_image_size(config.image_size), fit=config.fit,
+                              max_pixels=check_max_image_pixels(config.max_image_pixels))
     console.info(f"data: {source.description} → images as {geometry.describe()}")
     if before_loading is not None:
         before_loading(geometry, train_source, val_source)
@@ -135,9 +137,9 @@ def prepare_training_data(config: TrainConfig, console: Console,
         console.warn(f"no training images for class {', '.join(empty_classes)}: the model still gets an output "
                      "for it, which it never learns to use; remove the empty class folder if it is a mistake")
     _warn_if_mirroring_changes_the_class(config, console)
-    _note_if_imbalanced(config, train_source, console)
     reports: dict[str, LoadReport] = {}
-    train_set, reports["train"] = _load(train_source, geometry, config, console, "train")
+    train_set, reports["train"] = _load(train_source, geometry, config, console, "training")
+    _note_if_imbalanced(config, train_set.source, console)  # the images loaded, not files that failed
     val_set = None
     if val_source is not None:
         val_set, reports["val"] = _load(val_source, geometry, config, console, "validation")
@@ -225,5 +227,5 @@ def _load(source: Source, geometry: Geometry, config: TrainConfig, console: Cons
         if bar is not None:
             bar.close()
     if report.unreadable:
-        console.warn(report.summary())
+        console.warn(report.summary(label))
     return imageset, report

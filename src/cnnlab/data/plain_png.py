@@ -16,16 +16,21 @@ error; so a file decodes to the same pixels and fails with the same message eith
 * no chunk that changes what cnnlab makes of the pixels: transparency (tRNS), a palette, EXIF or
   text that may hold an orientation (eXIf, tEXt, zTXt, iTXt), animation (acTL, fcTL, fdAT), or any
   chunk not known to be harmless;
-* at most 1 MiB, and not more pixels than Pillow's decompression-bomb limit.
+* at most 1 MiB, and not more pixels than cnnlab's pixel budget (`--max-image-pixels`) or Pillow's
+  decompression-bomb limit, whichever is lower.
+
+It reads a path only if it is a regular file (`cnnlab.data.images.open_image_file`), or a file
+already opened that way; a FIFO or a device it declines without reading.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import struct
 import zlib
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -42,25 +47,37 @@ _CRC = struct.Struct(">I")
 _IHDR = struct.Struct(">IIBBBBB")
 
 
-def plain_png(path: Path) -> Image.Image | None:
-    """The decoded image of a plain 8-bit grey or RGB PNG at `path`; None for any other file."""
-    data = _small_file_bytes(path)
+def plain_png(source: Path | BinaryIO, *, max_pixels: int | None = None) -> Image.Image | None:
+    """The decoded image of a plain 8-bit grey or RGB PNG (a path, or a file open for reading); None
+    for any other file. `max_pixels`: cnnlab's pixel budget (default: `DEFAULT_MAX_IMAGE_PIXELS`)."""
+    data = _small_file_bytes(source)
     if data is None or not data.startswith(_SIGNATURE):
         return None
     chunks = _verified_chunks(data)
     if chunks is None:
         return None
     header, compressed = chunks
-    return _decode(header, compressed)
+    return _decode(header, compressed, max_pixels)
 
 
-def _small_file_bytes(path: Path) -> bytes | None:
+def _small_file_bytes(source: Path | BinaryIO) -> bytes | None:
+    """The whole file if it is a regular file of at most `_LARGEST_FILE` bytes (an open file is read
+    from its start and left there); None otherwise, for Pillow's path to read or to name."""
+    if not isinstance(source, (str, Path)):
+        info = os.fstat(source.fileno())
+        if not stat.S_ISREG(info.st_mode) or info.st_size > _LARGEST_FILE:
+            return None
+        source.seek(0)
+        data = source.read(_LARGEST_FILE + 1)
+        source.seek(0)
+        return data if len(data) <= _LARGEST_FILE else None
+    from cnnlab.data.images import open_image_file
+    from cnnlab.errors import UnreadableImageError
+
     try:
-        with open(path, "rb") as file:
-            if os.fstat(file.fileno()).st_size > _LARGEST_FILE:
-                return None
-            return file.read()
-    except OSError:  # Pillow's path reports it with the reason
+        with open_image_file(Path(source)) as file:
+            return _small_file_bytes(file)
+    except (UnreadableImageError, OSError):  # Pillow's path reports it with the reason
         return None
 
 
@@ -85,14 +102,16 @@ def _verified_chunks(data: bytes) -> tuple[tuple[int, ...], bytes] | None:
     return None  # truncated before IEND
 
 
-def _decode(header: tuple[int, ...], compressed: bytes) -> Image.Image | None:
+def _decode(header: tuple[int, ...], compressed: bytes, max_pixels: int | None) -> Image.Image | None:
     from PIL import Image
+
+    from cnnlab.data.images import DEFAULT_MAX_IMAGE_PIXELS
 
     width, height, bit_depth, colour_type, compression, filter_method, interlace = header
     mode = _MODE_OF_COLOUR_TYPE.get(colour_type)
-    limit = Image.MAX_IMAGE_PIXELS
+    limit = min(max_pixels or DEFAULT_MAX_IMAGE_PIXELS, Image.MAX_IMAGE_PIXELS or DEFAULT_MAX_IMAGE_PIXELS)
     if (mode is None or bit_depth != 8 or compression or filter_method or interlace
-            or not width or not height or (limit is not None and width * height > limit)):
+            or not width or not height or width * height > limit):
         return None
     try:  # Pillow's PNG decoder: inflates and undoes each row's filter, as Image.open's tile does
         return Image.frombytes(mode, (width, height), compressed, "zip", mode)

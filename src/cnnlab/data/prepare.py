@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 
-from cnnlab.data.images import load_image_array, load_image_array_and_origin, probe_image
+from cnnlab.data.images import (DEFAULT_MAX_IMAGE_PIXELS, load_image_array, load_image_array_and_origin,
+                                probe_image)
 from cnnlab.data.source import Source
 from cnnlab.data.targets import dense_targets, needs_origins
 from cnnlab.errors import DataError, UnreadableImageError
@@ -34,13 +35,15 @@ _PROBE_COUNT = 64
 
 @dataclass(frozen=True)
 class Geometry:
-    """The shape every image is converted to: channels × height × width, and how an image of
-    another shape is fitted to it (`cnnlab.data.images.FITS`)."""
+    """The shape every image is converted to: channels × height × width, how an image of another
+    shape is fitted to it (`cnnlab.data.images.FITS`), and the most pixels a file may hold to be
+    decoded at all (`--max-image-pixels`)."""
 
     channels: int
     height: int
     width: int
     fit: str = "squash"
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
 
     @property
     def size(self) -> tuple[int, int]:
@@ -58,7 +61,7 @@ class Geometry:
 
 def infer_geometry(
     source: Source, *, channels: int | None = None, image_size: tuple[int, int] | None = None,
-    fit: str = "squash",
+    fit: str = "squash", max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> Geometry:
     """The data's own geometry, overridden by `--channels` / `--image-size` where given.
 
@@ -69,24 +72,32 @@ def infer_geometry(
         own_channels = 1 if source.pixels.ndim == 3 else source.pixels.shape[3]
         own_size = source.pixels.shape[1:3]
     elif channels and image_size:
-        return Geometry(channels, *image_size, fit)  # nothing left for the files to decide
+        return Geometry(channels, *image_size, fit, max_pixels)  # nothing left for the files to decide
     else:
-        own_channels, own_size = _probe_files(source, size_given=image_size is not None, fit=fit)
-    return Geometry(channels or own_channels, *(image_size or own_size), fit)
+        own_channels, own_size = _probe_files(source, size_given=image_size is not None, fit=fit,
+                                              max_pixels=max_pixels)
+    return Geometry(channels or own_channels, *(image_size or own_size), fit, max_pixels)
 
 
-def _probe_files(source: Source, *, size_given: bool = False, fit: str = "squash") -> tuple[int, tuple[int, int]]:
-    sizes, colour = set(), False
-    for path in list(source.paths or [])[:_PROBE_COUNT]:
+def _probe_files(source: Source, *, size_given: bool = False, fit: str = "squash",
+                 max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> tuple[int, tuple[int, int]]:
+    sizes, colour, unreadable = set(), False, []
+    probed = list(source.paths or [])[:_PROBE_COUNT]
+    for path in probed:
         try:
-            width, height, is_colour = probe_image(path)
-        except UnreadableImageError:
-            continue  # reported properly when the images are loaded
+            width, height, is_colour = probe_image(path, max_pixels=max_pixels)
+        except UnreadableImageError as error:
+            unreadable.append(error)  # skipped and named when the images are loaded
+            continue
         sizes.add((height, width))
         colour = colour or is_colour
     if len(sizes) == 1:
         return (3 if colour else 1), sizes.pop()
-    if not size_given:  # with --image-size the sizes differing changes nothing
+    if not sizes:  # nothing to learn a size from: say so, not that sizes differ
+        if unreadable and not size_given:
+            log.warning(f"none of the first {len(unreadable)} image file(s) could be read (e.g. {unreadable[0]}), "
+                        "so their size is unknown: making images 224×224 (set --image-size to choose)")
+    elif not size_given:  # with --image-size the sizes differing changes nothing
         how = ("stretching them" if fit == "squash" else
                "scaling each to cover it and cutting out the centre" if fit == "crop" else
                "scaling each to fit inside it and padding with black")
@@ -132,10 +143,12 @@ class ImageSet:
         geometry = self.geometry
         try:
             if self.targets is not None:
-                array = load_image_array(path, channels=geometry.channels, size=geometry.size, fit=geometry.fit)
+                array = load_image_array(path, channels=geometry.channels, size=geometry.size, fit=geometry.fit,
+                                         max_pixels=geometry.max_pixels)
                 return torch.from_numpy(array), self.targets[index]
             array, (width, height, _) = load_image_array_and_origin(path, channels=geometry.channels,
-                                                                    size=geometry.size, fit=geometry.fit)
+                                                                    size=geometry.size, fit=geometry.fit,
+                                                                    max_pixels=geometry.max_pixels)
         except UnreadableImageError as error:
             log.warning("skipping %s", error)
             return None
@@ -156,12 +169,14 @@ class LoadReport:
 
     unreadable: list[UnreadableImageError]
 
-    def summary(self) -> str:
+    def summary(self, part: str | None = None) -> str:
+        """The skipped files, one a line; `part` says among which images ("training", "validation")."""
         if not self.unreadable:
             return ""
         listed = "\n".join(f"  {error.path}: {error.reason}" for error in self.unreadable[:20])
         more = f"\n  ... and {len(self.unreadable) - 20} more" if len(self.unreadable) > 20 else ""
-        return f"skipped {len(self.unreadable)} unreadable image file(s):\n{listed}{more}"
+        among = f" of the {part} images" if part else ""
+        return f"skipped {len(self.unreadable)} unreadable image file(s){among}:\n{listed}{more}"
 
 
 def load_images(
@@ -189,7 +204,10 @@ def load_images(
     if unreadable and strict:
         raise DataError(f"--strict: {report.summary()}\nremove or fix these files, or drop --strict to skip them")
     if not good.size:
-        raise DataError(f"{source.description}: none of the images could be read")
+        first = unreadable[0] if unreadable else None
+        more = f", and {len(unreadable) - 1} more" if len(unreadable) > 1 else ""
+        raise DataError(f"{source.description}: none of the images could be read"
+                        + (f" ({first.path}: {first.reason}{more})" if first else ""))
     kept = source.subset(good) if len(good) != len(source) else source
     return ImageSet(kept, geometry, pixels, origins), report
 
@@ -248,15 +266,17 @@ class _DecodeFiles:
         return len(self.paths)
 
     def __getitem__(self, index: int):
+        geometry = self.geometry
         try:
             if not self.full_decode:
-                probe_image(self.paths[index])
+                probe_image(self.paths[index], max_pixels=geometry.max_pixels)
                 return index, None
             if self.with_origin:
-                return index, load_image_array_and_origin(self.paths[index], channels=self.geometry.channels,
-                                                          size=self.geometry.size, fit=self.geometry.fit)
-            return index, load_image_array(self.paths[index], channels=self.geometry.channels,
-                                           size=self.geometry.size, fit=self.geometry.fit)
+                return index, load_image_array_and_origin(self.paths[index], channels=geometry.channels,
+                                                          size=geometry.size, fit=geometry.fit,
+                                                          max_pixels=geometry.max_pixels)
+            return index, load_image_array(self.paths[index], channels=geometry.channels, size=geometry.size,
+                                           fit=geometry.fit, max_pixels=geometry.max_pixels)
         except UnreadableImageError as error:
             return index, error
 

@@ -251,15 +251,22 @@ def _resolve_csv_path(csv_path: Path, value: str) -> Path:
     return path if path.is_absolute() else csv_path.parent / path
 
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def _numbers(csv_path: Path, line: int, cells: list[str], header: list[str]) -> list[float]:
+    """The targets of one row; each must be a number that stays finite as the float32 training uses."""
     values = []
-    for column, cell in zip(header[1:], cells):
+    for number, (column, cell) in enumerate(zip(header[1:], cells), start=2):
         try:
             value = float(cell)
         except ValueError:
             raise DataError(f"{csv_path}, line {line}: {column} = {cell!r} is not a number") from None
         if not np.isfinite(value):
             raise DataError(f"{csv_path}, line {line}: {column} = {cell!r} is not a finite number")
+        if abs(value) > _FLOAT32_MAX:
+            raise DataError(f"{csv_path}, line {line}, column {number} ({column}): {cell!r} is beyond what training's "
+                            f"32-bit floats hold (±{_FLOAT32_MAX:.2e}); rescale the targets (e.g. to other units)")
         values.append(value)
     return values
 

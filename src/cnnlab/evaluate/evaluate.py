@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,12 +24,13 @@ from typing import Any
 import numpy as np
 
 from cnnlab.console import Console
+from cnnlab.data.images import DEFAULT_MAX_IMAGE_PIXELS, check_max_image_pixels
 from cnnlab.data.loader import Batches
 from cnnlab.data.prepare import load_images
 from cnnlab.data.source import Source
-from cnnlab.data.sources import check_recorded_data, find_split_folders, open_data
-from cnnlab.errors import DataError
-from cnnlab.io import write_text_atomic
+from cnnlab.data.sources import check_recorded_data, open_data
+from cnnlab.errors import CnnlabError, DataError
+from cnnlab.io import read_json, write_text_atomic
 from cnnlab.trained import TrainedModel, load
 
 
@@ -50,17 +52,24 @@ def evaluate(run: str | Path, data: str | None = None, *, split: str = "test", b
              device: str = "auto", limit: int | None = None, data_dir: str | None = None,
              output_dir: str | Path | None = None, workers: int | None = None, runs_dir: str | Path = "runs",
              tta: str | None = None, precision: str = "auto", threshold: str | None = None,
-             quiet: bool = False) -> EvaluationResult:
+             quiet: bool = False, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> EvaluationResult:
     """Evaluate a run's best model on `data` (default: the data it was trained on) at `split`.
+
+    `data` that is the run's own (the same folder, file or named dataset) is scored as without it:
+    `split` test of data with no test split is the validation images the run held out. Other data
+    without splits (a plain folder of class folders, a CSV) is scored whole, as its test split.
+    Images the run trained on are counted (`overlaps_training` in the metrics) and flagged.
 
     `tta` overrides the model's own test-time augmentation ("none" or "flip"). `threshold`
     ("NAME=P") gives NAME to every image whose probability for it is at least P (see
-    `TrainedModel.set_threshold`); its results go to a folder of their own."""
+    `TrainedModel.set_threshold`); its results go to a folder of their own. `max_image_pixels`:
+    files of more pixels are skipped and named (--max-image-pixels)."""
     console = Console(quiet=quiet)
+    check_max_image_pixels(max_image_pixels)
     trained = load(run, device=device, runs_dir=runs_dir, tta=tta, precision=precision)
     trained.set_threshold(threshold)
-    if data:
-        source = open_data(data, split=split, task=trained.task.name, data_dir=data_dir)
+    if data and not is_own_data(trained, data):
+        source = _other_data(data, split, trained, data_dir)
     else:
         data, split, source = own_data(trained, split, data_dir, console)
     source = _align_classes(source, trained)
@@ -68,10 +77,12 @@ def evaluate(run: str | Path, data: str | None = None, *, split: str = "test", b
         from cnnlab.data.pipeline import limit_source
 
         source = limit_source(source, limit, seed=0)
-    geometry = trained.input.geometry
+    geometry = replace(trained.input.geometry, max_pixels=max_image_pixels)
     imageset, report = load_images(source, geometry, workers=workers)
     if report.unreadable:
-        console.warn(report.summary())
+        console.warn(report.summary(f"{split}"))
+    overlap = training_overlap(trained, imageset.source, data, split, data_dir)
+    _flag_overlap(overlap, split, console)
     batches = Batches(imageset, batch_size=batch_size, device=trained.device, shuffle=False, workers=workers)
     at = "-" + re.sub(r"[^A-Za-z0-9._]+", "-", threshold).strip("-") if threshold else ""  # eval-x-test-PNEUMONIA-0.3
     folder = Path(output_dir) if output_dir else trained.run_dir / f"eval-{_slug(data)}-{split}{at}"
@@ -79,13 +90,72 @@ def evaluate(run: str | Path, data: str | None = None, *, split: str = "test", b
     meter, table = _score(trained, batches, imageset)
     metrics = meter.compute()
     metrics.update({"data": source.description, "split": split, "checkpoint": str(trained.checkpoint),
-                    "tta": trained.tta,
+                    "tta": trained.tta, "overlaps_training": overlap,
                     "skipped_files": [{"path": e.path, "reason": e.reason} for e in report.unreadable]})
     files = _write_outputs(trained, table, meter, metrics, folder)
     result = EvaluationResult(metrics, folder, files, trained.task.summary_line(metrics),
                               trained.task.metric_lines(metrics))
     console.info(f"evaluation written to {folder}")
     return result
+
+
+def is_own_data(trained: TrainedModel, data: str) -> bool:
+    """Whether `data` is what the run trained on: the same named dataset, or the same folder or file."""
+    from cnnlab.data.sources import named_dataset
+
+    recorded = trained.info.config.get("data")
+    if not recorded:
+        return False
+    named, named_recorded = named_dataset(data), named_dataset(recorded)
+    if named is not None or named_recorded is not None:
+        return named is not None and named_recorded is not None and named.name == named_recorded.name
+    return Path(data).expanduser().resolve() == Path(recorded).expanduser().resolve()
+
+
+def _other_data(data: str, split: str, trained: TrainedModel, data_dir: str | None) -> Source:
+    """`split` of data the run did not train on; data without splits only as a whole ("test")."""
+    splits = trained.task.data_splits(data) or None
+    if splits is None and split != "test" and Path(data).expanduser().exists():
+        raise DataError(f"--split {split}: {data} is not divided into splits (it has no train/, val/ or test/ "
+                        "folders), so all of its images are scored: leave --split out (it means test)")
+    if splits is not None and split not in splits:
+        raise DataError(f"--split {split}: {data} has the splits {', '.join(splits)}; choose one of them")
+    return open_data(data, split=split, task=trained.task.name, data_dir=data_dir)
+
+
+def training_overlap(trained: TrainedModel, source: Source, data: str, split: str,
+                     data_dir: str | None) -> dict[str, int] | None:
+    """{"images": N, "of": M}: how many of the M images scored are ones the run trained on, by
+    resolved path (files) or by name (datasets in memory), with the training images chosen again as
+    training chose them; None when they cannot be chosen again here (the data has moved)."""
+    from cnnlab.data.pipeline import images_trained_on
+
+    scored = len(source)
+    config = trained.info.config
+    if source.paths is None and not (is_own_data(trained, data) and split == config.get("split", "train")):
+        return {"images": 0, "of": scored}  # another dataset, or another split of it: none of its images
+    try:
+        trained_on, _ = images_trained_on(_training_config(trained, data_dir))
+    except (CnnlabError, OSError):
+        return None
+    if source.paths is None or trained_on.paths is None:
+        names = set(trained_on.names) if trained_on.paths is None and source.paths is None else set()
+        return {"images": sum(name in names for name in source.names), "of": scored}
+    seen = {os.path.realpath(path) for path in trained_on.paths}
+    return {"images": sum(os.path.realpath(path) in seen for path in source.paths), "of": scored}
+
+
+def _flag_overlap(overlap: dict[str, int] | None, split: str, console: Console) -> None:
+    if not overlap or not overlap["images"]:
+        return
+    count, scored = overlap["images"], overlap["of"]
+    if split == "train":  # asked for: say what the score means
+        console.info(f"note: these are the {count:,} images the run trained on: a score far above the validation "
+                     "one means it memorised them")
+        return
+    console.warn(f"{count:,} of the {scored:,} images scored are images the run trained on, so the score leans "
+                 "optimistic (metrics.json: overlaps_training); pass --data with images the model has never seen "
+                 "for an unbiased one")
 
 
 def _score(trained: TrainedModel, batches: Batches, imageset) -> tuple[Any, str]:
@@ -199,7 +269,10 @@ def _check_unchanged(source: Source, trained: TrainedModel, part: str, data: str
 def _recorded(data_json: Path, key: str) -> Any:
     if not data_json.is_file():
         return None  # a checkpoint moved out of its run folder: nothing to check against
-    return json.loads(data_json.read_text(encoding="utf-8")).get(key)
+    recorded = read_json(data_json)
+    if not isinstance(recorded, dict):
+        raise DataError(f"{data_json}: not what cnnlab writes there (a JSON object); restore it or delete it")
+    return recorded.get(key)
 
 
 def _align_classes(source: Source, trained: TrainedModel) -> Source:

@@ -12,14 +12,17 @@ import glob
 import io
 import json
 import logging
+import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
 
-from cnnlab.data.images import image_files_below
+from cnnlab.data.images import (DEFAULT_MAX_IMAGE_PIXELS, check_max_image_pixels, describe_non_regular,
+                                image_files_below)
 from cnnlab.data.prepare import Geometry, decode_files, decodes_in_process
 from cnnlab.device import intra_op_threads
 from cnnlab.errors import CnnlabError, UnreadableImageError
@@ -30,7 +33,10 @@ log = logging.getLogger(__name__)
 
 
 def expand_paths(patterns: Iterable[str | Path]) -> list[tuple[str, Path | None, str | None]]:
-    """Files, folders (every image below them) and globs -> [(name, path, error)] in a stable order."""
+    """Files, folders (every image below them) and globs -> [(name, path, error)] in a stable order.
+
+    A path that is there but is not a regular file or a folder (a FIFO, a device, a socket) is named
+    for what it is; it is never opened."""
     found: list[tuple[str, Path | None, str | None]] = []
     for pattern in patterns:
         path = Path(pattern).expanduser()
@@ -41,9 +47,11 @@ def expand_paths(patterns: Iterable[str | Path]) -> list[tuple[str, Path | None,
                 found.append((str(path), None, "folder holds no image files"))
         elif path.is_file():
             found.append((str(path), path, None))
+        elif os.path.lexists(path):
+            found.append((str(path), None, _not_a_file(path)))
         elif glob.has_magic(str(pattern)):
-            matches = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
-            found.extend((str(p), p, None) for p in matches)
+            matches = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if not Path(p).is_dir())
+            found.extend((str(p), p, None) if p.is_file() else (str(p), None, _not_a_file(p)) for p in matches)
             if not matches:
                 found.append((str(pattern), None, "pattern matches no files"))
         else:
@@ -66,10 +74,20 @@ class Predictions(list):
         return write_predictions(self, path, self.task)
 
 
+def _not_a_file(path: Path) -> str:
+    """Why `path`, which exists, is not read: what it is (or a link to nothing)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return f"a link to {os.readlink(path)}, which does not exist" if os.path.islink(path) else "cannot be read"
+    return f"{describe_non_regular(path, mode)}, not a regular file; cnnlab reads images only from regular files"
+
+
 def predict(run: str | Path | TrainedModel, paths: Sequence[str | Path], *, top_k: int = 1,
             device: str = "auto", batch_size: int = 256, workers: int | None = None,
             runs_dir: str | Path = "runs", tta: str | None = None,
-            precision: str = "auto", threshold: str | None = None) -> Predictions:
+            precision: str = "auto", threshold: str | None = None,
+            max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Predictions:
     """One dict per file: its prediction as the task gives it ({"file", "label", "confidence", "top_k"}
     for a classifier, {"file", "values"} for regression, {"file", "objects"} for a detector), or
     {"file", "error"}.
@@ -85,29 +103,31 @@ def predict(run: str | Path | TrainedModel, paths: Sequence[str | Path], *, top_
 
     `threshold` ("NAME=P") answers NAME whenever its probability is at least P (see
     `TrainedModel.set_threshold`); a TrainedModel passed in keeps its own setting afterwards.
+    `max_image_pixels`: files of more pixels are not decoded, their rows say so (--max-image-pixels).
     """
     if top_k < 1:
         raise CnnlabError(f"--top-k must be at least 1 (got {top_k})")
+    check_max_image_pixels(max_image_pixels)
     if not isinstance(run, TrainedModel):
         run = load(run, device=device, runs_dir=runs_dir, tta=tta, precision=precision)
     run.task.check_top_k(top_k)
     if threshold is None:
-        return Predictions(_predict(run, paths, top_k, batch_size, workers), run.task)
+        return Predictions(_predict(run, paths, top_k, batch_size, workers, max_image_pixels), run.task)
     kept = getattr(run.task, "threshold", None)
     run.set_threshold(threshold)
     try:
-        return Predictions(_predict(run, paths, top_k, batch_size, workers), run.task)
+        return Predictions(_predict(run, paths, top_k, batch_size, workers, max_image_pixels), run.task)
     finally:
         run.task.threshold = kept  # type: ignore[attr-defined]
 
 
 def _predict(trained: TrainedModel, paths: Sequence[str | Path], top_k: int, batch_size: int,
-             workers: int | None) -> list[dict[str, Any]]:
+             workers: int | None, max_image_pixels: int) -> list[dict[str, Any]]:
     found = expand_paths(paths)
     rows: list[dict[str, Any]] = [{"file": name} if error is None else {"file": name, "error": error}
                                   for name, _, error in found]
     readable = [index for index, (_, path, error) in enumerate(found) if error is None]
-    geometry = trained.input.geometry
+    geometry = replace(trained.input.geometry, max_pixels=max_image_pixels)
     files = [found[index][1] for index in readable]
     fitted: list[tuple[str, tuple[int, int, bool]]] = []  # files that differ from what the model takes
 

@@ -51,15 +51,19 @@ def augmentation_figure(rows: Sequence[tuple[str, np.ndarray]], preset: str, ver
 
 def preview_augmentation(paths: Sequence[str | Path], preset: str, output: str | Path, *,
                          versions: int = DEFAULT_VERSIONS, image_size: tuple[int, int] | None = None,
-                         channels: int | None = None, seed: int = 0, fit: str = "squash") -> Path:
+                         channels: int | None = None, seed: int = 0, fit: str = "squash",
+                         max_image_pixels: int | None = None) -> Path:
     """Write a picture of `paths`, each followed by `versions` drawn by `preset`, and return its path.
 
     The images are read as training reads them: grayscale or colour (colour if any of them is),
-    fitted to `image_size` by `fit` (default: their own size when they share one, else 224×224).
+    fitted to `image_size` by `fit` (default: their own size when they share one, else 224×224),
+    refused beyond `max_image_pixels` pixels (--max-image-pixels).
     """
     from cnnlab.data.augment import PRESETS
-    from cnnlab.data.images import FITS, load_image_array
+    from cnnlab.data.images import DEFAULT_MAX_IMAGE_PIXELS, FITS, check_max_image_pixels, load_image_array
     from cnnlab.explain.pictures import save
+
+    budget = check_max_image_pixels(max_image_pixels or DEFAULT_MAX_IMAGE_PIXELS)
 
     if preset == "none" or preset not in PRESETS:
         drawing = ", ".join(name for name in PRESETS if name != "none")
@@ -71,18 +75,20 @@ def preview_augmentation(paths: Sequence[str | Path], preset: str, output: str |
         raise ConfigError(f"--versions must be at least 1 (got {versions})")
     if not paths:
         raise ConfigError("give at least one image")
-    channels, size = preview_geometry(paths, image_size=image_size, channels=channels)
-    rows = [(Path(path).name, load_image_array(path, channels=channels, size=size, fit=fit)) for path in paths]
+    channels, size = preview_geometry(paths, image_size=image_size, channels=channels, max_pixels=budget)
+    rows = [(Path(path).name, load_image_array(path, channels=channels, size=size, fit=fit, max_pixels=budget))
+            for path in paths]
     return save(augmentation_figure(rows, preset, versions, seed), Path(output))
 
 
 def preview_geometry(paths: Sequence[str | Path], *, image_size: tuple[int, int] | None = None,
-                     channels: int | None = None) -> tuple[int, tuple[int, int]]:
+                     channels: int | None = None, max_pixels: int | None = None) -> tuple[int, tuple[int, int]]:
     """(channels, (height, width)) the images are shown at, read from their headers as training
     decides: colour if any is colour; their size if they share one, else 224×224."""
-    from cnnlab.data.images import probe_image
+    from cnnlab.data.images import DEFAULT_MAX_IMAGE_PIXELS, probe_image
 
-    probes = [probe_image(path) for path in paths]  # names an unreadable file before any work
+    budget = max_pixels or DEFAULT_MAX_IMAGE_PIXELS
+    probes = [probe_image(path, max_pixels=budget) for path in paths]  # names an unreadable file before any work
     sizes = {(height, width) for width, height, _ in probes}
     size = image_size or (sizes.pop() if len(sizes) == 1 else _DEFAULT_SIZE)
     return channels or (3 if any(colour for _, _, colour in probes) else 1), size

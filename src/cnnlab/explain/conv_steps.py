@@ -151,16 +151,18 @@ def scan_crop(gray: np.ndarray, kernel: Kernel, x: int, y: int, positions: int =
 
 
 def write_scan_animation(gray: np.ndarray, kernel: Kernel, x: int, y: int, path: Path, *, positions: int = 8,
-                         frame_ms: int = 400, frames_dir: Path | None = None) -> int:
+                         frame_ms: int = 400, frames_dir: Path | None = None, chosen_by_user: bool = True) -> int:
     """An animated GIF, one frame per kernel position; returns the number of frames.
 
-    `frames_dir` also saves every frame as a PNG (to look at one closely)."""
-    from cnnlab.explain.scan_frames import draw_frames
+    `frames_dir` also saves every frame as a PNG (to look at one closely). `chosen_by_user`: X,Y came
+    from --at (the orange box says so), not from `strongest_response`."""
+    from cnnlab.explain.scan_frames import AT_POSITION, STRONGEST, draw_frames
     from cnnlab.io import atomic_path
 
     crop = scan_crop(gray, kernel, x, y, positions)
     radius = kernel.size // 2
-    frames = draw_frames(crop, kernel, highlight=(x - radius - crop.left, y - radius - crop.top))
+    frames = draw_frames(crop, kernel, highlight=(x - radius - crop.left, y - radius - crop.top),
+                         highlight_label=AT_POSITION if chosen_by_user else STRONGEST)
     durations = [frame_ms] * len(frames)
     durations[-1] = max(frame_ms, 2500)  # linger on the finished map before the loop starts again
     path = Path(path)

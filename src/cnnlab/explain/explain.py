@@ -45,19 +45,19 @@ def describe_prediction(trained: TrainedModel, outputs: torch.Tensor) -> str:
     return trained.task.caption(trained.task.predictions(outputs[:1])[0])
 
 
-def prepare_image(trained: TrainedModel, path: str | Path) -> np.ndarray:
+def prepare_image(trained: TrainedModel, path: str | Path, max_pixels: int | None = None) -> np.ndarray:
     """An image file as uint8 (C, H, W) at the model's input size and channels."""
-    from cnnlab.data.images import load_image_array
+    from cnnlab.data.images import DEFAULT_MAX_IMAGE_PIXELS, load_image_array
 
     return load_image_array(path, channels=trained.input.channels, size=trained.input.size,
-                            fit=trained.input.fit)
+                            fit=trained.input.fit, max_pixels=max_pixels or DEFAULT_MAX_IMAGE_PIXELS)
 
 
 def explain_pixels(trained: TrainedModel, pixels: np.ndarray, folder: Path, *, name: str,
                    target: str | None = None, layer: str | None = None, max_maps: int = 32,
-                   maps: bool = True, filters: bool = True, heading_extra: str = "",
-                   compact: bool = False) -> Explanation:
-    """Filters, feature maps and Grad-CAM for one image already at the model's geometry."""
+                   maps: bool = True, filters: bool = True, compact: bool = False) -> Explanation:
+    """Filters, feature maps and Grad-CAM for one image already at the model's geometry. `compact`:
+    a smaller Grad-CAM picture without a title, for a card that says what the image is."""
     # The prediction is the one `predict` and `evaluate` make (with the run's test-time augmentation
     # and precision), so a report's card and its picture quote the same confidence. Grad-CAM then
     # explains that class in the image as given.
@@ -69,9 +69,7 @@ def explain_pixels(trained: TrainedModel, pixels: np.ndarray, folder: Path, *, n
     cam = grad_cam(trained.model, images, explained.score, layer)
     target_label = explained.label
     what = "predicted" if target is None or explained.label == answer.label else "asked for"
-    heading = f"{name}: predicted {prediction}; Grad-CAM for {target_label} ({what}){heading_extra}"
-    if compact:
-        heading = f"{name}: predicted {prediction}{heading_extra}"
+    heading = "" if compact else f"{name}: predicted {prediction}; Grad-CAM for {target_label} ({what})"
     explanation = Explanation(name, folder, prediction, target_label, cam, heading=heading)
     explanation.files["gradcam"] = plot_grad_cam(pixels, cam, folder / "gradcam.png", heading=heading,
                                                  target_label=target_label, compact=compact)
@@ -106,15 +104,21 @@ def _folders(root: Path, images: Sequence[str | Path]) -> list[Path]:
 
 def explain(run: str | Path, images: Sequence[str | Path], *, target: str | None = None,
             layer: str | None = None, max_maps: int = 32, output_dir: str | Path | None = None,
-            device: str = "auto", runs_dir: str | Path = "runs") -> list[Explanation]:
-    """Filters, feature maps and Grad-CAM for each image, written under RUN/explain/ (or `output_dir`)."""
+            device: str = "auto", runs_dir: str | Path = "runs",
+            max_image_pixels: int | None = None) -> list[Explanation]:
+    """Filters, feature maps and Grad-CAM for each image, written under RUN/explain/ (or `output_dir`);
+    `max_image_pixels`: the pixel budget of the image files (--max-image-pixels)."""
+    from cnnlab.data.images import check_max_image_pixels
+
     if max_maps < 1:
         raise ConfigError(f"--max-maps {max_maps}: show at least 1 map per stage")
+    if max_image_pixels is not None:
+        check_max_image_pixels(max_image_pixels)
     trained = load(run, device=device, runs_dir=runs_dir)
     root = Path(output_dir) if output_dir else trained.run_dir / "explain"
     explanations = []
     for image, folder in zip(images, _folders(root, images)):
-        pixels = prepare_image(trained, image)
+        pixels = prepare_image(trained, image, max_image_pixels)
         explanations.append(explain_pixels(trained, pixels, folder, name=Path(image).name,
                                            target=target, layer=layer, max_maps=max_maps))
     return explanations

@@ -100,8 +100,9 @@ _CHANNEL_NAMES = ("red", "green", "blue")
 def plot_filter_result(pixels: np.ndarray, result: FilterResult, path: Path, *, image_name: str) -> Path:
     """Input, kernel, feature map(s) and pooled map(s) side by side, each map column with a colour bar.
 
-    Maps of kernels with negative weights (edge detectors) are blue–white–red around 0; maps of
-    non-negative kernels (blurs) are images again and are shown in grey."""
+    Maps of kernels whose weights add up to 1 (blurs, sharpen, emboss) are images again and are shown
+    in grey, 0–255, clipped as an image editor clips; those of edge detectors (weights adding up to 0)
+    are blue–white–red around 0; any other kernel's by the sign of its weights."""
     channels = pixels.shape[0]
     columns = 3 if result.pooled is not None else 2
     rows = max(channels, 2)
@@ -112,19 +113,29 @@ def plot_filter_result(pixels: np.ndarray, result: FilterResult, path: Path, *, 
     kernel = result.kernel
     show_matrix(figure.add_subplot(grid[1, 0]), kernel.weights,
                 f"kernel {kernel.name} ({kernel.size}×{kernel.size})")
-    signed = kernel.has_negative_weights
+    kind = "image" if kernel.makes_an_image else "signed" if kernel.has_negative_weights else "positive"
     what = f"stride {result.stride}, padding {result.padding}"
-    _map_column(figure, grid, 1, result.feature_map, f"feature map ({what})", signed)
+    _map_column(figure, grid, 1, result.feature_map, f"feature map ({what})", kind)
     if result.pooled is not None:
         size = result.pool_size
-        _map_column(figure, grid, 2, result.pooled, f"{result.pool}-pool {size}×{size}", signed)
+        _map_column(figure, grid, 2, result.pooled, f"{result.pool}-pool {size}×{size}", kind)
     return save(figure, path)
 
 
-def _map_column(figure, grid, column: int, maps: np.ndarray, title: str, signed: bool) -> None:
-    channels = len(maps)
+def _map_scale(maps: np.ndarray, kind: str) -> ColourScale:
+    """An image (pixels 0–255 in grey, clipped), a signed map (blue–white–red around 0), or a map
+    of positive values in grey from 0 up."""
+    if kind == "image":
+        clipped = bool(maps.size) and (float(maps.min()) < 0 or float(maps.max()) > 255)
+        return ColourScale("gray", 0.0, 255.0, "pixel value" + (" (clipped to 0–255)" if clipped else ""), clipped)
+    signed = kind == "signed"
     label = "sum of kernel × pixels" + (" (arrows: beyond the 99.5th percentile)" if signed else "")
-    scale = ColourScale.for_values(maps, label, signed=signed, robust=signed, cmap=None if signed else "gray")
+    return ColourScale.for_values(maps, label, signed=signed, robust=signed, cmap=None if signed else "gray")
+
+
+def _map_column(figure, grid, column: int, maps: np.ndarray, title: str, kind: str) -> None:
+    channels = len(maps)
+    scale = _map_scale(maps, kind)
     axes_list = []
     for channel in range(channels):
         axes = figure.add_subplot(grid[:, column] if channels == 1 else grid[channel, column])

@@ -152,7 +152,8 @@ def plot_grad_cam(pixels: np.ndarray, cam: GradCam, path: Path, *, heading: str,
 
     `compact` leaves out the middle panel (for the report's cards)."""
     figure = new_figure(5.2, 2.9) if compact else new_figure(10.5, 3.9)
-    figure.suptitle(heading, fontsize=9 if compact else 10)
+    if heading:
+        figure.suptitle(heading, fontsize=9 if compact else 10)
     if compact:
         image_axes, overlay_axes = figure.subplots(1, 2)
     else:

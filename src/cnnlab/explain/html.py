@@ -29,7 +29,7 @@ img { max-width: 100%; height: auto; display: block; margin: 6px 0; }
 .cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(500px, 1fr)); gap: 14px; }
 .card { border: 1px solid #ddd; border-radius: 6px; padding: 8px 12px; }
 .card p { margin: 2px 0; }
-.wrong { color: #b00020; font-weight: 600; }
+.wrong, .warning { color: #b00020; font-weight: 600; }
 details summary { cursor: pointer; color: #4a78b8; }
 """
 

@@ -66,8 +66,15 @@ class Kernel:
 
     @property
     def has_negative_weights(self) -> bool:
-        """Whether responses can be negative (edge detectors): shown on a scale centred at 0."""
+        """Whether responses can be negative (edge detectors, and sharpen): a scale centred at 0."""
         return bool((self.weights < 0).any())
+
+    @property
+    def makes_an_image(self) -> bool:
+        """Whether the output is a picture again: weights that add up to 1 keep a flat area's brightness
+        (identity, blurs, sharpen, emboss), so the result is shown as pixels, 0–255. Edge detectors'
+        weights add up to 0: they answer only to changes, with a sign, and are shown as a signed map."""
+        return abs(float(self.weights.sum()) - 1.0) < 1e-6
 
 
 def list_kernels() -> list[tuple[str, str]]:

@@ -155,16 +155,20 @@ def save(figure: "Figure", path: Path) -> Path:
     return save_figure(figure, path)
 
 
-def as_uint8_picture(values: np.ndarray) -> tuple[np.ndarray, str]:
+def as_uint8_picture(values: np.ndarray, *, pixels: bool = False) -> tuple[np.ndarray, str]:
     """Real-valued maps (C, H, W) → uint8 (H, W) or (H, W, 3) to save as a PNG, and how they were scaled.
 
-    Values already within 0–255 are kept as they are (identity, blurs); maps with negative values
-    put 0 at mid-grey (128) and ±max at 255/1; other maps are stretched from 0 up to their max.
+    Values already within 0–255 are kept as they are (identity, blurs), and so are `pixels` (the
+    output of a kernel whose weights add up to 1, such as sharpen: an image again), clipped to
+    0–255 as any image editor does; other maps with negative values put 0 at mid-grey (128) and
+    ±max at 255/1; the rest are stretched from 0 up to their max.
     """
     values = np.asarray(values, dtype=np.float64)
     low, high = float(values.min()), float(values.max())
     if low >= 0 and high <= 255:
         scaled, how = values, "pixel values kept (0–255)"
+    elif pixels:
+        scaled, how = values, "pixel values, clipped to 0–255"
     elif low < 0:
         top = max(-low, high) or 1.0
         scaled, how = 127.5 + 127.5 * values / top, f"mid-grey = 0, white = +{top:.4g}, black = -{top:.4g}"
@@ -175,13 +179,13 @@ def as_uint8_picture(values: np.ndarray) -> tuple[np.ndarray, str]:
     return np.ascontiguousarray(picture), how
 
 
-def save_uint8_picture(values: np.ndarray, path: Path) -> str:
+def save_uint8_picture(values: np.ndarray, path: Path, *, pixels: bool = False) -> str:
     """Save maps (C, H, W) with `as_uint8_picture`; returns how the values were scaled."""
     from PIL import Image
 
     from cnnlab.io import atomic_path
 
-    picture, how = as_uint8_picture(values)
+    picture, how = as_uint8_picture(values, pixels=pixels)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as temp:

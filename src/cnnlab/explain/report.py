@@ -35,26 +35,30 @@ from cnnlab.trained import TrainedModel, load
 def report(run: str | Path, *, output: str | Path | None = None, data: str | None = None,
            split: str | None = None, limit: int | None = None, mistakes: int = 8, samples: int = 6,
            max_maps: int = 32, layer: str | None = None, device: str = "auto", runs_dir: str | Path = "runs",
-           data_dir: str | None = None, quiet: bool = False) -> Path:
-    """Write the HTML report for `run` and return its path."""
+           data_dir: str | None = None, quiet: bool = False, max_image_pixels: int | None = None) -> Path:
+    """Write the HTML report for `run` and return its path; `max_image_pixels`: the pixel budget of
+    every image file it reads (--max-image-pixels)."""
+    from cnnlab.data.images import DEFAULT_MAX_IMAGE_PIXELS, check_max_image_pixels
+
     console = Console(quiet=quiet)
+    budget = check_max_image_pixels(max_image_pixels or DEFAULT_MAX_IMAGE_PIXELS)
     trained = load(run, device=device, runs_dir=runs_dir)
     record = read_run(trained.run_dir)
     evaluation = find_or_run_evaluation(trained, data=data, split=split, limit=limit, data_dir=data_dir,
-                                        console=console)
+                                        console=console, max_image_pixels=budget)
     eval_source = open_source(trained, evaluation.data, evaluation.split, data_dir)
     with tempfile.TemporaryDirectory(prefix="cnnlab-report-") as temp:
         work = Path(temp)
-        context = ReportContext(trained, evaluation, lambda names: images_by_name(trained, names, eval_source),
+        context = ReportContext(trained, evaluation, lambda names: images_by_name(trained, names, eval_source, budget),
                                 functools.partial(explain_pixels, trained), work, count=mistakes, layer=layer)
         sections = [
             _config_section(record),
             _model_section(trained),
-            _data_section(record, trained, samples, data_dir, work),
+            _data_section(record, trained, samples, data_dir, work, budget),
             _training_section(record),
             *trained.task.report_sections(context),
             _filters_section(trained, work),
-            _feature_maps_section(_example(trained, evaluation, eval_source, work, layer, max_maps)),
+            _feature_maps_section(_example(trained, evaluation, eval_source, work, layer, max_maps, budget)),
         ]
     shape = "×".join(map(str, trained.input.shape))
     subtitle = (f"{trained.info.architecture.short_name} · {trained.task.name} · input {shape} · "
@@ -113,7 +117,7 @@ def _model_section(trained: TrainedModel) -> Section:
 
 
 def _data_section(record: RunRecord, trained: TrainedModel, samples: int, data_dir: str | None,
-                  work: Path) -> Section:
+                  work: Path, budget: int) -> Section:
     summary = record.data_summary
     parts = []
     for split in ("train", "val"):
@@ -143,13 +147,25 @@ def _data_section(record: RunRecord, trained: TrainedModel, samples: int, data_d
     if skipped:
         note = f"{skipped} unreadable file(s) were skipped in training (see data.json)."
         parts.append(paragraph(note, "note"))
-    source = open_source(trained, None, record.config.get("split", "train"), data_dir)
-    parts.append(_samples(record, trained, source, samples, work))
-    parts.append(_augmentation(record, trained, source, work))
+    source = _training_data(record, trained, data_dir)
+    parts.append(_samples(record, trained, source, samples, work, budget))
+    parts.append(_augmentation(record, trained, source, work, budget))
     return Section("data", "Data", "\n".join(parts))
 
 
-def _augmentation(record: RunRecord, trained: TrainedModel, source: Source | None, work: Path) -> str:
+def _training_data(record: RunRecord, trained: TrainedModel, data_dir: str | None) -> Source | None:
+    """The data the run trained on, as it used it: with --limit, the same seeded subset."""
+    from cnnlab.data.pipeline import limit_source
+
+    source = open_source(trained, None, record.config.get("split", "train"), data_dir)
+    limit, seed = record.config.get("limit"), record.config.get("seed", 0)
+    if source is None or not limit:
+        return source
+    return limit_source(source, int(limit), int(seed or 0))
+
+
+def _augmentation(record: RunRecord, trained: TrainedModel, source: Source | None, work: Path,
+                  budget: int) -> str:
     """A few training images, each followed by versions its --augment preset draws: what "the network
     sees a slightly different image every epoch" looks like."""
     from cnnlab.explain.augmentation import augmentation_figure
@@ -158,14 +174,15 @@ def _augmentation(record: RunRecord, trained: TrainedModel, source: Source | Non
     if preset == "none" or source is None:
         return ""
     picks = [(name, indices[0]) for name, indices in samples_per_class(source, 1, seed=1) if len(indices)][:4]
-    images = source_images(source, [index for _, index in picks], trained)
+    images = source_images(source, [index for _, index in picks], trained, budget)
     figure = augmentation_figure([(name or "sample", image) for (name, _), image in zip(picks, images)], preset)
     text = (f"Augmentation ({preset}): in training the network never sees the same picture twice; it sees "
             "versions like these, so it has to learn what stays the same across them.")
     return paragraph(text, "note") + image(save(figure, work / "augmentation.png"), "augmented versions")
 
 
-def _samples(record: RunRecord, trained: TrainedModel, source: Source | None, samples: int, work: Path) -> str:
+def _samples(record: RunRecord, trained: TrainedModel, source: Source | None, samples: int, work: Path,
+             budget: int) -> str:
     if source is None or samples < 1:
         return paragraph(f"Sample images: the training data ({record.config.get('data')}) could not be "
                          "opened here, so none are shown.", "note")
@@ -173,7 +190,7 @@ def _samples(record: RunRecord, trained: TrainedModel, source: Source | None, sa
     labels, task = source.stratify_labels, trained.task
     for name, indices in samples_per_class(source, samples):
         images = [task.sample_picture(pixels, source, index)
-                  for pixels, index in zip(source_images(source, indices, trained), indices)]
+                  for pixels, index in zip(source_images(source, indices, trained, budget), indices)]
         if labels is None:  # no class per image: one row, each image captioned with its targets
             rows.append(("samples", images))
             captions = [[task.target_caption(source, index) for index in indices]]
@@ -233,11 +250,11 @@ def _filters_section(trained: TrainedModel, work: Path) -> Section:
 
 
 def _example(trained: TrainedModel, evaluation: Evaluation, source: Source | None, work: Path,
-             layer: str | None, max_maps: int) -> Explanation | None:
+             layer: str | None, max_maps: int, budget: int) -> Explanation | None:
     """Feature maps and Grad-CAM for one evaluation image the model got right (the task picks the
     candidates), the first found on disk or in its dataset."""
     rows = trained.task.example_rows(evaluation.rows)[:20] or evaluation.rows[:20]
-    pixels = images_by_name(trained, [row["file"] for row in rows], source)
+    pixels = images_by_name(trained, [row["file"] for row in rows], source, budget)
     for row in rows:
         if row["file"] in pixels:
             return explain_pixels(trained, pixels[row["file"]], work / "example", name=short_name(row["file"]),

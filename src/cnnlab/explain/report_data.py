@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import yaml
 
 from cnnlab.console import Console
 from cnnlab.data.source import Source
 from cnnlab.errors import CnnlabError
+from cnnlab.io import read_json
 from cnnlab.trained import TrainedModel
 
 
@@ -52,13 +52,28 @@ def read_run(run_dir: Path) -> RunRecord:
         path = run_dir / name
         return parse(path.read_text(encoding="utf-8")) if path.is_file() else None
 
-    config = read("config.yaml", yaml.safe_load) or {}
-    data_summary = read("data.json", json.loads) or {}
+    config = _read_config(run_dir / "config.yaml")
+    data_json = run_dir / "data.json"
+    data_summary = (read_json(data_json) if data_json.is_file() else None) or {}
+    if not isinstance(data_summary, dict):
+        raise CnnlabError(f"{data_json}: not what cnnlab writes there (a JSON object); restore it or delete it")
     history = read("metrics.csv", lambda text: list(csv.DictReader(text.splitlines()))) or []
     curves = run_dir / "training_curves.png"
     sessions = (read("run.json", _json_or_none) or {}).get("sessions") or []
     return RunRecord(run_dir, config, data_summary, history, curves if curves.is_file() else None,
                      sessions=[entry for entry in sessions if isinstance(entry, dict)])
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    """The run's config.yaml, checked as `cnnlab train -c` checks it: a broken one is named with what
+    is wrong (not YAML, not a mapping, an unknown field, a value of the wrong type)."""
+    from cnnlab.config import TrainConfig, load_config_file
+
+    if not path.is_file():
+        return {}
+    values = load_config_file(path)
+    TrainConfig.from_dict(values, origin=str(path))
+    return values
 
 
 def _json_or_none(text: str) -> Any:
@@ -76,14 +91,14 @@ def _eval_folders(run_dir: Path) -> list[Path]:
 
 
 def load_evaluation(folder: Path, data: str | None) -> Evaluation:
-    metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+    metrics = read_json(folder / "metrics.json")
     with (folder / "predictions.csv").open(newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     return Evaluation(folder, metrics, rows, data)
 
 
 def find_or_run_evaluation(trained: TrainedModel, *, data: str | None, split: str | None, limit: int | None,
-                           data_dir: str | None, console: Console) -> Evaluation:
+                           data_dir: str | None, console: Console, max_image_pixels: int | None = None) -> Evaluation:
     """The newest matching RUN/eval-*/ folder (not one of the training images unless `split` asks for
     them), or a fresh `evaluate()` when there is none."""
     from cnnlab.evaluate.evaluate import evaluate
@@ -91,7 +106,7 @@ def find_or_run_evaluation(trained: TrainedModel, *, data: str | None, split: st
     if data and not split:
         split = "test"  # what `evaluate --data` scores; not an earlier run's held-out images of the same data
     for folder in _eval_folders(trained.run_dir):
-        metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+        metrics = read_json(folder / "metrics.json")
         if split and metrics.get("split") != split:
             continue
         if not split and metrics.get("split") == "train":
@@ -102,7 +117,8 @@ def find_or_run_evaluation(trained: TrainedModel, *, data: str | None, split: st
         return load_evaluation(folder, data)
     console.info("no evaluation in the run folder yet: evaluating now")
     result = evaluate(trained.checkpoint, data, split=split or "test", limit=limit, data_dir=data_dir,
-                      device=str(trained.device), quiet=console.quiet)
+                      device=str(trained.device), quiet=console.quiet,
+                      **({"max_image_pixels": max_image_pixels} if max_image_pixels else {}))
     return load_evaluation(result.output_dir, data)
 
 
@@ -111,9 +127,10 @@ def _data_slug(data: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", Path(str(data).rstrip("/")).stem).strip("-") or "data"
 
 
-def source_images(source: Source, indices: Sequence[int], trained: TrainedModel) -> list[np.ndarray]:
+def source_images(source: Source, indices: Sequence[int], trained: TrainedModel,
+                  max_pixels: int | None = None) -> list[np.ndarray]:
     """Images of a Source as uint8 (C, H, W) at the model's geometry (in-memory ones converted in one go)."""
-    from cnnlab.data.images import load_image_array
+    from cnnlab.data.images import DEFAULT_MAX_IMAGE_PIXELS, load_image_array
 
     if not len(indices):
         return []
@@ -124,7 +141,7 @@ def source_images(source: Source, indices: Sequence[int], trained: TrainedModel)
         return list(array_to_tensor(source.pixels[np.asarray(indices)], geometry).numpy())
     assert source.paths is not None
     return [load_image_array(source.paths[index], channels=trained.input.channels, size=trained.input.size,
-                             fit=trained.input.fit)
+                             fit=trained.input.fit, max_pixels=max_pixels or DEFAULT_MAX_IMAGE_PIXELS)
             for index in indices]
 
 
@@ -143,10 +160,10 @@ def open_source(trained: TrainedModel, data: str | None, split: str, data_dir: s
         return None
 
 
-def images_by_name(trained: TrainedModel, names: Sequence[str],
-                   source: Source | None) -> dict[str, np.ndarray]:
+def images_by_name(trained: TrainedModel, names: Sequence[str], source: Source | None,
+                   max_pixels: int | None = None) -> dict[str, np.ndarray]:
     """uint8 (C, H, W) pixels for each name found, from its file or from `source`."""
-    from cnnlab.data.images import load_image_array
+    from cnnlab.data.images import DEFAULT_MAX_IMAGE_PIXELS, load_image_array
 
     found: dict[str, np.ndarray] = {}
     if source is not None and source.pixels is not None:  # a dataset in memory: convert them in one go
@@ -159,7 +176,7 @@ def images_by_name(trained: TrainedModel, names: Sequence[str],
         if name not in found and Path(path).is_file():
             try:
                 found[name] = load_image_array(path, channels=trained.input.channels, size=trained.input.size,
-                                               fit=trained.input.fit)
+                                               fit=trained.input.fit, max_pixels=max_pixels or DEFAULT_MAX_IMAGE_PIXELS)
             except CnnlabError:
                 continue  # unreadable now: left out, and the report says the image was not found
     return found

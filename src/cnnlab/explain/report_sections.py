@@ -30,10 +30,11 @@ def evaluation_header(context: ReportContext) -> list[str]:
                                "one means it memorised them (over-fitting). Evaluate on images the model has "
                                "never seen (cnnlab evaluate RUN --data ...) for what it will do on new ones.",
                                "note"))
-    overlap = metrics.get("overlaps_training")
-    if overlap:
-        parts.append(paragraph(f"Caution: {overlap.get('images', '?')} of these {overlap.get('of', '?')} images were "
-                               "among those the model trained on, so the score flatters it.", "wrong"))
+    overlap = metrics.get("overlaps_training") or {}
+    if overlap.get("images") and evaluation.split != "train":
+        parts.append(paragraph(f"Warning: {overlap['images']:,} of the {overlap['of']:,} images scored are images the "
+                               "model trained on, so this score leans optimistic: evaluate on images it has never "
+                               "seen (cnnlab evaluate RUN --data ...) for an unbiased one.", "warning"))
     return parts
 
 
@@ -43,7 +44,7 @@ def picture(folder: Path, name: str, alt: str) -> str:
 
 
 def cards(context: ReportContext, worst: Sequence[dict[str, str]], *, title: str, intro: str,
-          facts: Callable[[dict[str, str]], str], heading_extra: Callable[[dict[str, str]], str] = lambda row: "",
+          facts: Callable[[dict[str, str]], str],
           section_id: str = "mistakes") -> Section:
     """One card per row: its facts and Grad-CAM of the model's answer on the image (found by name)."""
     if not worst:
@@ -54,8 +55,7 @@ def cards(context: ReportContext, worst: Sequence[dict[str, str]], *, title: str
         name = row["file"]
         if name in pixels:
             explained = context.explain(pixels[name], context.work / section_id / str(number), name=short_name(name),
-                                        layer=context.layer, maps=False, filters=False,
-                                        heading_extra=heading_extra(row), compact=True)
+                                        layer=context.layer, maps=False, filters=False, compact=True)
             shown_picture = image(explained.files["gradcam"], f"Grad-CAM for {name}")
         else:
             shown_picture = paragraph("(image not found: it has moved, or its dataset is not available here)",
@@ -105,8 +105,7 @@ def classification_sections(task: Any, context: ReportContext) -> list[Section]:
                            "class: where the network found its (misleading) evidence.",
                      facts=lambda row: (f'<p>true <b>{escape(row["true_label"])}</b>, predicted <span class="wrong">'
                                         f'{escape(row["predicted_label"])}</span> with '
-                                        f'{float(row["confidence"]):.1%} confidence</p>'),
-                     heading_extra=lambda row: f" (true: {row['true_label']})")
+                                        f'{float(row["confidence"]):.1%} confidence</p>'),)
     return [Section("evaluation", "Evaluation", "\n".join(parts)), mistakes]
 
 

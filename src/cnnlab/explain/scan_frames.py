@@ -102,9 +102,15 @@ def _colour_bar(draw: "ImageDraw.ImageDraw", origin: tuple[int, int], width: int
         draw.text((left + width / 2, top + 16), "0", fill=(0, 0, 0), font=font, anchor="ma")
 
 
-def draw_frames(crop: "ScanCrop", kernel: Kernel, *, highlight: tuple[int, int]) -> list["Image.Image"]:
-    """One RGB frame per kernel position, in reading order; `highlight` = the --at position (x, y)
-    in feature-map cells of the crop."""
+AT_POSITION = "your --at position"
+STRONGEST = "the strongest response"
+
+
+def draw_frames(crop: "ScanCrop", kernel: Kernel, *, highlight: tuple[int, int],
+                highlight_label: str = AT_POSITION) -> list["Image.Image"]:
+    """One RGB frame per kernel position, in reading order; `highlight` = the position (x, y) in
+    feature-map cells of the crop that the animation is about, outlined in orange and called
+    `highlight_label` (`AT_POSITION` when the user chose it with --at, `STRONGEST` when cnnlab did)."""
     from PIL import Image, ImageDraw
 
     size = kernel.size
@@ -119,7 +125,8 @@ def draw_frames(crop: "ScanCrop", kernel: Kernel, *, highlight: tuple[int, int])
     gray = _Colours("gray", 0.0, 255.0)
     if kernel.has_negative_weights:
         kernel_colours, product_colours = _signed(kernel.weights), _signed(all_products)
-        map_colours = _signed(crop.feature_map)
+        # sharpen, emboss: weights adding up to 1 give a picture again, shown as pixels (clipped)
+        map_colours = _Colours("gray", 0.0, 255.0) if kernel.makes_an_image else _signed(crop.feature_map)
     else:  # a blur: everything is positive, and the feature map is an image again
         # the top of the scale lies beyond the largest value, so the darkest cells stay light
         kernel_colours = _Colours(_POSITIVE_LIGHT, 0.0, 1.6 * float(kernel.weights.max()) or 1.0)
@@ -130,7 +137,7 @@ def draw_frames(crop: "ScanCrop", kernel: Kernel, *, highlight: tuple[int, int])
     middle_left = image_origin[0] + crop.pixels.shape[1] * cell + 2 * _MARGIN
     middle_width = max(size * small, 150)
     map_origin = (middle_left + middle_width + 2 * _MARGIN, image_origin[1])
-    width = map_origin[0] + columns * cell + _MARGIN
+    width = map_origin[0] + max(columns * cell, 200) + _MARGIN  # room for the feature map's title
     height = image_origin[1] + max(crop.pixels.shape[0] * cell, 2 * size * small + 3 * _LABEL_HEIGHT + 60,
                                    rows * cell + 50) + _MARGIN + _LABEL_HEIGHT
 
@@ -145,7 +152,7 @@ def draw_frames(crop: "ScanCrop", kernel: Kernel, *, highlight: tuple[int, int])
             here = (row, column) == (highlight[1], highlight[0])
             title = (f"kernel {kernel.name} at image x={crop.left + column + size // 2}, "
                      f"y={crop.top + row + size // 2}: sum of products = {_number(value)}")
-            draw.text((_MARGIN, 14), title + ("   ← your --at position" if here else ""), fill=(0, 0, 0),
+            draw.text((_MARGIN, 14), title + (f"   ← {highlight_label}" if here else ""), fill=(0, 0, 0),
                       font=title_font)
             position = f"position {row * columns + column + 1} of {rows * columns}"
             draw.text((width - _MARGIN, 36), position, fill=(90, 90, 90), font=small_font, anchor="ra")
@@ -154,7 +161,7 @@ def draw_frames(crop: "ScanCrop", kernel: Kernel, *, highlight: tuple[int, int])
                       font=font)
             draw.text((_MARGIN, height - _MARGIN - 6), "red: the kernel's window now", fill=_WINDOW_COLOUR,
                       font=font)
-            draw.text((_MARGIN + 220, height - _MARGIN - 6), "orange: your --at position",
+            draw.text((_MARGIN + 220, height - _MARGIN - 6), f"orange: {highlight_label}",
                       fill=_YOUR_POSITION_COLOUR, font=font)
             _grid(draw, image_origin, crop.pixels, cell, gray, font)
             _outline(draw, image_origin, cell, highlight[1], highlight[0], size, _YOUR_POSITION_COLOUR, 2)

@@ -177,15 +177,19 @@ def _local_or_downloaded(entry: Any, flag: str, spec: str) -> Path:
 def read_torch_file(path: Path) -> dict[str, "Tensor"]:
     """A state dict saved with `torch.save`, read without running any code from the file."""
     import pickle
+    import warnings
 
     import torch
 
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # torch's notes on pickle protocols; the error says it all
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CnnlabError(f"{path}: not a PyTorch weights file that can be read safely "
-                          f"({first_line})") from None
+        if isinstance(error, pickle.UnpicklingError) or "weights_only" in str(error):
+            raise CnnlabError(_refused_pickle(path, str(error))) from None
+        first = str(error).strip().splitlines()[0].split(". ")[0] if str(error).strip() else type(error).__name__
+        raise CnnlabError(f"{path}: not a PyTorch weights file that can be read safely ({first})") from None
     for key in ("state_dict", "model"):  # training scripts often wrap the state dict
         if isinstance(loaded, dict) and isinstance(loaded.get(key), dict):
             loaded = loaded[key]
@@ -193,6 +197,19 @@ def read_torch_file(path: Path) -> dict[str, "Tensor"]:
         raise CnnlabError(f"{path}: expected a state dict (layer name → tensor), "
                           f"found {type(loaded).__name__}")
     return dict(loaded)
+
+
+def _refused_pickle(path: Path, torch_message: str) -> str:
+    """cnnlab's own words for a file torch's safe loader refused: what the file holds, that cnnlab never
+    unpickles, and how to give it the weights instead (never torch's advice to unpickle it anyway)."""
+    named = re.search(r"GLOBAL ([\w.]+)", torch_message)
+    what = (f" (it names {named.group(1)}, which unpickling would import and call)" if named else
+            " (pickle instructions beyond the plain tensors of a state dict)")
+    return (f"{path}: not a PyTorch weights file that can be read safely: a pickle that holds more than "
+            f"tensors{what}. cnnlab never unpickles such a file: "
+            "unpickling runs whatever code its author put in it. Convert the weights to safetensors where you "
+            "trust the file's source (load it there, then safetensors.torch.save_file(state_dict, "
+            "'weights.safetensors')) and pass the .safetensors file")
 
 
 def _file_weights(path: Path, architecture: Architecture, flag: str) -> PretrainedWeights:

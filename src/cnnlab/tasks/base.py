@@ -104,12 +104,16 @@ class Task(ABC):
 
     @classmethod
     def data_splits(cls, spec: str | Path) -> tuple[str, ...]:
-        """The splits `--data` has in the layouts this task reads (a named dataset's, or split folders)."""
+        """The splits `--data` has in the layouts this task reads (a named dataset's, IDX files', split
+        folders'); () for data that is not divided (a folder of class folders, a CSV, one IDX file)."""
+        from cnnlab.data.idx import find_idx_splits
         from cnnlab.data.sources import find_split_folders, named_splits
 
         splits = named_splits(spec)
         path = Path(spec).expanduser()
-        return splits or (tuple(find_split_folders(path)) if path.is_dir() else ())
+        if splits or not path.is_dir():
+            return splits
+        return tuple(find_idx_splits(path)) or tuple(find_split_folders(path))
 
     @classmethod
     @abstractmethod

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -28,6 +28,7 @@ from cnnlab.models.build import Architecture
 
 FORMAT = "cnnlab.checkpoint/1"
 _METADATA_KEY = "cnnlab"
+_REQUIRED = object()
 
 
 @dataclass
@@ -57,21 +58,49 @@ class ModelInfo:
 
     @classmethod
     def from_json(cls, values: dict[str, Any], *, origin: str) -> "ModelInfo":
+        """The sidecar's values read back; a CnnlabError names `origin` and the field at fault."""
+        if not isinstance(values, dict):
+            raise CnnlabError(f"{origin}: its cnnlab metadata is not a JSON object (found {type(values).__name__})")
         if values.get("format") != FORMAT:
             raise CnnlabError(f"{origin}: not a cnnlab checkpoint (format {values.get('format')!r}, "
                               f"expected {FORMAT!r})")
+        task = _metadata_field(values, "task", origin, _readable_task)
         return cls(
-            architecture=Architecture.from_json(values["architecture"]),
-            task=values["task"],
-            input=InputSpec.from_json(values["input"]),
-            epoch=int(values.get("epoch", 0)),
-            metrics=values.get("metrics", {}),
-            config=values.get("config", {}),
+            architecture=_metadata_field(values, "architecture", origin, Architecture.from_json),
+            task=task,
+            input=_metadata_field(values, "input", origin, InputSpec.from_json),
+            epoch=_metadata_field(values, "epoch", origin, int, default=0),
+            metrics=_metadata_field(values, "metrics", origin, dict, default={}),
+            config=_metadata_field(values, "config", origin, dict, default={}),
         )
 
     @property
     def class_names(self) -> list[str] | None:
         return self.task.get("class_names")
+
+
+def _readable_task(values: dict[str, Any]) -> dict[str, Any]:
+    from cnnlab.tasks import task_from_json
+
+    task_from_json(values)  # raises if the task cannot be rebuilt from it
+    return values
+
+
+def _metadata_field(values: dict[str, Any], name: str, origin: str, parse: Callable[[Any], Any], *,
+                    default: Any = _REQUIRED) -> Any:
+    """`parse(values[name])`, or a CnnlabError that names the file and the field (missing, or not
+    what cnnlab wrote: a damaged or hand-edited checkpoint)."""
+    if name not in values:
+        if default is not _REQUIRED:
+            return default
+        raise CnnlabError(f"{origin}: its cnnlab metadata has no {name!r} field; the checkpoint is damaged or "
+                          "was not written by cnnlab: use another one (or train again)")
+    try:
+        return parse(values[name])
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as error:
+        detail = f"no {error.args[0]!r} in it" if isinstance(error, KeyError) else str(error)
+        raise CnnlabError(f"{origin}: the {name!r} field of its cnnlab metadata cannot be read ({detail}); "
+                          "the checkpoint is damaged or was not written by cnnlab") from None
 
 
 def _cpu_tensors(state: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -99,7 +128,15 @@ def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
         raise CnnlabError(f"{path}: not a readable safetensors file ({error})") from None
     if _METADATA_KEY not in header:
         raise CnnlabError(f"{path}: a safetensors file without cnnlab metadata (was it written by cnnlab?)")
-    return tensors, json.loads(header[_METADATA_KEY])
+    try:
+        metadata = json.loads(header[_METADATA_KEY])
+    except ValueError as error:
+        raise CnnlabError(f"{path}: its cnnlab metadata is not valid JSON ({error}); the checkpoint is damaged: "
+                          "use another one (or train again)") from None
+    if not isinstance(metadata, dict):
+        raise CnnlabError(f"{path}: its cnnlab metadata is not a JSON object (found {type(metadata).__name__}); "
+                          "the checkpoint is damaged or was not written by cnnlab")
+    return tensors, metadata
 
 
 def has_cnnlab_metadata(path: Path) -> bool:
@@ -177,14 +214,16 @@ class TrainingState:
 def load_training_state(path: Path) -> TrainingState:
     tensors, metadata = _read_safetensors(Path(path))
     model_state = {k.removeprefix("model/"): v for k, v in tensors.items() if k.startswith("model/")}
+    origin = str(path)
     return TrainingState(
         model_state=model_state,
-        optimizer_state=_join_optimizer_state(tensors, metadata["optimizer"]),
-        scheduler_state=metadata["scheduler"],
-        progress=metadata["progress"],
-        info=ModelInfo.from_json(metadata["model"], origin=str(path)),
+        optimizer_state=_metadata_field(metadata, "optimizer", origin,
+                                        lambda plain: _join_optimizer_state(tensors, plain)),
+        scheduler_state=_metadata_field(metadata, "scheduler", origin, dict),
+        progress=_metadata_field(metadata, "progress", origin, dict),
+        info=_metadata_field(metadata, "model", origin, lambda values: ModelInfo.from_json(values, origin=origin)),
         loss_scaler=metadata.get("loss_scaler"),
-        origin=str(path),
+        origin=origin,
     )
 
 

@@ -28,7 +28,7 @@ from cnnlab.io import write_text_atomic
 from cnnlab.models.build import Architecture, resolve_architecture
 from cnnlab.models.transfer import TransferReport
 from cnnlab.models.weights import PretrainedWeights
-from cnnlab.runs import TRAIN_STATE, WEIGHTS, create_run_dir, default_run_name, find_run
+from cnnlab.runs import TRAIN_STATE, WEIGHTS, clear_stale_writes, create_run_dir, default_run_name, find_run
 from cnnlab.strict_json import finite_or_none, to_json_text
 from cnnlab.tasks import Task, task_for_training, task_from_json
 from cnnlab.train import callbacks as cb
@@ -476,6 +476,7 @@ def _interrupted(run_dir: Path, kept: int, epochs: int) -> str:
 def _resume(run: str | Path, fields: dict[str, Any], console: Console, context: DistributedContext,
             callbacks: list[object]) -> TrainResult:
     run_dir = find_run(run, fields.get("runs_dir", "runs"))
+    clear_stale_writes(run_dir)  # temporary files of a session killed mid-write
     saved = TrainConfig.from_dict(load_config_file(run_dir / "config.yaml"), origin=str(run_dir / "config.yaml"))
     overrides = coerce_fields(TrainConfig, fields, origin="--resume")
     changed = {k for k, v in overrides.items() if getattr(saved, k) != v and k not in ("runs_dir", "name")}
