@@ -31,7 +31,7 @@ from _common import common_arguments, device_argument, machine_info, markdown_ta
 
 def _contender(name: str, device: torch.device, batch_size: int) -> dict[str, Any]:
     from cnnlab.models.build import create_model
-    from cnnlab.train.performance import resolve_performance
+    from cnnlab.performance import resolve_performance
 
     torch.manual_seed(0)
     performance = resolve_performance(device)

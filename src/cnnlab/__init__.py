@@ -4,6 +4,8 @@
     result = cnnlab.train(data="fashion-mnist", model="guide-cnn", epochs=3)
     report = cnnlab.evaluate(result.run_dir, split="test")
     rows = cnnlab.predict(result.run_dir, ["shoe.png"], top_k=3)
+    cnnlab.explain(result.run_dir, ["shoe.png"])    # filters, feature maps, Grad-CAM
+    cnnlab.report(result.run_dir)                   # one HTML page
     trained = cnnlab.load(result.run_dir)          # model + class names + preprocessing
 
 Names are imported on first use, so `import cnnlab` (and `cnnlab --help`) stays instant.
@@ -27,8 +29,8 @@ _LAZY = {
     "summarize": "cnnlab.models.summary:summarize",
     "CnnlabError": "cnnlab.errors:CnnlabError",
 }
-# `cnnlab.train` and `cnnlab.evaluate` are packages that can be called (see _callable_module).
-_CALLABLE_PACKAGES = ("train", "evaluate")
+# `cnnlab.train`, `.evaluate`, `.explain` and `.report` are packages that can be called (see _callable_module).
+_CALLABLE_PACKAGES = ("train", "evaluate", "explain", "report")
 
 __all__ = [*_LAZY, *_CALLABLE_PACKAGES, "__version__"]
 

@@ -19,8 +19,8 @@ from cnnlab.device import resolve_device
 from cnnlab.errors import CnnlabError
 from cnnlab.runs import find_checkpoint
 from cnnlab.tasks import Task, task_from_json
-from cnnlab.train.checkpoint import ModelInfo, load_model_checkpoint
-from cnnlab.train.performance import Performance, resolve_performance
+from cnnlab.checkpoint import ModelInfo, load_model_checkpoint
+from cnnlab.performance import Performance, resolve_performance
 
 
 @dataclass

@@ -49,7 +49,7 @@ def umask_027():
 def test_checkpoints_get_the_same_mode_as_their_sidecars_the_users_umask(tiny_run, tmp_path, umask_027):
     """Hazard: checkpoints ended up mode 0600 (the temporary file's) while their JSON sidecars were
     0644: a shared group could read the description of a model but not the model."""
-    from cnnlab.train.checkpoint import load_model_checkpoint, save_model_checkpoint
+    from cnnlab.checkpoint import load_model_checkpoint, save_model_checkpoint
 
     tensors, info = load_model_checkpoint(tiny_run / "weights" / "best.safetensors")
     save_model_checkpoint(tmp_path / "model.safetensors", tensors, info)

@@ -93,7 +93,7 @@ def test_a_run_without_validation_images_writes_json_without_nan(tmp_path):
         metrics = strict_json(runs / "noval" / "weights" / name)["metrics"]
         assert metrics["val_loss"] is None and math.isfinite(metrics["train_loss"])
     strict_json(runs / "noval" / "run.json")
-    from cnnlab.train.checkpoint import load_training_state
+    from cnnlab.checkpoint import load_training_state
 
     progress = load_training_state(runs / "noval" / "weights" / "train-state.safetensors").progress
     assert progress["history"][-1]["val_loss"] is None  # stored as null ...

@@ -138,9 +138,9 @@ def test_explain_conv_without_at_does_not_call_its_box_your_at_position(tmp_path
     had chosen it: where the kernel responds most strongly)."""
     from skimage import data as photos
 
-    from cnnlab.explain.conv_steps import write_scan_animation
-    from cnnlab.explain.filtering import read_image
-    from cnnlab.explain.kernels import get_kernel
+    from cnnlab.teach.conv_steps import write_scan_animation
+    from cnnlab.teach.filtering import read_image
+    from cnnlab.teach.kernels import get_kernel
 
     Image.fromarray(photos.camera()[200:260, 200:260]).save(tmp_path / "crop.png")
     outcome = run_cli("explain-conv", tmp_path / "crop.png", "--kernel", "sobel-x", "--positions", 2,
@@ -168,7 +168,7 @@ def test_filter_sharpen_and_emboss_show_the_filtered_photo(tmp_path):
     an image, clipped to 0–255; an edge detector's (weights adding up to 0) stays a signed map."""
     from skimage import data as photos
 
-    from cnnlab.explain.kernels import get_kernel
+    from cnnlab.teach.kernels import get_kernel
 
     camera = photos.camera()
     Image.fromarray(camera).save(tmp_path / "camera.png")
@@ -217,8 +217,8 @@ def test_a_worst_mistake_card_does_not_repeat_its_title(limited_report):
 def test_the_sample_grid_counts_the_limit_subset_that_was_used(limited_report):
     """Hazard: with --limit, the report's sample-grid labels counted the whole folder (40 + 40), not
     the subset the run used (30)."""
-    from cnnlab.explain.report import _training_data
-    from cnnlab.explain.report_data import read_run
+    from cnnlab.report.report import _training_data
+    from cnnlab.report.data import read_run
     from cnnlab.trained import load
 
     _, run = limited_report

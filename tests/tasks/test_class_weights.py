@@ -128,7 +128,7 @@ def test_the_cli_notes_imbalance_and_records_the_weights(imbalanced_digits, tmp_
 
 
 def test_the_report_says_the_classes_are_imbalanced_and_how_the_run_dealt_with_it(imbalanced_digits, tmp_path):
-    from cnnlab.explain.report import report
+    from cnnlab.report.report import report
 
     notes = {}
     for weights in ("none", "balanced"):

@@ -92,7 +92,7 @@ def test_evaluate_writes_the_curves_and_the_report_shows_them(digits_split_folde
     with Image.open(evaluation.output_dir / "roc_curves.png") as picture:
         assert picture.width > 2 * picture.height * 0.9  # two panels side by side
 
-    from cnnlab.explain.report import report
+    from cnnlab.report.report import report
 
     html = report(result.run_dir, device="cpu", quiet=True).read_text()
     assert "<th>ROC AUC</th>" in html and "ROC and precision-recall curves" in html

@@ -23,7 +23,7 @@ from torch import Tensor
 import cnnlab
 from cnnlab.data.source import Source
 from cnnlab.errors import ConfigError
-from cnnlab.explain.html import Section, paragraph, table
+from cnnlab.report.html import Section, paragraph, table
 from cnnlab.tasks import TASKS
 from cnnlab.tasks.base import ExplainTarget, ReportContext, Task
 from cnnlab.tasks.vector import SumMeter
@@ -246,7 +246,7 @@ def test_a_task_from_outside_goes_through_every_command(toy_task, tmp_path):
     assert rows.table().endswith(f"x = {rows[0]['x']:.1f}, y = {rows[0]['y']:.1f}")
 
     from cnnlab.explain.explain import explain
-    from cnnlab.explain.report import report
+    from cnnlab.report.report import report
 
     explained = explain(result.run_dir, [test_csv.parent / "0001.png"], output_dir=tmp_path / "explain")
     assert explained[0].files["gradcam"].is_file() and explained[0].target_label == "x"

@@ -18,7 +18,7 @@ from cnnlab.tasks.regression import Regression
 from cnnlab.device import intra_op_threads
 from cnnlab.train.batch_threads import BatchThreads, add_gradients, batch_parts, choose_batch_threads, part_models
 from cnnlab.train.loop import _step_in_parts
-from cnnlab.train.performance import Performance
+from cnnlab.performance import Performance
 
 CPU = torch.device("cpu")
 

@@ -11,7 +11,7 @@ import pytest
 
 import cnnlab
 from cnnlab.errors import ConfigError
-from cnnlab.train.checkpoint import load_training_state
+from cnnlab.checkpoint import load_training_state
 
 # A small real run: scikit-learn's digits, scaled to guide-cnn's smallest input.
 RUN = {"data": "digits", "model": "guide-cnn", "image_size": "18", "batch_size": 64, "quiet": True}

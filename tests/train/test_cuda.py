@@ -65,7 +65,7 @@ def test_resume_on_cuda_continues_the_run(digits_split_folder, tmp_path):
 def test_float16_with_loss_scaling_on_cuda(digits_split_folder, tmp_path):
     """--precision fp16 scales the loss (GradScaler), learns as well, and saves the scale for --resume."""
     import cnnlab
-    from cnnlab.train.checkpoint import load_training_state
+    from cnnlab.checkpoint import load_training_state
 
     result = cnnlab.train(data=str(digits_split_folder), image_size="24", epochs=4, seed=3, precision="fp16",
                           device="cuda", runs_dir=str(tmp_path), name="fp16", quiet=True)

@@ -73,7 +73,7 @@ def test_cpu_performance_applies_it():
     import torch
 
     from cnnlab.train import host_memory
-    from cnnlab.train.performance import resolve_performance
+    from cnnlab.performance import resolve_performance
 
     resolve_performance(torch.device("cpu"))
     assert host_memory._outcome is not None  # decided once, by the first CPU set-up

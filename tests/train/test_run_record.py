@@ -118,8 +118,8 @@ def test_an_unreadable_run_json_is_set_aside_not_lost(digits_split_folder, runs_
 
 
 def test_the_report_shows_each_session(digits_split_folder, runs_dir):
-    from cnnlab.explain.report import _sessions_table
-    from cnnlab.explain.report_data import read_run
+    from cnnlab.report.report import _sessions_table
+    from cnnlab.report.data import read_run
 
     result = cnnlab.train(data=str(digits_split_folder), epochs=1, name="p", runs_dir=str(runs_dir), **QUICK)
     run = read_run(result.run_dir)

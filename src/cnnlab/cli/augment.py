@@ -33,7 +33,7 @@ def augment_command(images: tuple[str, ...], preset: str, versions: int, image_s
       cnnlab augment scan.png --augment light --versions 11 -o light.png
     """
     from cnnlab.config import parse_image_size
-    from cnnlab.explain.augmentation import preview_augmentation
+    from cnnlab.teach.augmentation import preview_augmentation
 
     path = preview_augmentation(images, preset, Path(output or f"augment-{preset}.png"), versions=versions,
                                 image_size=parse_image_size(image_size), seed=seed, fit=fit,

@@ -56,7 +56,7 @@ def report_command(run: str, output: str | None, data: str | None, split: str | 
                    device: str, runs_dir: str, max_image_pixels: int) -> None:
     """Write one self-contained HTML page about RUN: config, data, training curves, evaluation,
     worst mistakes with Grad-CAM, first-layer filters and one image's feature maps."""
-    from cnnlab.explain.report import report
+    from cnnlab.report.report import report
 
     path = report(run, output=output, data=data, split=split, limit=limit, mistakes=mistakes, samples=samples,
                   max_maps=max_maps, layer=layer, device=device, runs_dir=runs_dir, data_dir=data_dir,

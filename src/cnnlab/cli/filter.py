@@ -13,7 +13,7 @@ _KERNEL_HELP = ('a kernel name (see `cnnlab kernels`: sobel-x, gaussian-blur, ..
 @click.command("kernels")
 def kernels_command() -> None:
     """List the classic kernels `filter` and `explain-conv` know, one line each."""
-    from cnnlab.explain.kernels import list_kernels
+    from cnnlab.teach.kernels import list_kernels
 
     kernels = list_kernels()
     width = max(len(name) for name, _ in kernels)
@@ -23,7 +23,7 @@ def kernels_command() -> None:
 
 
 def _default_output(image: str, kernel: str, suffix: str) -> Path:
-    from cnnlab.explain.kernels import KERNELS
+    from cnnlab.teach.kernels import KERNELS
 
     label = kernel if kernel in KERNELS else "custom"
     return Path(f"{Path(image).stem}-{label}{suffix}")
@@ -44,9 +44,9 @@ def filter_command(image: str, kernel: str, stride: int, padding: str, pool: str
                    gray: bool, output: str | None) -> None:
     """Apply a classic kernel to IMAGE and save the feature map, plus a figure of input, kernel,
     feature map and pooled map with their colour scales."""
-    from cnnlab.explain.filtering import apply_kernel, plot_filter_result, read_image
-    from cnnlab.explain.kernels import get_kernel
-    from cnnlab.explain.pictures import save_uint8_picture
+    from cnnlab.teach.filtering import apply_kernel, plot_filter_result, read_image
+    from cnnlab.teach.kernels import get_kernel
+    from cnnlab.pictures import save_uint8_picture
 
     chosen = get_kernel(kernel)
     pixels = read_image(image, gray=gray)
@@ -81,10 +81,10 @@ def explain_conv_command(image: str, kernel: str, at: str | None, positions: int
     products and their sum — and write an animated GIF of the kernel scanning a crop around X,Y.
     A colour image is explained on its grayscale version."""
     from cnnlab.errors import ConfigError
-    from cnnlab.explain.conv_steps import (conv_step, format_step, parse_position, strongest_response,
+    from cnnlab.teach.conv_steps import (conv_step, format_step, parse_position, strongest_response,
                                            write_scan_animation)
-    from cnnlab.explain.filtering import read_image
-    from cnnlab.explain.kernels import get_kernel
+    from cnnlab.teach.filtering import read_image
+    from cnnlab.teach.kernels import get_kernel
 
     if positions < 1:
         raise ConfigError(f"--positions {positions}: must be 1 or more")

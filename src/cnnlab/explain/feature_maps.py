@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from cnnlab.explain.pictures import ColourScale, map_grid, save
+from cnnlab.pictures import ColourScale, map_grid, save
 
 _POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.LPPool2d)
 _FOLDABLE = (nn.BatchNorm2d, nn.GroupNorm, nn.InstanceNorm2d, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU,

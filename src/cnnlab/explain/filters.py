@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from cnnlab.explain.pictures import ColourScale, map_grid, save
+from cnnlab.pictures import ColourScale, map_grid, save
 from cnnlab.models.parts import first_conv_path, get_module
 
 

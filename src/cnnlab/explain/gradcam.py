@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from cnnlab.errors import ConfigError
-from cnnlab.explain.pictures import show_image
+from cnnlab.pictures import show_image
 from cnnlab.models.parts import get_module
 from cnnlab.plotting import new_figure, save_figure
 

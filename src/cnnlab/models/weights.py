@@ -214,7 +214,7 @@ def _refused_pickle(path: Path, torch_message: str) -> str:
 
 def _file_weights(path: Path, architecture: Architecture, flag: str) -> PretrainedWeights:
     if path.suffix == ".safetensors":
-        from cnnlab.train.checkpoint import has_cnnlab_metadata
+        from cnnlab.checkpoint import has_cnnlab_metadata
 
         if has_cnnlab_metadata(path):
             return _cnnlab_checkpoint(path)
@@ -231,7 +231,7 @@ def _file_weights(path: Path, architecture: Architecture, flag: str) -> Pretrain
 
 
 def _cnnlab_checkpoint(path: Path) -> PretrainedWeights:
-    from cnnlab.train.checkpoint import load_model_checkpoint
+    from cnnlab.checkpoint import load_model_checkpoint
 
     state_dict, info = load_model_checkpoint(path)
     names = info.task.get("class_names") or info.task.get("target_names")

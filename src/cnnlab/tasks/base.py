@@ -71,7 +71,7 @@ class ReportContext:
     """What a task's report sections may use: the run, its evaluation, and ways to fetch images."""
 
     trained: Any  # cnnlab.trained.TrainedModel
-    evaluation: Any  # cnnlab.explain.report_data.Evaluation
+    evaluation: Any  # cnnlab.report.data.Evaluation
     images_by_name: Callable[[Sequence[str]], dict[str, Any]]  # name -> uint8 (C, H, W) at the model's input
     explain: Callable[..., Any]  # explain_pixels(pixels, folder, name=..., ...) for Grad-CAM cards
     work: Path  # a temporary folder for pictures
@@ -254,7 +254,7 @@ class Task(ABC):
 
     @abstractmethod
     def report_sections(self, context: ReportContext) -> list[Any]:
-        """The report's task sections (cnnlab.explain.html.Section): the evaluation, the worst cases."""
+        """The report's task sections (cnnlab.report.html.Section): the evaluation, the worst cases."""
 
     def target_caption(self, source: "Source", index: int) -> str:
         """A caption for image `index` of a Source in the report's sample grid (its targets in words)."""

@@ -255,7 +255,7 @@ class Classification(VectorTask):
         return class_table(metrics)
 
     def report_sections(self, context: ReportContext) -> list[Any]:
-        from cnnlab.explain.report_sections import classification_sections
+        from cnnlab.report.sections import classification_sections
 
         return classification_sections(self, context)
 

@@ -162,7 +162,7 @@ class Regression(VectorTask):
                 f"{images:,} image{'' if images == 1 else 's'}")
 
     def report_sections(self, context: ReportContext) -> list[Any]:
-        from cnnlab.explain.report_sections import regression_sections
+        from cnnlab.report.sections import regression_sections
 
         return regression_sections(self, context)
 

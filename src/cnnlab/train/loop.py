@@ -33,7 +33,7 @@ from cnnlab.tasks.base import Task
 from cnnlab.train.batch_threads import BatchThreads, add_gradients, batch_parts, part_models
 from cnnlab.processes import sum_across_processes
 from cnnlab.train.distributed import context_from_environment
-from cnnlab.train.performance import Performance
+from cnnlab.performance import Performance
 
 
 @dataclass

@@ -77,7 +77,7 @@ def machine(device: torch.device, processes: int) -> dict[str, Any]:
 
 
 def arithmetic(performance: Any) -> dict[str, Any]:
-    """What the steps ran as, every `auto` resolved (a `cnnlab.train.performance.Performance`)."""
+    """What the steps ran as, every `auto` resolved (a `cnnlab.performance.Performance`)."""
     return {"summary": performance.describe(), "precision": performance.precision_name,
             "channels_last": performance.channels_last, "compile": performance.compile,
             "batch_threads": performance.batch_threads}

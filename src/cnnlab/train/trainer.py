@@ -32,7 +32,7 @@ from cnnlab.runs import TRAIN_STATE, WEIGHTS, clear_stale_writes, create_run_dir
 from cnnlab.strict_json import finite_or_none, to_json_text
 from cnnlab.tasks import Task, task_for_training, task_from_json
 from cnnlab.train import callbacks as cb
-from cnnlab.train.checkpoint import (ModelInfo, load_training_state, match_parameter_layouts,
+from cnnlab.checkpoint import (ModelInfo, load_training_state, match_parameter_layouts,
                                      restore_training_state, save_model_checkpoint, save_training_state,
                                      scheduler_state)
 from cnnlab.train.loop import Callback, FitState, TrainingDiverged, fit, seed_everything
@@ -46,7 +46,7 @@ from cnnlab.train.stages import FineTuneStages, StagePlan, apply_stage, paramete
 from cnnlab.train import distributed
 from cnnlab.train.distributed import DistributedContext
 from cnnlab.train.batch_threads import choose_batch_threads
-from cnnlab.train.performance import Performance, resolve_performance
+from cnnlab.performance import Performance, resolve_performance
 from cnnlab.train.run_record import RunRecord
 
 # Flags that may change when a run is resumed; anything else would make it a different run.

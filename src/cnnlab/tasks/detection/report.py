@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cnnlab.explain.html import Section, image, paragraph, table
-from cnnlab.explain.report_sections import evaluation_header, picture, short_name
+from cnnlab.report.html import Section, image, paragraph, table
+from cnnlab.report.sections import evaluation_header, picture, short_name
 from cnnlab.tasks.base import ReportContext
 
 if TYPE_CHECKING:

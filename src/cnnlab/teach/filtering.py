@@ -7,7 +7,7 @@ The convolution is PyTorch's own (`torch.nn.functional.conv2d`, the operation in
     out = (in + 2·padding − kernel) // stride + 1
 
     >>> import numpy as np
-    >>> from cnnlab.explain.kernels import get_kernel
+    >>> from cnnlab.teach.kernels import get_kernel
     >>> image = np.zeros((1, 6, 6), dtype=np.uint8); image[:, :, 3:] = 100   # a vertical step edge
     >>> result = apply_kernel(image, get_kernel("sobel-x"))
     >>> result.feature_map[0, 0]                  # left to right: flat, edge, edge, flat
@@ -24,8 +24,8 @@ import torch
 from torch.nn import functional as F
 
 from cnnlab.errors import ConfigError
-from cnnlab.explain.kernels import Kernel
-from cnnlab.explain.pictures import ColourScale, save, show_image, show_matrix
+from cnnlab.teach.kernels import Kernel
+from cnnlab.pictures import ColourScale, save, show_image, show_matrix
 from cnnlab.plotting import new_figure
 
 POOLS = ("max", "avg")

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from cnnlab.errors import ConfigError
-from cnnlab.explain.augmentation import augmented_versions, preview_geometry
+from cnnlab.teach.augmentation import augmented_versions, preview_geometry
 from tests.helpers import run_cli
 
 
@@ -65,7 +65,7 @@ def test_an_unreadable_image_is_named(tmp_path):
 
 
 def test_the_library_refuses_none_too():
-    from cnnlab.explain.augmentation import preview_augmentation
+    from cnnlab.teach.augmentation import preview_augmentation
 
     with pytest.raises(ConfigError, match="draws nothing"):
         preview_augmentation(["x.png"], "none", "out.png")

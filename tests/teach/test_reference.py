@@ -1,5 +1,5 @@
 """PyTorch's guide-cnn computes exactly the guide's mathematics, as written out in NumPy
-(`cnnlab.explain.reference`): every layer's output, the loss, every gradient and one SGD step,
+(`cnnlab.teach.reference`): every layer's output, the loss, every gradient and one SGD step,
 in float64, to 1e-6."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from cnnlab.explain import reference
+from cnnlab.teach import reference
 from cnnlab.models.registry import model_entry
 
 TOLERANCE = {"rtol": 1e-6, "atol": 1e-6}

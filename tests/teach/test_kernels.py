@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from cnnlab.errors import ConfigError
-from cnnlab.explain.filtering import apply_kernel
-from cnnlab.explain.kernels import KERNELS, get_kernel, list_kernels, parse_matrix
+from cnnlab.teach.filtering import apply_kernel
+from cnnlab.teach.kernels import KERNELS, get_kernel, list_kernels, parse_matrix
 from tests.helpers import run_cli
 
 
@@ -54,7 +54,7 @@ def test_sobel_y_on_a_horizontal_step_edge():
 
 
 def test_identity_returns_the_image(camera_png):
-    from cnnlab.explain.filtering import read_image
+    from cnnlab.teach.filtering import read_image
 
     pixels = read_image(camera_png)
     response = apply_kernel(pixels, get_kernel("identity"), padding="same").feature_map
@@ -62,7 +62,7 @@ def test_identity_returns_the_image(camera_png):
 
 
 def test_box_blur_averages_each_neighbourhood(camera_png):
-    from cnnlab.explain.filtering import read_image
+    from cnnlab.teach.filtering import read_image
 
     pixels = read_image(camera_png)[:, 100:110, 200:210].astype(np.float64)
     response = apply_kernel(pixels.astype(np.uint8), get_kernel("box-blur")).feature_map[0]

@@ -7,9 +7,9 @@ import pytest
 from PIL import Image
 
 from cnnlab.errors import ConfigError
-from cnnlab.explain import reference
-from cnnlab.explain.filtering import apply_kernel, read_image
-from cnnlab.explain.kernels import get_kernel
+from cnnlab.teach import reference
+from cnnlab.teach.filtering import apply_kernel, read_image
+from cnnlab.teach.kernels import get_kernel
 from tests.helpers import run_cli
 
 

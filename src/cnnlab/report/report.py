@@ -22,11 +22,11 @@ from cnnlab.console import Console
 from cnnlab.data.source import Source
 from cnnlab.explain.explain import Explanation, explain_pixels
 from cnnlab.explain.filters import first_conv_weights, plot_filters
-from cnnlab.explain.html import Section, image, page, paragraph, table
-from cnnlab.explain.pictures import image_rows, save
-from cnnlab.explain.report_data import (Evaluation, RunRecord, find_or_run_evaluation, images_by_name,
+from cnnlab.report.html import Section, image, page, paragraph, table
+from cnnlab.pictures import image_rows, save
+from cnnlab.report.data import (Evaluation, RunRecord, find_or_run_evaluation, images_by_name,
                                         open_source, read_run, samples_per_class, source_images)
-from cnnlab.explain.report_sections import short_name
+from cnnlab.report.sections import short_name
 from cnnlab.tasks.base import ReportContext
 from cnnlab.io import write_text_atomic
 from cnnlab.trained import TrainedModel, load
@@ -168,7 +168,7 @@ def _augmentation(record: RunRecord, trained: TrainedModel, source: Source | Non
                   budget: int) -> str:
     """A few training images, each followed by versions its --augment preset draws: what "the network
     sees a slightly different image every epoch" looks like."""
-    from cnnlab.explain.augmentation import augmentation_figure
+    from cnnlab.teach.augmentation import augmentation_figure
 
     preset = record.config.get("augment") or "none"
     if preset == "none" or source is None:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cnnlab.errors import ConfigError
-from cnnlab.train.performance import cpu_supports_bf16, resolve_performance
+from cnnlab.performance import cpu_supports_bf16, resolve_performance
 
 CPU = torch.device("cpu")
 

@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cnnlab.explain.kernels import Kernel
-from cnnlab.explain.pictures import SIGNED_CMAP, format_number
+from cnnlab.teach.kernels import Kernel
+from cnnlab.pictures import SIGNED_CMAP, format_number
 
 if TYPE_CHECKING:
     from PIL import Image, ImageDraw
 
-    from cnnlab.explain.conv_steps import ScanCrop
+    from cnnlab.teach.conv_steps import ScanCrop
 
 _MARGIN = 24
 _TITLE_HEIGHT = 56

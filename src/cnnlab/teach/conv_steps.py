@@ -4,7 +4,7 @@ At one position the kernel lies on a k×k window of the image; each pixel is mul
 weight above it, and the k² products are summed into one number of the feature map. `conv_step`
 computes that for the window centred on pixel (x, y), `format_step` prints it, and
 `write_scan_animation` draws the kernel scanning a small crop while the feature map fills in.
-The arithmetic is `cnnlab.explain.reference` (NumPy), the same the tests check PyTorch against.
+The arithmetic is `cnnlab.teach.reference` (NumPy), the same the tests check PyTorch against.
 
 Positions are pixel coordinates: x is the column (0 at the left), y the row (0 at the top).
 Convolution here is 'valid' (no padding) with stride 1, so the window centred on (x, y) writes
@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from cnnlab.errors import ConfigError
-from cnnlab.explain import reference
-from cnnlab.explain.kernels import Kernel
-from cnnlab.explain.pictures import format_number
+from cnnlab.teach import reference
+from cnnlab.teach.kernels import Kernel
+from cnnlab.pictures import format_number
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ def check_position(x: int, y: int, shape: tuple[int, int], kernel: Kernel) -> No
 def strongest_response(gray: np.ndarray, kernel: Kernel) -> tuple[int, int]:
     """(x, y) of the window centre where the kernel's sum is largest in size (positive or negative):
     where this kernel finds the most of what it looks for. Ties go to the first in reading order."""
-    from cnnlab.explain.filtering import apply_kernel
+    from cnnlab.teach.filtering import apply_kernel
 
     responses = np.abs(apply_kernel(gray[None], kernel).feature_map[0])  # windows inside the image only
     row, column = np.unravel_index(int(np.argmax(responses)), responses.shape)
@@ -156,7 +156,7 @@ def write_scan_animation(gray: np.ndarray, kernel: Kernel, x: int, y: int, path:
 
     `frames_dir` also saves every frame as a PNG (to look at one closely). `chosen_by_user`: X,Y came
     from --at (the orange box says so), not from `strongest_response`."""
-    from cnnlab.explain.scan_frames import AT_POSITION, STRONGEST, draw_frames
+    from cnnlab.teach.scan_frames import AT_POSITION, STRONGEST, draw_frames
     from cnnlab.io import atomic_path
 
     crop = scan_crop(gray, kernel, x, y, positions)

@@ -8,9 +8,9 @@ import pytest
 from PIL import Image
 
 from cnnlab.errors import ConfigError
-from cnnlab.explain.conv_steps import conv_step, scan_crop
-from cnnlab.explain.filtering import apply_kernel, read_image
-from cnnlab.explain.kernels import get_kernel
+from cnnlab.teach.conv_steps import conv_step, scan_crop
+from cnnlab.teach.filtering import apply_kernel, read_image
+from cnnlab.teach.kernels import get_kernel
 from tests.helpers import run_cli
 
 
@@ -114,7 +114,7 @@ def test_a_5x5_kernel_needs_two_pixels_of_margin():
 def test_without_at_the_step_is_where_the_kernel_responds_most(camera_png, tmp_path):
     """The default --at is the window with the largest |sum| (checked against a brute-force search
     over every window, by hand), so the first step a user sees shows the kernel finding something."""
-    from cnnlab.explain.conv_steps import strongest_response
+    from cnnlab.teach.conv_steps import strongest_response
 
     camera = _camera()[100:160, 200:260]  # a crop keeps the brute force quick
     weights = get_kernel("sobel-x").weights

@@ -1,6 +1,6 @@
 """The report's task sections for classification and regression: the evaluation and the worst cases.
 
-A task's `report_sections(context)` returns these; `cnnlab.explain.report` puts them between the
+A task's `report_sections(context)` returns these; `cnnlab.report.report` puts them between the
 run's training and its filters, and never asks which task it is. Other tasks (detection) write
 their own, with the same building blocks (`evaluation_header`, `cards`).
 """
@@ -11,7 +11,7 @@ from html import escape
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from cnnlab.explain.html import Section, image, paragraph, table
+from cnnlab.report.html import Section, image, paragraph, table
 from cnnlab.tasks.base import ReportContext
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.explain.chromium import CHROMIUM, check_page
+from tests.report.chromium import CHROMIUM, check_page
 from tests.helpers import run_cli
 
 SECTIONS = ["config", "model", "data", "training", "evaluation", "mistakes", "filters", "feature-maps"]
@@ -166,7 +166,7 @@ def test_regression_run_explain_and_report(tmp_path, fashion_pngs):
 def test_augmented_versions_are_what_the_preset_draws():
     import numpy as np
 
-    from cnnlab.explain.augmentation import augmented_versions
+    from cnnlab.teach.augmentation import augmented_versions
 
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (1, 12, 12), dtype=np.uint8) for _ in range(3)]

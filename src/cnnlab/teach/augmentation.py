@@ -39,7 +39,7 @@ def augmented_versions(images: Sequence[np.ndarray], preset: str, count: int, se
 def augmentation_figure(rows: Sequence[tuple[str, np.ndarray]], preset: str, versions: int = DEFAULT_VERSIONS,
                         seed: int = 0):
     """One row per (label, uint8 (C, H, W) image): the image, then `versions` drawn by `preset`."""
-    from cnnlab.explain.pictures import image_rows
+    from cnnlab.pictures import image_rows
 
     drawn = augmented_versions([image for _, image in rows], preset, versions, seed)
     title = (f"--augment {preset}: each image, then {versions} versions\n"
@@ -61,7 +61,7 @@ def preview_augmentation(paths: Sequence[str | Path], preset: str, output: str |
     """
     from cnnlab.data.augment import PRESETS
     from cnnlab.data.images import DEFAULT_MAX_IMAGE_PIXELS, FITS, check_max_image_pixels, load_image_array
-    from cnnlab.explain.pictures import save
+    from cnnlab.pictures import save
 
     budget = check_max_image_pixels(max_image_pixels or DEFAULT_MAX_IMAGE_PIXELS)
 

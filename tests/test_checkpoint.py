@@ -11,7 +11,7 @@ import torch
 from cnnlab.data.normalize import InputSpec
 from cnnlab.errors import CnnlabError
 from cnnlab.models.build import Architecture, create_model
-from cnnlab.train.checkpoint import (ModelInfo, load_model_checkpoint, load_training_state,
+from cnnlab.checkpoint import (ModelInfo, load_model_checkpoint, load_training_state,
                                      match_parameter_layouts, restore_training_state, save_model_checkpoint,
                                      save_training_state, scheduler_state)
 from cnnlab.train.optim import build_optimizer, build_scheduler
@@ -189,7 +189,7 @@ def test_a_training_state_that_does_not_fit_the_model_names_its_file(tmp_path):
 def test_the_float16_loss_scale_survives_a_resume(tmp_path):
     """A resumed fp16 run goes on with the loss scale it had, not the initial 65,536 (which would skip
     steps again while it backs off). The scaler is real; CPU stands in for CUDA, where cnnlab uses one."""
-    from cnnlab.train.performance import Performance
+    from cnnlab.performance import Performance
 
     model = create_model("guide-cnn", in_channels=1, num_outputs=3, image_size=(28, 28))
     optimizer = build_optimizer(model, "sgd", lr=0.1)
@@ -211,7 +211,7 @@ def test_the_float16_loss_scale_survives_a_resume(tmp_path):
 
 
 def test_a_run_without_a_loss_scaler_saves_none():
-    from cnnlab.train.performance import Performance
+    from cnnlab.performance import Performance
 
     performance = Performance(torch.device("cpu"), torch.bfloat16)
     assert performance.scaler is None and performance.loss_scaler_state() is None
