@@ -46,3 +46,20 @@ def test_precision_tta_and_threshold_reach_the_model(command, guide_run, fashion
         metrics = json.loads(outcome.stdout)
         assert metrics["tta"] == "flip" and metrics["images"] == 50
         assert metrics["accuracy"] < 0.3  # about the T-shirts' share of the 50 images
+
+
+def test_cnnlab_tasks_lists_every_registered_task_with_its_metric_and_default_model():
+    from cnnlab.tasks import task_names
+
+    outcome = run_cli("tasks")
+    assert outcome.exit_code == 0, outcome.stderr
+    assert [line for line in outcome.stdout.splitlines() if not line.startswith(" ")] == list(task_names())
+    assert "metric: map; default model: cnnlab-det" in outcome.stdout
+    assert "named datasets: fashion-mnist-boxes" in outcome.stdout
+    assert "COCO JSON" in outcome.stdout and "YOLO" in outcome.stdout and "Pascal VOC" in outcome.stdout
+
+
+def test_models_and_datasets_show_what_belongs_to_detection():
+    models = run_cli("models").stdout
+    assert any(line.startswith("cnnlab-det") and "[detection]" in line for line in models.splitlines())
+    assert "fashion-mnist-boxes" in run_cli("datasets").stdout

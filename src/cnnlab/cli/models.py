@@ -1,19 +1,41 @@
-"""`cnnlab models`, `cnnlab summary` and `cnnlab datasets`: what is available, and what's inside."""
+"""`cnnlab tasks`, `cnnlab models`, `cnnlab summary` and `cnnlab datasets`: what is available, and
+what's inside."""
 
 from __future__ import annotations
 
 import click
 
 
+@click.command("tasks")
+def tasks_command() -> None:
+    """List the tasks (--task): what each predicts, its metric, its default model, the data it reads."""
+    from cnnlab.config import TrainConfig
+    from cnnlab.data.generated import GENERATED
+    from cnnlab.data.named import list_datasets
+    from cnnlab.tasks import task_class, task_names
+
+    for name in task_names():
+        task = task_class(name)
+        model = task.defaults.get("model", TrainConfig.model)
+        datasets = [entry.name for entry in GENERATED if entry.builder.task == name]
+        if name == TrainConfig.task:  # the named datasets are labelled images
+            datasets = [entry.name for entry in list_datasets()] + datasets
+        click.echo(f"{name}\n  {task.description}\n  metric: {task.headline_name}; default model: {model}\n"
+                   f"  data: {task.data_formats}")
+        if datasets:
+            click.echo(f"  named datasets: {', '.join(datasets)}")
+
+
 @click.command("models")
 def models_command() -> None:
-    """List the registered models, one line each."""
+    """List the registered models, one line each, with the task of those made for one."""
     from cnnlab.models.registry import list_models
 
     entries = list_models()
     width = max(len(entry.name) for entry in entries)
     for entry in entries:
-        click.echo(f"{entry.name:<{width}}  {entry.description}")
+        task = entry.metadata.get("task")
+        click.echo(f"{entry.name:<{width}}  {f'[{task}] ' if task else ''}{entry.description}")
     click.echo("\nor a YAML layer list: --model path/to/net.yaml (see examples/guide-cnn.yaml)")
 
 
@@ -49,3 +71,9 @@ def datasets_command() -> None:
         bundled = not any(spec.storage.files(split) for split in spec.splits)
         where = "bundled with its library" if bundled else (local_copy(entry.name) or "none: downloaded on first use")
         click.echo(f"{entry.name:<14} {entry.description}\n{'':<14} splits: {splits}; local copy: {where}")
+    from cnnlab.data.generated import GENERATED
+
+    for entry in GENERATED:
+        spec = entry.builder
+        click.echo(f"{entry.name:<14} {spec.description}\n{'':<14} splits: {', '.join(spec.splits)}; "
+                   f"for --task {spec.task}; generated into the dataset cache on first use")

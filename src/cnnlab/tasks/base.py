@@ -97,6 +97,7 @@ class Task(ABC):
     # The training settings only some tasks read (cnnlab.config.TASK_SETTINGS) that this one does;
     # the others are refused for it by name.
     settings: ClassVar[frozenset[str]] = frozenset()
+    data_formats: ClassVar[str] = ""  # the layouts `open_data` reads, for `cnnlab tasks`
 
     # --- data -------------------------------------------------------------------------------
 

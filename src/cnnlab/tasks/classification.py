@@ -28,6 +28,8 @@ class Classification(VectorTask):
     headline_higher_is_better = True
     loss_name = "cross-entropy"
     settings = frozenset({"label_smoothing", "class_weights"})
+    data_formats = ("a folder of class folders (or train/ val/ test/ of them), a CSV of file,label, IDX files, "
+                    "DICOM, a named dataset")
 
     def __init__(self, class_names: list[str], *, label_smoothing: float = 0.0,
                  class_weights: list[float] | None = None, weighting: str = "none"):

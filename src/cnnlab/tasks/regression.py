@@ -29,6 +29,7 @@ class Regression(VectorTask):
     description = "one or more numbers per image: mean squared error"
     headline_name = "mae"
     headline_higher_is_better = False
+    data_formats = "a CSV of file,value[,value...] with a header naming the targets"
     loss_name = "MSE of standardised targets"
     output_kind = "target"
 

@@ -42,6 +42,8 @@ MATCH_IOU = 0.5  # what "found" means in predictions.csv and the report's best a
 class Detection(Task):
     name = "detection"
     description = "a box and a class for every object in the image: heatmaps of object centres + box sizes"
+    data_formats = ("COCO JSON (annotations/instances_*.json + images), YOLO (data.yaml, or images/ + labels/), "
+                    "Pascal VOC (JPEGImages/ + Annotations/ + ImageSets/Main/)")
     headline_name = "map"
     headline_higher_is_better = True
     loss_name = "focal (centres) + GIoU (boxes)"
