@@ -6,6 +6,8 @@ it could not be read — one bad file never stops the others.
 
 from __future__ import annotations
 
+import copy
+
 import contextlib
 import csv
 import glob
@@ -111,17 +113,18 @@ def predict(run: str | Path | TrainedModel, paths: Sequence[str | Path], *, top_
     check_max_image_pixels(max_image_pixels)
     if not isinstance(run, TrainedModel):
         run = load(run, device=device, runs_dir=runs_dir, tta=tta, precision=precision, conf=conf, iou=iou)
-    elif conf is not None or iou is not None:
-        run.task.configure(conf=conf, iou=iou)
-    run.task.check_top_k(top_k)
-    if threshold is None:
+        run.set_threshold(threshold)
+        run.task.check_top_k(top_k)
         return Predictions(_predict(run, paths, top_k, batch_size, workers, max_image_pixels), run.task)
-    kept = getattr(run.task, "threshold", None)
-    run.set_threshold(threshold)
+    # A model passed in keeps its own options afterwards: these apply to a copy of its task.
+    original = run.task
+    run.task = copy.copy(original)
     try:
+        run.task.configure(threshold=threshold, conf=conf, iou=iou)
+        run.task.check_top_k(top_k)
         return Predictions(_predict(run, paths, top_k, batch_size, workers, max_image_pixels), run.task)
     finally:
-        run.task.threshold = kept  # type: ignore[attr-defined]
+        run.task = original
 
 
 def _predict(trained: TrainedModel, paths: Sequence[str | Path], top_k: int, batch_size: int,
