@@ -33,7 +33,7 @@ def test_every_config_field_is_a_train_flag():
     assert outcome.exit_code == 0
     for field in dataclasses.fields(TrainConfig):
         assert "--" + field.name.replace("_", "-") in outcome.stdout, field.name
-    assert "[default: guide-cnn]" in outcome.stdout
+    assert "[default: guide-cnn; cnnlab-det for --task detection]" in " ".join(outcome.stdout.split())
 
 
 def test_models_lists_the_registry():

@@ -100,10 +100,10 @@ def test_a_regression_target_beyond_float32_is_named_with_file_line_and_column(t
                       "--runs-dir", tmp_path / "runs")
     assert outcome.exit_code == 2
     assert f"{tmp_path / 'targets.csv'}, line 4, column 3 (size): '1e300' is beyond" in outcome.stderr
-    from cnnlab.data.sources import open_csv
+    from cnnlab.data.sources import open_value_csv
 
     with pytest.raises(DataError, match="32-bit floats"):
-        open_csv(tmp_path / "targets.csv", task="regression")
+        open_value_csv(tmp_path / "targets.csv")
 
 
 def test_predict_table_lines_up_the_confidences(named_run):
