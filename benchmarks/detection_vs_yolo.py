@@ -197,6 +197,12 @@ def test_files(root: Path) -> list[Path]:
     return sorted(path for path in (root / "images" / TEST_SPLIT).iterdir() if path.is_file())
 
 
+def train_image_count(root: Path, limit: int | None) -> int:
+    """The training canvases each contender trains on: the train split, or `--limit` of them."""
+    count = sum(1 for path in (root / "images" / "train").iterdir() if path.is_file())
+    return min(count, limit) if limit else count
+
+
 # --- the cnnlab worker ---------------------------------------------------------------------------
 
 def cnnlab_fields(args: argparse.Namespace) -> dict[str, Any]:
@@ -231,7 +237,7 @@ def run_cnnlab(args: argparse.Namespace, work: Path, turns: Turns) -> dict[str, 
     turns.wait("cnnlab calibration")
     calibration = None
     epochs = args.cnnlab_epochs
-    train_images = args.limit or 2000
+    train_images = train_image_count(Path(args.dataset_root), args.limit)
     if epochs is None:
         calibration = cnnlab_calibration(args, work)
         epochs = fitted_epochs(args.budget_seconds, calibration["images_per_s"], train_images)
@@ -351,7 +357,8 @@ def yolo_train_arguments(args: argparse.Namespace, data: Path, work: Path, name:
                  "seed": args.seed, "project": str(work), "name": name, "exist_ok": True, "verbose": False,
                  "amp": False}
     if args.limit:
-        arguments["fraction"] = args.limit / 2000
+        arguments["fraction"] = train_image_count(Path(args.dataset_root), args.limit) / \
+            train_image_count(Path(args.dataset_root), None)
     arguments.update(parse_settings(args.yolo_set))
     return arguments
 
@@ -397,13 +404,13 @@ def run_yolo(args: argparse.Namespace, work: Path, turns: Turns) -> dict[str, An
     offline_ultralytics(work / "ultralytics-config")
     root = Path(args.dataset_root)
     data = yolo_data_yaml(root, work, dataset_classes(root))
-    train_images = args.limit or 2000
+    train_images = train_image_count(root, args.limit)
     turns.wait("yolo calibration")
     calibration, epochs = None, args.yolo_epochs
     if epochs is None:
         images = args.calibration_images
         clock, _ = yolo_train(args, data, work, "calibration", 1, NoTurns(), None,
-                              fraction=images / 2000, save=False)
+                              fraction=images / train_image_count(root, None), save=False)
         calibration = {"images": images, "images_per_s": images / clock.batch_seconds[0]}
         epochs = fitted_epochs(args.budget_seconds, calibration["images_per_s"], train_images)
     torch.set_num_threads(args.threads)
@@ -492,7 +499,8 @@ def report(results: dict[str, Any]) -> str:
     budget, slack = results["budget_seconds"], results["budget_slack"]
     contenders, overview = results["contenders"], results["summary"]
     lines = [f"Same CPU ({results['threads']} threads), same canvases ({DATASET}: "
-             f"{results['train_images']:,} training, 500 test canvases of 96×96, 10 classes), from scratch, "
+             f"{results['train_images']:,} training, {results['test_images']} test canvases of 96×96, 10 classes), "
+             "from scratch, "
              f"a training budget of {budget:.0f} s each; test mAP by pycocotools for both.", ""]
     header = ["", "epochs planned (run)", "mAP@[.5:.95] at the budget", "mAP@.5 at the budget",
               "end of run: training s, mAP@[.5:.95]", "best mAP@[.5:.95]", "network attempts"]
@@ -549,7 +557,7 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=32, help="both contenders [default: %(default)s]")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=None,
-                        help="train on a seeded subset of N canvases (quick checks; YOLO: fraction N/2000)")
+                        help="train on N canvases (quick checks: cnnlab a seeded subset, YOLO its `fraction`)")
     parser.add_argument("--calibration-images", type=int, default=320,
                         help="training images in each calibration epoch [default: %(default)s]")
     parser.add_argument("--cnnlab-epochs", type=int, default=None, help="[default: fitted to the budget]")
@@ -606,7 +614,8 @@ def main() -> None:
     targets = [float(value) for value in args.target_map.split(",") if value.strip()]
     results = {"benchmark": "detection_vs_yolo", "dataset": DATASET, "budget_seconds": args.budget_seconds,
                "budget_slack": args.budget_slack, "batch_size": args.batch_size, "threads": args.threads,
-               "limit": args.limit, "train_images": args.limit or 2000, "command": " ".join(sys.argv),
+               "limit": args.limit, "train_images": train_image_count(root, args.limit),
+               "test_images": len(ground_truth["images"]), "command": " ".join(sys.argv),
                "note": args.note, "machine": machine, "contenders": contenders,
                "summary": summary({name: result for name, result in contenders.items() if "error" not in result},
                                   args.budget_seconds, args.budget_slack, targets)}
