@@ -73,6 +73,15 @@ bench: $(BENCH_VENV)/.installed fashion-mnist
 		--output benchmarks/results/time_to_keras_accuracy
 	$(BENCH_VENV)/bin/python benchmarks/step_time.py fast-cnn fast-cnn-v2 guide-cnn $(BENCH_ARGS)
 	$(BENCH_VENV)/bin/python benchmarks/predict_throughput.py $(BENCH_ARGS)
+	$(MAKE) bench-detection
+
+# cnnlab's detector against Ultralytics YOLOv8n, both from scratch, the same training seconds each
+# (benchmarks/README.md); DET_ARGS='--budget-seconds 600 --cnnlab-set lr=0.005' for other settings.
+# Ultralytics (AGPL) is installed in .venv-bench only, by the bench extra; never a cnnlab dependency.
+.PHONY: bench-detection
+DET_ARGS ?= --budget-seconds 300
+bench-detection: $(BENCH_VENV)/.installed fashion-mnist
+	$(BENCH_VENV)/bin/python benchmarks/detection_vs_yolo.py $(DET_ARGS) $(BENCH_ARGS)
 
 # The GPU benchmarks and the CUDA tests (a machine with a CUDA GPU; benchmarks/README.md, "On a GPU"):
 # results in benchmarks/results/gpu/. GPU_NOTE='...' is stored with them.
