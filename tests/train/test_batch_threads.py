@@ -89,7 +89,7 @@ def test_a_batch_in_parts_has_the_whole_batchs_loss_and_gradient(task_name, part
     whole = _gradients(model)
     model.zero_grad(set_to_none=True)
     with intra_op_threads(2), BatchThreads(parts) as threads:
-        loss, parts_outputs = _step_in_parts(threads, part_models(model, parts), task, normalizer, performance,
+        loss, _, parts_outputs = _step_in_parts(threads, part_models(model, parts), task, normalizer, performance,
                                              images, targets)
     assert parts_outputs.shape == (96, outputs)
     torch.testing.assert_close(loss, whole_loss.detach(), rtol=1e-6, atol=1e-7)
