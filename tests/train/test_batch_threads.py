@@ -230,7 +230,7 @@ def test_batch_norm_parts_share_the_weights_and_keep_the_first_parts_statistics(
                                + task.loss(other_half(normalizer(images[second])).float(), labels[second]))
         expected_loss.backward()
     with intra_op_threads(2), BatchThreads(2) as threads:
-        loss, _ = _step_in_parts(threads, models, task, normalizer, performance, images, labels)
+        loss, _, _ = _step_in_parts(threads, models, task, normalizer, performance, images, labels)
     torch.testing.assert_close(loss, expected_loss.detach(), rtol=1e-6, atol=1e-7)
     # "ghost batch norm": the gradient of the halves normalised each by its own images
     for parameter, expected, other in zip(model.parameters(), reference.parameters(), other_half.parameters()):
