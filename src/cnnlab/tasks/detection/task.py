@@ -239,7 +239,6 @@ class Detection(Task):
         """A training image with its true boxes drawn (at the model's input size)."""
         from cnnlab.tasks.detection.draw import draw_boxes
 
-        annotation = source.targets.annotations[index]
         fitted = source.targets[np.array([index])].dense([_own_size(source, index, pixels)], _geometry(pixels, self.fit))[0]
         kept = fitted[fitted[:, 0] >= 0]
         return _as_array(draw_boxes(pixels, kept[:, 1:5].numpy(), kept[:, 0].long().tolist(), self.class_names))
@@ -356,11 +355,11 @@ class DetectionScores:
 
 
 def _say_what_was_fixed(dataset: Any) -> None:
+    """Warn when reading skipped, dropped or changed something (data.json records the report either way)."""
     import logging
 
-    summary = dataset.report.summary()
-    if summary:
-        logging.getLogger(__name__).warning("%s: %s", dataset.description, summary)
+    if dataset.report.changes():
+        logging.getLogger(__name__).warning("%s: %s", dataset.description, dataset.report.summary())
 
 
 def _to_origin(found: np.ndarray, origin: tuple[int, int], size: tuple[int, int], fit: str) -> np.ndarray:
