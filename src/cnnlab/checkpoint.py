@@ -76,7 +76,17 @@ class ModelInfo:
 
     @property
     def class_names(self) -> list[str] | None:
-        return self.task.get("class_names")
+        """The classes the stored task tells apart (None for a task without classes)."""
+        from cnnlab.tasks import task_from_json
+
+        return task_from_json(self.task).class_names
+
+    @property
+    def output_names(self) -> list[str]:
+        """A name per thing the stored task tells apart: its classes, or its regression targets."""
+        from cnnlab.tasks import task_from_json
+
+        return task_from_json(self.task).output_names
 
 
 def _readable_task(values: dict[str, Any]) -> dict[str, Any]:

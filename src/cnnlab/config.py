@@ -45,6 +45,14 @@ def _option(help: str, *, flag: str | None = None, choices: tuple[str, ...] | No
     return field(metadata=metadata, **kwargs)
 
 
+# Settings that only some tasks read (a task lists those it reads in `Task.settings`): their values
+# when unset, and what they do, for the message refusing them to the other tasks.
+TASK_SETTINGS: dict[str, tuple[object, str]] = {
+    "label_smoothing": (0.0, "softens an image's class label"),
+    "class_weights": ("none", "weighs each image's loss by its class"),
+}
+
+
 @dataclass
 class TrainConfig:
     data: str = _option("named dataset (fashion-mnist, mnist, cifar10, digits), a folder with one "
@@ -167,7 +175,7 @@ class TrainConfig:
         _require(self.lr is None or self.lr == "auto" or (number and self.lr > 0),
                  f"--lr must be a positive number or auto (got {self.lr!r})")
         _require(0.0 <= self.label_smoothing < 1.0, "--label-smoothing must be in [0, 1)")
-        self._validate_classification_only()
+        self._validate_task_settings()
         _require(0.0 < self.beta2 < 1.0, f"--beta2 must be between 0 and 1, e.g. 0.99 (got {self.beta2})")
         _require(self.optimizer != "sgd" or self.beta2 == _field("beta2").default,
                  "--beta2 is Adam's setting; with --optimizer sgd set --momentum instead")
@@ -205,15 +213,17 @@ class TrainConfig:
                 raise ConfigError(f"--{setting.name.replace('_', '-')} must be a finite number{example} "
                                   f"(got {value})")
 
-    def _validate_classification_only(self) -> None:
+    def _validate_task_settings(self) -> None:
+        """Settings only some tasks read (label smoothing, class weights) are refused for the others,
+        naming the task, rather than accepted and ignored."""
+        from cnnlab.tasks import task_class
+
         if self.class_weights.strip() not in ("none", "balanced"):
             parse_class_weights(self.class_weights)
-        if self.task != "classification":
-            # Both act on one label per image, which only classification has.
-            _require(self.label_smoothing == 0.0, f"--label-smoothing softens an image's class label; --task "
-                                                  f"{self.task} has none: leave it out")
-            _require(self.class_weights == "none", f"--class-weights weighs each image by its class; --task "
-                                                   f"{self.task} has no one class per image: leave it out")
+        reads = task_class(self.task).settings
+        for name, (default, what) in TASK_SETTINGS.items():
+            _require(getattr(self, name) == default or name in reads,
+                     f"--{name.replace('_', '-')} {what}; --task {self.task} does not use it: leave it out")
 
     def _validate_transfer(self) -> None:
         _require(self.weights != "",
@@ -348,14 +358,18 @@ def save_config(config: TrainConfig, path: Path) -> None:
 def with_recipe(config: TrainConfig, explicit: set[str]) -> TrainConfig:
     """`config` with its task's defaults (a detector's model) and then its recipe's values, for every
     field the user did not set explicitly."""
+    from cnnlab.tasks import task_class
+
     config = _with_task_defaults(config, explicit)
     if config.recipe is None:
         return config
     if config.recipe not in RECIPES:
         raise ConfigError(f"--recipe must be one of {', '.join(RECIPES)} (got {config.recipe!r})")
     chosen = {k: v for k, v in RECIPES[config.recipe].items() if k not in explicit}
-    if config.task != "classification":
-        chosen.pop("label_smoothing", None)  # the recipe's, for classes; a regression run has none
+    reads = task_class(config.task).settings
+    for name in TASK_SETTINGS:
+        if name not in reads:
+            chosen.pop(name, None)  # e.g. the recipe's label smoothing, for classes; a regression run has none
     return dataclasses.replace(config, **chosen)
 
 

@@ -87,10 +87,12 @@ class TrainedModel:
 
 
 def load(run: str | Path, *, which: str = "best", device: str = "auto", runs_dir: str | Path = "runs",
-         tta: str | None = None, precision: str = "auto") -> TrainedModel:
+         tta: str | None = None, precision: str = "auto", conf: float | None = None,
+         iou: float | None = None) -> TrainedModel:
     """Load a run folder (its best checkpoint by default), a run name, or a .safetensors file.
 
-    `tta` ("none" or "flip") overrides the test-time augmentation recorded with the model.
+    `tta` ("none" or "flip") overrides the test-time augmentation recorded with the model. `conf`
+    and `iou` set a detector's score and overlap thresholds (a task without them refuses them).
     `precision` as for training: "auto" runs bfloat16 where the CPU or GPU has it natively (several
     times faster; about 1 prediction in 1,000, the near ties, can differ from "fp32")."""
     if tta not in (None, "none", "flip"):
@@ -98,6 +100,7 @@ def load(run: str | Path, *, which: str = "best", device: str = "auto", runs_dir
     checkpoint = find_checkpoint(run, which, runs_dir)
     state_dict, info = load_model_checkpoint(checkpoint)
     task = task_from_json(info.task)
+    task.configure(conf=conf, iou=iou)
     model = task.build_model(info.architecture, in_channels=info.input.channels, image_size=info.input.size)
     try:
         model.load_state_dict(state_dict)

@@ -4,29 +4,27 @@ from __future__ import annotations
 
 import click
 
-from cnnlab.cli.options import max_image_pixels_option
+from cnnlab.cli.options import inference_options, max_image_pixels_option
 
 
 @click.command("explain")
 @click.argument("run")
 @click.argument("images", nargs=-1, required=True)
-@click.option("--class", "target", help="explain this class (name or index) [default: the predicted one]")
+@click.option("--class", "target", help="explain this class (name or index) [default: the predicted one]; for a "
+                                        "detector, a box by its number (1 = the highest-scoring) or a class")
 @click.option("--layer", help="Grad-CAM's layer, a module name such as layer3 or features.conv2 "
                               "[default: the last convolution stage with maps of at least 7×7]")
 @click.option("--max-maps", type=int, default=32, show_default=True, help="feature maps shown per stage")
 @click.option("-o", "--output-dir", help="where to write [default: RUN/explain/<image-stem>/]")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps")
-@click.option("--runs-dir", default="runs", show_default=True, help="where run names are looked up")
-@max_image_pixels_option
+@inference_options
 def explain_command(run: str, images: tuple[str, ...], target: str | None, layer: str | None, max_maps: int,
-                    output_dir: str | None, device: str, runs_dir: str, max_image_pixels: int) -> None:
+                    output_dir: str | None, inference: dict) -> None:
     """For each of IMAGES, write RUN's first-layer filters, the feature maps of every stage and a
     Grad-CAM heatmap for the predicted class (or --class)."""
     from cnnlab.explain.explain import explain
 
     for explanation in explain(run, list(images), target=target, layer=layer, max_maps=max_maps,
-                               output_dir=output_dir, device=device, runs_dir=runs_dir,
-                               max_image_pixels=max_image_pixels):
+                               output_dir=output_dir, **inference):
         click.echo(f"{explanation.name}: predicted {explanation.prediction}; "
                    f"{explanation.cam.describe(explanation.target_label)}")
         click.echo(f"  {explanation.folder}/: filters.png, gradcam.png, feature-maps/ "

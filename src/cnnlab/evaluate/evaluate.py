@@ -52,7 +52,8 @@ def evaluate(run: str | Path, data: str | None = None, *, split: str = "test", b
              device: str = "auto", limit: int | None = None, data_dir: str | None = None,
              output_dir: str | Path | None = None, workers: int | None = None, runs_dir: str | Path = "runs",
              tta: str | None = None, precision: str = "auto", threshold: str | None = None,
-             quiet: bool = False, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> EvaluationResult:
+             quiet: bool = False, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, conf: float | None = None,
+             iou: float | None = None) -> EvaluationResult:
     """Evaluate a run's best model on `data` (default: the data it was trained on) at `split`.
 
     `data` that is the run's own (the same folder, file or named dataset) is scored as without it:
@@ -62,11 +63,12 @@ def evaluate(run: str | Path, data: str | None = None, *, split: str = "test", b
 
     `tta` overrides the model's own test-time augmentation ("none" or "flip"). `threshold`
     ("NAME=P") gives NAME to every image whose probability for it is at least P (see
-    `TrainedModel.set_threshold`); its results go to a folder of their own. `max_image_pixels`:
-    files of more pixels are skipped and named (--max-image-pixels)."""
+    `TrainedModel.set_threshold`); its results go to a folder of their own. `conf` and `iou`: a
+    detector's thresholds for its predictions table (mAP scores every box regardless).
+    `max_image_pixels`: files of more pixels are skipped and named (--max-image-pixels)."""
     console = Console(quiet=quiet)
     check_max_image_pixels(max_image_pixels)
-    trained = load(run, device=device, runs_dir=runs_dir, tta=tta, precision=precision)
+    trained = load(run, device=device, runs_dir=runs_dir, tta=tta, precision=precision, conf=conf, iou=iou)
     trained.set_threshold(threshold)
     if data and not is_own_data(trained, data):
         source = _other_data(data, split, trained, data_dir)

@@ -87,7 +87,8 @@ def predict(run: str | Path | TrainedModel, paths: Sequence[str | Path], *, top_
             device: str = "auto", batch_size: int = 256, workers: int | None = None,
             runs_dir: str | Path = "runs", tta: str | None = None,
             precision: str = "auto", threshold: str | None = None,
-            max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Predictions:
+            max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, conf: float | None = None,
+            iou: float | None = None) -> Predictions:
     """One dict per file: its prediction as the task gives it ({"file", "label", "confidence", "top_k"}
     for a classifier, {"file", "values"} for regression, {"file", "objects"} for a detector), or
     {"file", "error"}.
@@ -109,7 +110,9 @@ def predict(run: str | Path | TrainedModel, paths: Sequence[str | Path], *, top_
         raise CnnlabError(f"--top-k must be at least 1 (got {top_k})")
     check_max_image_pixels(max_image_pixels)
     if not isinstance(run, TrainedModel):
-        run = load(run, device=device, runs_dir=runs_dir, tta=tta, precision=precision)
+        run = load(run, device=device, runs_dir=runs_dir, tta=tta, precision=precision, conf=conf, iou=iou)
+    elif conf is not None or iou is not None:
+        run.task.configure(conf=conf, iou=iou)
     run.task.check_top_k(top_k)
     if threshold is None:
         return Predictions(_predict(run, paths, top_k, batch_size, workers, max_image_pixels), run.task)

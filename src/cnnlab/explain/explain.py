@@ -104,17 +104,20 @@ def _folders(root: Path, images: Sequence[str | Path]) -> list[Path]:
 
 def explain(run: str | Path, images: Sequence[str | Path], *, target: str | None = None,
             layer: str | None = None, max_maps: int = 32, output_dir: str | Path | None = None,
-            device: str = "auto", runs_dir: str | Path = "runs",
-            max_image_pixels: int | None = None) -> list[Explanation]:
-    """Filters, feature maps and Grad-CAM for each image, written under RUN/explain/ (or `output_dir`);
-    `max_image_pixels`: the pixel budget of the image files (--max-image-pixels)."""
+            device: str = "auto", runs_dir: str | Path = "runs", max_image_pixels: int | None = None,
+            precision: str = "auto", tta: str | None = None, threshold: str | None = None,
+            conf: float | None = None, iou: float | None = None) -> list[Explanation]:
+    """Filters, feature maps and Grad-CAM for each image, written under RUN/explain/ (or `output_dir`).
+    The prediction explained is the one `predict` makes with the same `precision`, `tta`,
+    `threshold`, `conf` and `iou`; `max_image_pixels`: the pixel budget of the image files."""
     from cnnlab.data.images import check_max_image_pixels
 
     if max_maps < 1:
         raise ConfigError(f"--max-maps {max_maps}: show at least 1 map per stage")
     if max_image_pixels is not None:
         check_max_image_pixels(max_image_pixels)
-    trained = load(run, device=device, runs_dir=runs_dir)
+    trained = load(run, device=device, runs_dir=runs_dir, precision=precision, tta=tta, conf=conf, iou=iou)
+    trained.set_threshold(threshold)
     root = Path(output_dir) if output_dir else trained.run_dir / "explain"
     explanations = []
     for image, folder in zip(images, _folders(root, images)):

@@ -234,7 +234,7 @@ def _cnnlab_checkpoint(path: Path) -> PretrainedWeights:
     from cnnlab.checkpoint import load_model_checkpoint
 
     state_dict, info = load_model_checkpoint(path)
-    names = info.task.get("class_names") or info.task.get("target_names")
+    names = info.output_names
     return PretrainedWeights(state_dict, name=str(path), description=f"checkpoint {path}",
                              mean=info.input.mean, std=info.input.std, image_size=info.input.size,
                              output_names=list(names) if names else None, architecture=info.architecture)

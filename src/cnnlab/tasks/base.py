@@ -94,6 +94,9 @@ class Task(ABC):
     class_names: list[str] | None = None  # the classes it tells apart, where it has classes
     # Training settings this task starts from where the user sets none (e.g. a detector's model).
     defaults: ClassVar[dict[str, Any]] = {}
+    # The training settings only some tasks read (cnnlab.config.TASK_SETTINGS) that this one does;
+    # the others are refused for it by name.
+    settings: ClassVar[frozenset[str]] = frozenset()
 
     # --- data -------------------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ class Classification(VectorTask):
     headline_name = "accuracy"
     headline_higher_is_better = True
     loss_name = "cross-entropy"
+    settings = frozenset({"label_smoothing", "class_weights"})
 
     def __init__(self, class_names: list[str], *, label_smoothing: float = 0.0,
                  class_weights: list[float] | None = None, weighting: str = "none"):
