@@ -175,3 +175,19 @@ def test_the_detection_report_opens_in_chromium_with_every_image(trained):
     assert len(page.images) >= 2 + 2 + 1  # worst and best cards (boxes, Grad-CAM), samples, curves
     broken = [image["alt"] for image in page.images if not (image["complete"] and image["width"] > 0)]
     assert broken == []
+
+
+def test_draw_gives_a_classifier_its_caption_under_the_image(tmp_path):
+    # A task whose answer is not a picture (Task.draw is None): the image, enlarged, over its caption.
+    from cnnlab.evaluate.predict import Predictions
+    from cnnlab.tasks.classification import Classification
+
+    Image.new("L", (32, 32), 200).save(tmp_path / "shoe.png")
+    rows = Predictions([{"file": str(tmp_path / "shoe.png"), "label": "Sneaker", "confidence": 0.97},
+                        {"file": str(tmp_path / "gone.png"), "error": "no such file or folder"}],
+                       Classification(["Sandal", "Sneaker"]))
+    [path] = rows.draw(tmp_path / "drawn")
+    assert path == tmp_path / "drawn" / "shoe.png"
+    picture = np.asarray(Image.open(path).convert("L"))
+    assert picture.shape[1] == 256 and picture.shape[0] > 256  # ×8, and a band below for the caption
+    assert (picture[:256] == 200).all() and (picture[256:] < 100).any()  # dark caption text on white
