@@ -16,9 +16,12 @@ from cnnlab.cli.options import inference_options
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="also save rows to a .csv or .json file")
 @click.option("--batch-size", type=int, default=256, show_default=True)
 @click.option("--workers", type=int, help="decoding processes [default: up to 4 when the files exceed 32 MB]")
+@click.option("--draw", "draw_dir", type=click.Path(file_okay=False),
+              help="also write each image into this folder with its prediction drawn on it (a detector's boxes, "
+                   "a classifier's label as a caption), as NAME.png")
 @inference_options
 def predict_command(run: str, paths: tuple[str, ...], top_k: int, output: str | None, batch_size: int,
-                    workers: int | None, inference: dict) -> None:
+                    workers: int | None, draw_dir: str | None, inference: dict) -> None:
     """Predict PATHS (files, folders, globs) with RUN's best model; unreadable files get an error row."""
     from cnnlab.evaluate.predict import predict
 
@@ -26,6 +29,9 @@ def predict_command(run: str, paths: tuple[str, ...], top_k: int, output: str | 
     click.echo(rows.table(top_k))
     if output:
         click.echo(f"predictions written to {rows.write(output)}", err=True)
+    if draw_dir:
+        drawn = rows.draw(draw_dir, max_image_pixels=inference["max_image_pixels"])
+        click.echo(f"{len(drawn)} drawing(s) written to {draw_dir}", err=True)
     failed = sum("error" in row for row in rows)
     if failed:
         click.echo(f"{failed} of {len(rows)} file(s) could not be predicted", err=True)

@@ -75,6 +75,9 @@ class Predictions(list):
     def write(self, path: str | Path) -> Path:
         return write_predictions(self, path, self.task)
 
+    def draw(self, folder: str | Path, *, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> list[Path]:
+        return draw_predictions(self, folder, self.task, max_image_pixels=max_image_pixels)
+
 
 def _not_a_file(path: Path) -> str:
     """Why `path`, which exists, is not read: what it is (or a link to nothing)."""
@@ -271,3 +274,65 @@ def _rows_to_csv(rows: Sequence[dict[str, Any]], task: Any) -> str:
         for line in task.csv_lines(row, columns):
             writer.writerow([row["file"], *line, ""])
     return buffer.getvalue()
+
+
+def draw_predictions(rows: Sequence[dict[str, Any]], folder: str | Path, task: Any = None, *,
+                     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> list[Path]:
+    """Each predicted file as a PNG in `folder` (`cnnlab predict --draw`), in its own pixels with its
+    prediction drawn as the task draws one (a detector: its boxes); a task whose answer is not a
+    picture (a class, values) gets the image with its caption under it. Named after the file
+    (`shoe.jpg` → `shoe.png`, numbered when two files share a name); files that could not be
+    predicted are left out. Returns the paths written, in the rows' order."""
+    from cnnlab.data.images import normalize_mode, open_image
+
+    task = task if task is not None else getattr(rows, "task", None)
+    if task is None:
+        raise ValueError("drawing predictions needs the task they came from")
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise CnnlabError(f"--draw {folder}: a file is in the way; name a folder to write the drawings into")
+    folder.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    taken: set[str] = set()
+    for row in rows:
+        if "error" in row:
+            continue
+        image = normalize_mode(open_image(row["file"], max_pixels=max_image_pixels))
+        pixels = np.asarray(image)
+        pixels = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)  # (C, H, W), its own size
+        picture = task.draw(pixels, row)
+        if picture is None:
+            picture = _captioned(image, task.caption(row))
+        path = folder / _free_name(Path(row["file"]).stem, taken)
+        picture.save(path)
+        written.append(path)
+    return written
+
+
+def _free_name(stem: str, taken: set[str]) -> str:
+    name, number = f"{stem}.png", 1
+    while name in taken:
+        number += 1
+        name = f"{stem}-{number}.png"
+    taken.add(name)
+    return name
+
+
+def _captioned(image: Any, text: str, min_side: int = 256) -> Any:
+    """The image, enlarged by a whole factor to at least `min_side` on its short side (pixels kept
+    square), over a white band holding `text`."""
+    import math
+
+    from PIL import Image, ImageDraw, ImageFont
+
+    picture = image.convert("RGB")
+    factor = max(1, math.ceil(min_side / min(picture.size)))
+    picture = picture.resize((picture.width * factor, picture.height * factor), Image.Resampling.NEAREST)
+    font = ImageFont.load_default(size=max(11, round(min(picture.size) / 18)))
+    left, top, right, bottom = ImageDraw.Draw(picture).textbbox((0, 0), text, font=font)
+    pad = max(2, (bottom - top) // 3)
+    canvas = Image.new("RGB", (max(picture.width, right - left + 2 * pad), picture.height + bottom - top + 2 * pad),
+                       (255, 255, 255))
+    canvas.paste(picture, (0, 0))
+    ImageDraw.Draw(canvas).text((pad - left, picture.height + pad - top), text, fill=(0, 0, 0), font=font)
+    return canvas

@@ -86,6 +86,10 @@ _TALLY_TITLES = {
     "crowd": "crowd boxes (ignored when matching)",
     "difficult": "difficult boxes (ignored when matching)",
 }
+# The tallies of data changed on the way in: what a user is warned about. The others (background
+# images, a YOLO image without a label file, crowd and difficult boxes) are what such data holds.
+_CHANGES = ("missing_images", "unreadable_files", "unreadable_images", "malformed", "unknown_classes",
+            "degenerate", "clipped", "polygons")
 
 
 @dataclass
@@ -110,6 +114,10 @@ class BoxReport:
 
     def tallies(self) -> dict[str, Tally]:
         return {name: getattr(self, name) for name in _TALLY_TITLES}
+
+    def changes(self) -> int:
+        """How many images, files and boxes reading skipped, dropped or changed (0: read as they are)."""
+        return sum(getattr(self, name).count for name in _CHANGES)
 
     def summary(self, examples: int = 3) -> str:
         """A few lines for the console: the totals, then each non-zero tally with `examples` named."""
