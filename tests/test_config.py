@@ -64,3 +64,13 @@ def test_a_run_saved_before_beta2_and_warmup_existed_trains_as_it_did():
     del saved["beta2"], saved["warmup"]
     config = TrainConfig.from_dict(saved).validate()
     assert config.beta2 == 0.999 and config.warmup is None  # PyTorch's β2; the schedule's own warm-up
+
+
+def test_a_tasks_defaults_fill_what_the_user_left_unset_and_its_rate_goes_with_its_optimiser():
+    from cnnlab.config import with_recipe
+
+    plain = with_recipe(TrainConfig(data="fashion-mnist-boxes", task="detection"), explicit={"task", "data"})
+    assert (plain.model, plain.batch_size, plain.lr, plain.augment) == ("cnnlab-det", 64, 0.006, "flip")
+    chosen = with_recipe(TrainConfig(data="fashion-mnist-boxes", task="detection", batch_size=16, optimizer="sgd"),
+                         explicit={"task", "data", "batch_size", "optimizer"})
+    assert chosen.batch_size == 16 and chosen.lr is None and chosen.resolved_lr() == 0.05  # SGD's own default

@@ -377,4 +377,7 @@ def _with_task_defaults(config: TrainConfig, explicit: set[str]) -> TrainConfig:
     from cnnlab.tasks import task_class
 
     defaults = {k: v for k, v in task_class(config.task).defaults.items() if k not in explicit}
+    if "optimizer" in explicit and "optimizer" not in task_class(config.task).defaults:
+        # The task's rate was tuned for the default optimiser; another one keeps its own default rate.
+        defaults.pop("lr", None)
     return dataclasses.replace(config, **defaults) if defaults else config
