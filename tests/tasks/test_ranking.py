@@ -11,7 +11,8 @@ import torch
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
 import cnnlab
-from cnnlab.tasks.classification import Classification, confusion_matrix, operating_points
+from cnnlab.tasks.class_metrics import confusion_matrix, operating_points
+from cnnlab.tasks.classification import Classification
 from cnnlab.tasks.ranking import ranking_curve, ranking_metrics
 
 

@@ -12,8 +12,7 @@ from torch.nn import functional as F
 from cnnlab.config import parse_class_weights
 from cnnlab.errors import ConfigError
 from cnnlab.tasks.base import ReportContext
-from cnnlab.tasks.class_metrics import (ClassificationMeter, classification_metrics,  # noqa: F401
-                                        confusion_matrix, operating_points, per_class_scores, top_k_accuracy)
+from cnnlab.tasks.class_metrics import ClassificationMeter, classification_metrics, operating_points
 from cnnlab.tasks.vector import VectorTask
 
 if TYPE_CHECKING:

@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 
     from cnnlab.config import TrainConfig
     from cnnlab.data.prepare import Geometry
-    from cnnlab.data.source import Source
     from cnnlab.models.build import Architecture
 
 # cnnlab.data.prepare holds images in memory below this (cache auto); a copy, so this module
