@@ -26,6 +26,7 @@ from cnnlab.models.weights import PretrainedWeights, load_weights
 if TYPE_CHECKING:
     from torch import nn
 
+    from cnnlab.console import Console
     from cnnlab.data.normalize import InputSpec
     from cnnlab.data.source import Source
     from cnnlab.tasks import Task
@@ -181,3 +182,15 @@ def describe_input(spec: "InputSpec", pretrained: PretrainedWeights | None) -> s
     origin = "the pretrained weights'" if from_weights else "the data's"
     return f"normalisation: {origin} mean ({mean}), std ({std})"
 
+
+def note_pretrained_input(console: "Console", spec: "InputSpec", pretrained: PretrainedWeights | None,
+                          config: TrainConfig, source: "Source", architecture: Architecture, *,
+                          size_asked: bool) -> None:
+    """What pretrained weights did to the input: the normalisation they brought, and (unless
+    --image-size was given) a warning when their image size enlarges the data's images a lot."""
+    if pretrained is None:
+        return
+    console.info(describe_input(spec, pretrained))
+    resize = None if size_asked else describe_resize(config, pretrained, own_image_size(source), architecture)
+    if resize:
+        console.warn(resize)

@@ -1,9 +1,13 @@
-"""`train()`: everything a run needs, assembled once, then handed to the loop.
+"""`train()`: everything a run needs, assembled once (`_assemble_and_fit`), then handed to the loop.
 
-    config → pretrained weights (if any) → data (split, resized, in memory) → task → normalisation
-    → model (+ the pretrained layers that fit) → learning rate (`--lr auto`: the range test)
-    → optimiser and schedule (per stage with --freeze / --fine-tune) → callbacks (progress,
-    metrics.csv, curves, checkpoints, early stopping, stages) → fit
+    device → pretrained weights (if any) → data (split, resized, in memory; memory checked first)
+    → task → normalisation → model (+ the pretrained layers that fit) → run folder and config.yaml
+    → learning rate (`--lr auto`: the range test) → optimiser and schedule (per stage with
+    --freeze / --fine-tune) → callbacks (progress, metrics.csv, curves, checkpoints, early stopping,
+    stages) → fit
+
+A resume takes the same steps; its architecture, task, normalisation and weights come from the
+saved run instead (`_Resumption`), and its optimiser, schedule and progress are put back.
 """
 
 from __future__ import annotations
@@ -32,14 +36,13 @@ from cnnlab.runs import TRAIN_STATE, WEIGHTS, clear_stale_writes, create_run_dir
 from cnnlab.strict_json import finite_or_none, to_json_text
 from cnnlab.tasks import Task, task_for_training, task_from_json
 from cnnlab.train import callbacks as cb
-from cnnlab.checkpoint import (ModelInfo, load_training_state, match_parameter_layouts,
-                                     restore_training_state, save_model_checkpoint, save_training_state,
-                                     scheduler_state)
+from cnnlab.checkpoint import (ModelInfo, TrainingState, load_training_state, match_parameter_layouts,
+                               restore_training_state, save_model_checkpoint, save_training_state,
+                               scheduler_state)
 from cnnlab.train.loop import Callback, FitState, TrainingDiverged, fit, seed_everything
 from cnnlab.train.memory import RunShape, check_memory
 from cnnlab.train.optim import build_optimizer, build_scheduler, follow_schedule
-from cnnlab.train.pretrained import (describe_input, describe_resize, head_layers, load_pretrained,
-                                     load_transfer_report, own_image_size,
+from cnnlab.train.pretrained import (head_layers, load_pretrained, load_transfer_report, note_pretrained_input,
                                      pretrained_normalisation, recorded_weights, save_transfer_report,
                                      transfer_pretrained, with_weights_defaults)
 from cnnlab.train.stages import FineTuneStages, StagePlan, apply_stage, parameter_groups, staged_schedule
@@ -68,80 +71,6 @@ class TrainResult:
     @property
     def last_checkpoint(self) -> Path:
         return self.run_dir / WEIGHTS / "last.safetensors"
-
-
-@dataclass
-class _Setup:
-    """The objects one run trains with."""
-
-    config: TrainConfig
-    run_dir: Path
-    data: TrainingData
-    task: Task
-    info: ModelInfo
-    model: torch.nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    train_batches: Batches
-    val_batches: Batches | None
-    device: torch.device
-    stages: StagePlan | None = None
-    context: DistributedContext = DistributedContext()
-
-
-@dataclass
-class RunStart:
-    """What a run (or the learning-rate finder) starts from, prepared once from its config."""
-
-    config: TrainConfig  # the image size defaults to the pretrained weights' own
-    device: torch.device  # this process's device
-    architecture: Architecture
-    pretrained: PretrainedWeights | None
-    data: TrainingData
-    task: Task
-    input_spec: InputSpec
-
-    def initial_model(self, console: Console) -> tuple[torch.nn.Module, TransferReport | None]:
-        """A freshly initialised model (seeded) holding every pretrained layer that fits."""
-        geometry = self.data.geometry
-        seed_everything(self.config.seed)  # weight initialisation depends on the seed alone
-        model = self.task.build_model(self.architecture, in_channels=geometry.channels, image_size=geometry.size)
-        if self.pretrained is None:
-            return model, None
-        report = transfer_pretrained(model, self.architecture, self.task, self.pretrained, self.config)
-        console.info(report.summary())
-        # The tensors now live in the model; let the copies go (VGG-16's are half a gigabyte).
-        self.pretrained = replace(self.pretrained, state_dict={})
-        return model, report
-
-    def stage_plan(self, model: torch.nn.Module, report: TransferReport | None) -> StagePlan | None:
-        return _stage_plan(self.config, model, self.architecture, report)
-
-
-def prepare_run(config: TrainConfig, console: Console,
-                context: DistributedContext = DistributedContext()) -> RunStart:
-    """Weights, data, task and normalisation for a validated config (joining the process group, if any)."""
-    _check_distributed(config, context)
-    device = distributed.start(context, resolve_device(config.device))
-    architecture = resolve_architecture(config.model)
-    pretrained = load_pretrained(config, architecture)
-    size_asked = config.image_size is not None
-    config = with_weights_defaults(config, pretrained)
-    data = prepare_training_data(config, console, before_loading=_memory_check(
-        config, architecture, device, context, statistics_from_data=pretrained is None or pretrained.mean is None))
-    task = task_for_training(config.task, data.train.source, config)
-    geometry = data.geometry
-    mean, std = (pretrained_normalisation(pretrained, geometry.channels)
-                 or channel_statistics(data.train, seed=config.seed))
-    input_spec = InputSpec(geometry.channels, geometry.height, geometry.width, tuple(mean), tuple(std),
-                           geometry.fit)
-    if pretrained is not None:
-        console.info(describe_input(input_spec, pretrained))
-        resize = None if size_asked else describe_resize(config, pretrained, own_image_size(data.train.source),
-                                                         architecture)
-        if resize:
-            console.warn(resize)
-    return RunStart(config, device, architecture, pretrained, data, task, input_spec)
 
 
 def train(config: TrainConfig | str | Path | None = None, *, resume: str | Path | None = None,
@@ -197,44 +126,243 @@ def check_callbacks(callbacks: Sequence[object]) -> list[object]:
     return list(callbacks)
 
 
+def merge_config(config: TrainConfig | str | Path | None, fields: dict[str, Any]) -> TrainConfig:
+    """A config file or object, overridden by `fields`, with its recipe filling what nobody set."""
+    overrides = coerce_fields(TrainConfig, fields, origin="train()")
+    explicit = set(overrides)
+    if isinstance(config, (str, Path)):
+        values = load_config_file(config)
+        explicit |= set(coerce_fields(TrainConfig, values, origin=str(config)))
+        config = TrainConfig.from_dict(values, origin=str(config))
+    elif config is not None:
+        defaults = TrainConfig()
+        explicit |= {f for f in TrainConfig.__dataclass_fields__ if getattr(config, f) != getattr(defaults, f)}
+    return with_recipe(replace(config or TrainConfig(), **overrides), explicit)
+
+
 def _start(config: TrainConfig, console: Console, context: DistributedContext,
            callbacks: list[object], run_dir: Path | None = None) -> TrainResult:
     """A new run, in a new folder or (`run_dir`) in the folder of a run that saved no epoch."""
-    start = prepare_run(config, console, context)
-    data, task = start.data, start.task
-    # The model first: a network that does not fit the data (a YAML layer list, a too-small image)
-    # must fail before a run folder exists, not leave an empty one behind.
-    model, report = start.initial_model(console)
-    parts = _batch_threads(start.config, model, start.device, context)  # a --batch-threads it cannot take, too
-    if context.is_main and run_dir is None:
-        run_dir = create_run_dir(start.config.runs_dir, start.config.name,
-                                 default_run_name(start.architecture.label, start.config.data),
-                                 exist_ok=start.config.exist_ok)
-    run_dir = distributed.share_from_main(run_dir)
-    config = _resolved(start.config, run_dir, data, start.pretrained)
-    if context.is_main:
-        save_config(config, run_dir / "config.yaml")
-        write_text_atomic(run_dir / "data.json", to_json_text(data.summary()))
-        if report is not None:
-            save_transfer_report(run_dir, report)
-    plan = start.stage_plan(model, report)
-    batches = training_batches(config, data, start.device, task, context, parts=parts)
-    if config.lr == "auto":
-        config = replace(config, lr=distributed.share_from_main(
-            _find_learning_rate(start, model, plan, batches[0], run_dir, console) if context.is_main else None))
+    return _assemble_and_fit(_FreshStart(config, run_dir), console, context, callbacks)
+
+
+def _resume(run: str | Path, fields: dict[str, Any], console: Console, context: DistributedContext,
+            callbacks: list[object]) -> TrainResult:
+    """The run in folder `run`, continued after its last saved epoch."""
+    run_dir = find_run(run, fields.get("runs_dir", "runs"))
+    clear_stale_writes(run_dir)  # temporary files of a session killed mid-write
+    config = _resumed_config(run, run_dir, fields)
+    state_path = run_dir / WEIGHTS / TRAIN_STATE
+    if not state_path.exists():
+        # The run ended (a crash, a kill, nan) before its first epoch was saved: nothing to continue
+        # from, so it starts again, in its own folder, from its recorded configuration.
+        console.info(f"note: {run_dir} saved no epoch before it stopped; training it again from epoch 1")
+        return _start(config, console, context, callbacks, run_dir=run_dir)
+    saved = load_training_state(state_path)
+    progress = _progress_to_continue(run, saved, config, console)
+    return _assemble_and_fit(_Resumption(config, run_dir, saved, progress), console, context, callbacks)
+
+
+def _resumed_config(run: str | Path, run_dir: Path, fields: dict[str, Any]) -> TrainConfig:
+    """The run's saved config with the flags a resume may change (RESUMABLE_OVERRIDES); changing any
+    other would make it a different run."""
+    saved = TrainConfig.from_dict(load_config_file(run_dir / "config.yaml"), origin=str(run_dir / "config.yaml"))
+    overrides = coerce_fields(TrainConfig, fields, origin="--resume")
+    changed = {k for k, v in overrides.items() if getattr(saved, k) != v and k not in ("runs_dir", "name")}
+    if changed - RESUMABLE_OVERRIDES:
+        raise ConfigError(f"--resume {run}: cannot change {', '.join(sorted(changed - RESUMABLE_OVERRIDES))} "
+                          f"of an existing run (only {', '.join(sorted(RESUMABLE_OVERRIDES))}); start a new run")
+    config = replace(saved, **{k: overrides[k] for k in changed}).validate()
+    check_recorded_data(config.data, then=f"resume from the folder you trained in (cd there, then --resume {run})")
+    return config
+
+
+def _progress_to_continue(run: str | Path, saved: TrainingState, config: TrainConfig,
+                          console: Console) -> FitState:
+    """The saved progress, to go on to `config.epochs` (even past an early stop)."""
+    progress = FitState.from_json(saved.progress)
+    if progress.epoch >= config.epochs:
+        raise ConfigError(f"--resume {run}: the run already completed {progress.epoch} of {config.epochs} epochs; "
+                          f"pass a larger --epochs to train further")
+    if progress.stop_reason:
+        console.info(f"note: the run had stopped ({progress.stop_reason}); continuing anyway")
+        progress.stop_reason = None
+    progress.epochs = config.epochs
+    return progress
+
+
+def _assemble_and_fit(origin: _FreshStart | _Resumption, console: Console, context: DistributedContext,
+                      callbacks: list[object]) -> TrainResult:
+    """Put one run together, then train it. A fresh start and a resume take the same steps; where
+    each part comes from (`origin`) is all that differs."""
+    start = origin.prepare(console, context)  # device, data, task, normalisation (+ pretrained weights)
+    # The model before the run folder: a network that does not fit the data (a YAML layer list, a
+    # too-small image) or a --batch-threads it cannot take must fail before a folder exists.
+    model, report = origin.model(start, console)
+    parts = _batch_threads(start.config, model, start.device, context)
+    run_dir = origin.folder(start, context)
+    config = origin.record(start, run_dir, report, context)
+    plan = _stage_plan(config, model, start.architecture, report)
+    train_batches, val_batches = training_batches(config, start.data, start.device, start.task, context, parts=parts)
+    if config.lr == "auto":  # only a fresh start: a resumed run's config holds the rate it found
+        config = _range_tested(config, start, model, plan, train_batches, run_dir, console, context)
+    model = model.to(start.device)
+    optimizer, scheduler = _optimiser_and_schedule(config, model, plan, steps_per_epoch=len(train_batches))
+    setup = _Setup(config, run_dir, start.data, start.task, origin.info(start, config), model, optimizer,
+                   scheduler, train_batches, val_batches, start.device, plan, context, batch_threads=parts)
+    state, loss_scaler = origin.begin(setup, console)
+    return _fit(setup, state, console, callbacks, loss_scaler=loss_scaler)
+
+
+@dataclass
+class RunStart:
+    """What a run (or the learning-rate finder) starts from: its device, data, task and normalisation."""
+
+    config: TrainConfig  # the image size defaults to the pretrained weights' own
+    device: torch.device  # this process's device
+    architecture: Architecture
+    pretrained: PretrainedWeights | None
+    data: TrainingData
+    task: Task
+    input_spec: InputSpec
+
+    def initial_model(self, console: Console) -> tuple[torch.nn.Module, TransferReport | None]:
+        """A freshly initialised model (seeded) holding every pretrained layer that fits."""
+        geometry = self.data.geometry
+        seed_everything(self.config.seed)  # weight initialisation depends on the seed alone
+        model = self.task.build_model(self.architecture, in_channels=geometry.channels, image_size=geometry.size)
+        if self.pretrained is None:
+            return model, None
+        report = transfer_pretrained(model, self.architecture, self.task, self.pretrained, self.config)
+        console.info(report.summary())
+        # The tensors now live in the model; let the copies go (VGG-16's are half a gigabyte).
+        self.pretrained = replace(self.pretrained, state_dict={})
+        return model, report
+
+    def stage_plan(self, model: torch.nn.Module, report: TransferReport | None) -> StagePlan | None:
+        return _stage_plan(self.config, model, self.architecture, report)
+
+
+def prepare_run(config: TrainConfig, console: Console,
+                context: DistributedContext = DistributedContext()) -> RunStart:
+    """Weights, data, task and normalisation for a validated config (joining the process group, if any)."""
+    device = _join(config, context)
+    architecture = resolve_architecture(config.model)
+    pretrained = load_pretrained(config, architecture)
+    size_asked = config.image_size is not None
+    config = with_weights_defaults(config, pretrained)
+    data = _load_data(config, architecture, device, context, console,
+                      statistics_from_data=pretrained is None or pretrained.mean is None)
+    task = task_for_training(config.task, data.train.source, config)
+    input_spec = _input_spec(data, pretrained, config.seed)
+    note_pretrained_input(console, input_spec, pretrained, config, data.train.source, architecture,
+                          size_asked=size_asked)
+    return RunStart(config, device, architecture, pretrained, data, task, input_spec)
+
+
+@dataclass
+class _FreshStart:
+    """A new run: its config as given, pretrained weights if it names any, a new run folder (or
+    `run_dir`, the folder of a run that saved no epoch), and its first epoch next."""
+
+    config: TrainConfig
+    run_dir: Path | None = None
+
+    def prepare(self, console: Console, context: DistributedContext) -> RunStart:
+        return prepare_run(self.config, console, context)
+
+    def model(self, start: RunStart, console: Console) -> tuple[torch.nn.Module, TransferReport | None]:
+        return start.initial_model(console)
+
+    def folder(self, start: RunStart, context: DistributedContext) -> Path:
+        run_dir = self.run_dir
+        if context.is_main and run_dir is None:
+            run_dir = create_run_dir(start.config.runs_dir, start.config.name,
+                                     default_run_name(start.architecture.label, start.config.data),
+                                     exist_ok=start.config.exist_ok)
+        return distributed.share_from_main(run_dir)  # the folder rank 0 made, known to every process
+
+    def record(self, start: RunStart, run_dir: Path, report: TransferReport | None,
+               context: DistributedContext) -> TrainConfig:
+        """The config with every default made explicit, saved with what the data and weights were."""
+        config = _resolved(start.config, run_dir, start.data, start.pretrained)
         if context.is_main:
-            save_config(config, run_dir / "config.yaml")  # the rate actually used, so -c reproduces the run
-    info = ModelInfo(start.architecture, task.to_json(), start.input_spec, config=config.to_dict())
-    setup = _assemble(config, run_dir, data, task, info, start.device, model, plan, batches, context)
-    console.info(f"run folder: {run_dir}")
-    return _fit(setup, FitState(epochs=config.epochs), console, callbacks)
+            save_config(config, run_dir / "config.yaml")
+            write_text_atomic(run_dir / "data.json", to_json_text(start.data.summary()))
+            if report is not None:
+                save_transfer_report(run_dir, report)  # which layers --freeze trains, should it resume
+        return config
+
+    def info(self, start: RunStart, config: TrainConfig) -> ModelInfo:
+        return ModelInfo(start.architecture, start.task.to_json(), start.input_spec, config=config.to_dict())
+
+    def begin(self, setup: _Setup, console: Console) -> tuple[FitState, dict[str, Any] | None]:
+        console.info(f"run folder: {setup.run_dir}")
+        return FitState(epochs=setup.config.epochs), None
 
 
-def _find_learning_rate(start: RunStart, model: torch.nn.Module, plan: StagePlan | None, batches: Batches,
-                        run_dir: Path, console: Console) -> float:
-    from cnnlab.train.lr_find import sweep_for_training
+def _resolved(config: TrainConfig, run_dir: Path, data: TrainingData,
+              pretrained: PretrainedWeights | None) -> TrainConfig:
+    """The config with every default made explicit, as saved into the run folder (`--lr auto` stays
+    until the range test has run; the weights are named exactly)."""
+    geometry = data.geometry
+    lr = config.lr if config.lr == "auto" else config.resolved_lr()
+    return replace(recorded_weights(config, pretrained), data=recorded_data(config.data), name=run_dir.name,
+                   runs_dir=str(run_dir.parent), lr=lr, image_size=f"{geometry.height},{geometry.width}",
+                   channels=geometry.channels, exist_ok=False)
 
-    return sweep_for_training(start, model, plan, batches, run_dir, console).suggestion
+
+@dataclass
+class _Resumption:
+    """A run continued from its folder: its saved config (with the flags a resume may change), the
+    architecture, task and normalisation it was saved with, then its weights, optimiser, schedule
+    and progress put back."""
+
+    config: TrainConfig
+    run_dir: Path
+    saved: TrainingState
+    progress: FitState
+
+    def prepare(self, console: Console, context: DistributedContext) -> RunStart:
+        info = self.saved.info
+        device = _join(self.config, context)
+        # The normalisation was saved with the run, so no statistics are taken from the data.
+        data = _load_data(self.config, info.architecture, device, context, console, statistics_from_data=False)
+        return RunStart(self.config, device, info.architecture, None, data, task_from_json(info.task), info.input)
+
+    def model(self, start: RunStart, console: Console) -> tuple[torch.nn.Module, TransferReport | None]:
+        """The saved run's network, its weights put back in `begin`, once the optimiser exists."""
+        spec = start.input_spec
+        model = start.task.build_model(start.architecture, in_channels=spec.channels, image_size=spec.size)
+        report = load_transfer_report(self.run_dir) if self.config.staged else None
+        return model, report
+
+    def folder(self, start: RunStart, context: DistributedContext) -> Path:
+        return self.run_dir
+
+    def record(self, start: RunStart, run_dir: Path, report: TransferReport | None,
+               context: DistributedContext) -> TrainConfig:
+        if context.is_main:
+            save_config(self.config, run_dir / "config.yaml")  # the --epochs/--patience/... it goes on with
+        return self.config
+
+    def info(self, start: RunStart, config: TrainConfig) -> ModelInfo:
+        return replace(self.saved.info, config=config.to_dict())
+
+    def begin(self, setup: _Setup, console: Console) -> tuple[FitState, dict[str, Any] | None]:
+        restore_training_state(self.saved, setup.model, setup.optimizer, setup.scheduler)
+        follow_schedule(setup.scheduler)  # the schedule of the --epochs now asked for, from the step reached
+        if setup.context.is_main:
+            # metrics.csv may hold a row written after the state was saved; the state's history is the truth.
+            cb.write_metrics_csv(setup.run_dir / "metrics.csv", self.progress.history)
+        console.info(f"resuming {setup.run_dir} after epoch {self.progress.epoch} of {setup.config.epochs}")
+        return self.progress, self.saved.loss_scaler
+
+
+def _join(config: TrainConfig, context: DistributedContext) -> torch.device:
+    """This process's device, once it has joined the process group (under torchrun)."""
+    _check_distributed(config, context)
+    return distributed.start(context, resolve_device(config.device))
 
 
 def _check_distributed(config: TrainConfig, context: DistributedContext) -> None:
@@ -244,6 +372,13 @@ def _check_distributed(config: TrainConfig, context: DistributedContext) -> None
     if config.fine_tune:
         raise ConfigError(f"--fine-tune unfreezes the backbone mid-run, which DistributedDataParallel cannot "
                           f"follow; run it on one process, or use --freeze with {context.world_size} processes")
+
+
+def _load_data(config: TrainConfig, architecture: Architecture, device: torch.device, context: DistributedContext,
+               console: Console, *, statistics_from_data: bool) -> TrainingData:
+    """The split, resized images in memory, once the memory check has passed on their size."""
+    return prepare_training_data(config, console, before_loading=_memory_check(
+        config, architecture, device, context, statistics_from_data=statistics_from_data))
 
 
 def _memory_check(config: TrainConfig, architecture: Architecture, device: torch.device,
@@ -260,29 +395,20 @@ def _memory_check(config: TrainConfig, architecture: Architecture, device: torch
     return check
 
 
-def merge_config(config: TrainConfig | str | Path | None, fields: dict[str, Any]) -> TrainConfig:
-    """A config file or object, overridden by `fields`, with its recipe filling what nobody set."""
-    overrides = coerce_fields(TrainConfig, fields, origin="train()")
-    explicit = set(overrides)
-    if isinstance(config, (str, Path)):
-        values = load_config_file(config)
-        explicit |= set(coerce_fields(TrainConfig, values, origin=str(config)))
-        config = TrainConfig.from_dict(values, origin=str(config))
-    elif config is not None:
-        defaults = TrainConfig()
-        explicit |= {f for f in TrainConfig.__dataclass_fields__ if getattr(config, f) != getattr(defaults, f)}
-    return with_recipe(replace(config or TrainConfig(), **overrides), explicit)
-
-
-def _resolved(config: TrainConfig, run_dir: Path, data: TrainingData,
-              pretrained: PretrainedWeights | None) -> TrainConfig:
-    """The config with every default made explicit, as saved into the run folder (`--lr auto` stays
-    until the range test has run; the weights are named exactly)."""
+def _input_spec(data: TrainingData, pretrained: PretrainedWeights | None, seed: int) -> InputSpec:
+    """The images' shape and normalisation: the pretrained weights' mean and std, for the filters
+    expect inputs scaled as they saw them; otherwise the training images' own."""
     geometry = data.geometry
-    lr = config.lr if config.lr == "auto" else config.resolved_lr()
-    return replace(recorded_weights(config, pretrained), data=recorded_data(config.data), name=run_dir.name,
-                   runs_dir=str(run_dir.parent), lr=lr, image_size=f"{geometry.height},{geometry.width}",
-                   channels=geometry.channels, exist_ok=False)
+    mean, std = (pretrained_normalisation(pretrained, geometry.channels)
+                 or channel_statistics(data.train, seed=seed))
+    return InputSpec(geometry.channels, geometry.height, geometry.width, tuple(mean), tuple(std), geometry.fit)
+
+
+def _batch_threads(config: TrainConfig, model: torch.nn.Module, device: torch.device,
+                   context: DistributedContext) -> int:
+    """How many threads train each batch (batch_threads.py); a ConfigError for a number that cannot work."""
+    return choose_batch_threads(config.batch_threads, model, device=device, batch_size=config.batch_size,
+                                distributed=context.enabled, compiled=config.compile)
 
 
 def _stage_plan(config: TrainConfig, model: torch.nn.Module, architecture: Architecture,
@@ -292,15 +418,6 @@ def _stage_plan(config: TrainConfig, model: torch.nn.Module, architecture: Archi
     assert report is not None  # validate() refuses --freeze / --fine-tune without pretrained weights
     return StagePlan(head_layers(model, architecture, report), None if config.freeze else config.fine_tune,
                      config.backbone_lr_factor)
-
-
-def _augmentation(preset: str, task: Task):
-    if preset == "none":
-        return None  # and torchvision, which costs a second to import, stays unloaded
-    from cnnlab.data.augment import build_augmentation
-
-    task.check_augmentation(preset)
-    return build_augmentation(preset, task.move_targets if task.moves_with_image else None)
 
 
 def training_batches(config: TrainConfig, data: TrainingData, device: torch.device, task: Task,
@@ -323,6 +440,15 @@ def training_batches(config: TrainConfig, data: TrainingData, device: torch.devi
     return train_batches, val_batches
 
 
+def _augmentation(preset: str, task: Task):
+    if preset == "none":
+        return None  # and torchvision, which costs a second to import, stays unloaded
+    from cnnlab.data.augment import build_augmentation
+
+    task.check_augmentation(preset)
+    return build_augmentation(preset, task.move_targets if task.moves_with_image else None)
+
+
 def _single_image_part(last_batch: int, parts: int) -> bool:
     """Whether a last batch of `last_batch` images, split into `parts` on threads, leaves one part a
     single image, which batch norm cannot normalise ("Expected more than 1 value per channel"):
@@ -330,38 +456,55 @@ def _single_image_part(last_batch: int, parts: int) -> bool:
     return last_batch > 0 and last_batch // min(parts, last_batch) < 2
 
 
-def _assemble(config: TrainConfig, run_dir: Path, data: TrainingData, task: Task, info: ModelInfo,
-              device: torch.device, model: torch.nn.Module, plan: StagePlan | None,
-              batches: tuple[Batches, Batches | None], context: DistributedContext) -> _Setup:
-    train_batches, val_batches = batches
-    model = model.to(device)
+def _range_tested(config: TrainConfig, start: RunStart, model: torch.nn.Module, plan: StagePlan | None,
+                  batches: Batches, run_dir: Path, console: Console, context: DistributedContext) -> TrainConfig:
+    """`--lr auto`: the config with the range test's suggestion, found by the main process and
+    shared; saved, so that `-c config.yaml` reproduces the run with the rate actually used."""
+    from cnnlab.train.lr_find import sweep_for_training
+
+    found = sweep_for_training(start, model, plan, batches, run_dir, console).suggestion if context.is_main else None
+    config = replace(config, lr=distributed.share_from_main(found))
+    if context.is_main:
+        save_config(config, run_dir / "config.yaml")
+    return config
+
+
+def _optimiser_and_schedule(config: TrainConfig, model: torch.nn.Module, plan: StagePlan | None, *,
+                            steps_per_epoch: int) -> tuple[torch.optim.Optimizer, Any]:
+    """The optimiser (the backbone at its own rate under --freeze / --fine-tune) and the schedule of
+    its learning rate over the whole run, which a staged run starts afresh at each stage."""
     lr = config.resolved_lr()
     optimizer = build_optimizer(model, config.optimizer, lr=lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay, beta2=config.beta2,
                                 groups=parameter_groups(model, plan, lr) if plan else None)
     if plan is None:
         scheduler = build_scheduler(optimizer, config.schedule,
-                                    total_steps=config.epochs * len(train_batches), warmup=config.warmup)
+                                    total_steps=config.epochs * steps_per_epoch, warmup=config.warmup)
     else:
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, staged_schedule(config.schedule, plan, len(train_batches), config.epochs,
+            optimizer, staged_schedule(config.schedule, plan, steps_per_epoch, config.epochs,
                                        warmup=config.warmup))
-    return _Setup(config, run_dir, data, task, info, model, optimizer, scheduler, train_batches, val_batches,
-                  device, plan, context)
+    return optimizer, scheduler
 
 
-def _saver(setup: _Setup, performance: Performance):
-    def save(path: Path, kind: str, state: FitState) -> None:
-        row = finite_or_none(state.history[-1])  # a run without validation images has no val_loss: null
-        info = replace(setup.info, epoch=state.epoch, metrics=row)
-        if kind == "model":
-            save_model_checkpoint(path, setup.model.state_dict(), info)
-        else:
-            save_training_state(path, model_state=setup.model.state_dict(),
-                                optimizer_state=setup.optimizer.state_dict(),
-                                scheduler_state=scheduler_state(setup.scheduler), progress=state.to_json(),
-                                info=info, loss_scaler=performance.loss_scaler_state())
-    return save
+@dataclass
+class _Setup:
+    """The objects one run trains with."""
+
+    config: TrainConfig
+    run_dir: Path
+    data: TrainingData
+    task: Task
+    info: ModelInfo
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    train_batches: Batches
+    val_batches: Batches | None
+    device: torch.device
+    stages: StagePlan | None = None
+    context: DistributedContext = DistributedContext()
+    batch_threads: int = 1  # the threads each batch is split across (batch_threads.py)
 
 
 def _fit(setup: _Setup, state: FitState, console: Console, user_callbacks: list[object],
@@ -371,33 +514,14 @@ def _fit(setup: _Setup, state: FitState, console: Console, user_callbacks: list[
     performance = resolve_performance(setup.device, precision=setup.config.precision,
                                       channels_last=setup.config.channels_last, compile=setup.config.compile)
     performance.restore_loss_scaler(loss_scaler)
-    callbacks: list[object] = []
-    if setup.stages is None:
-        trainable = sum(p.numel() for p in setup.model.parameters() if p.requires_grad)
-        count = f"{trainable:,} trainable parameters"
-    else:
-        count = f"{sum(p.numel() for p in setup.model.parameters()):,} parameters"
+    if setup.stages is not None:  # the stage of the epoch to come: the head alone, or the whole network
         apply_stage(setup.model, setup.stages, setup.stages.stage(state.epoch + 1))
-        callbacks.append(FineTuneStages(setup.model, setup.stages, console.info))  # first: it says the stage
-    console.info(f"model: {setup.info.architecture.label} ({count}) on {setup.device}; "
+    console.info(f"model: {setup.info.architecture.label} ({_parameter_count(setup)}) on {setup.device}; "
                  f"task: {task.name} ({task.describe_outputs()})")
     console.info(task.describe_loss())
-    if setup.context.is_main:
-        callbacks += [
-            cb.ProgressBar(task.headline_name, enabled=not console.quiet, running_headline=task.per_image_headline),
-            cb.MetricsCsv(setup.run_dir / "metrics.csv"),
-            cb.TrainingCurves(setup.run_dir / "training_curves.png", task.headline_name, task.loss_name),
-        ]
-    if setup.config.patience:
-        # Every process decides alike: the metrics it sees are summed over all of them.
-        callbacks.append(cb.EarlyStopping(setup.config.patience))
-    checkpointer = None
-    if setup.context.is_main:
-        checkpointer = cb.Checkpointer(setup.run_dir / WEIGHTS, _saver(setup, performance), saved_epoch=state.epoch)
-        callbacks.append(checkpointer)
-    callbacks += user_callbacks  # last: they see the epoch logged and saved
+    callbacks, checkpointer = _callbacks(setup, state, console, performance, user_callbacks)
     normalizer = setup.info.input.normalizer().to(setup.device)
-    performance.batch_threads = _batch_threads(setup.config, setup.model, setup.device, setup.context)
+    performance.batch_threads = setup.batch_threads
     processes = f"; {setup.context.world_size} processes (DDP)" if setup.context.enabled else ""
     console.info(f"arithmetic: {performance.describe()}{processes}")
     model = performance.prepare_model(setup.model)
@@ -434,19 +558,57 @@ def _fit(setup: _Setup, state: FitState, console: Console, user_callbacks: list[
     return TrainResult(setup.run_dir, state.history, state.best_epoch, state.stop_reason, performance.describe())
 
 
+def _saver(setup: _Setup, performance: Performance):
+    def save(path: Path, kind: str, state: FitState) -> None:
+        row = finite_or_none(state.history[-1])  # a run without validation images has no val_loss: null
+        info = replace(setup.info, epoch=state.epoch, metrics=row)
+        if kind == "model":
+            save_model_checkpoint(path, setup.model.state_dict(), info)
+        else:
+            save_training_state(path, model_state=setup.model.state_dict(),
+                                optimizer_state=setup.optimizer.state_dict(),
+                                scheduler_state=scheduler_state(setup.scheduler), progress=state.to_json(),
+                                info=info, loss_scaler=performance.loss_scaler_state())
+    return save
+
+
+def _parameter_count(setup: _Setup) -> str:
+    """The model's size for the "model:" line; a staged run's stages say how many of them train."""
+    if setup.stages is not None:
+        return f"{sum(p.numel() for p in setup.model.parameters()):,} parameters"
+    return f"{sum(p.numel() for p in setup.model.parameters() if p.requires_grad):,} trainable parameters"
+
+
+def _callbacks(setup: _Setup, state: FitState, console: Console, performance: Performance,
+               user_callbacks: list[object]) -> tuple[list[object], cb.Checkpointer | None]:
+    """cnnlab's callbacks in the order they must run, then the user's; and the checkpointer (main
+    process only), which knows the last epoch saved when training is interrupted."""
+    task = setup.task
+    callbacks: list[object] = []
+    if setup.stages is not None:
+        callbacks.append(FineTuneStages(setup.model, setup.stages, console.info))  # first: it says the stage
+    if setup.context.is_main:
+        callbacks += [
+            cb.ProgressBar(task.headline_name, enabled=not console.quiet, running_headline=task.per_image_headline),
+            cb.MetricsCsv(setup.run_dir / "metrics.csv"),
+            cb.TrainingCurves(setup.run_dir / "training_curves.png", task.headline_name, task.loss_name),
+        ]
+    if setup.config.patience:
+        # Every process decides alike: the metrics it sees are summed over all of them.
+        callbacks.append(cb.EarlyStopping(setup.config.patience))
+    checkpointer = None
+    if setup.context.is_main:
+        checkpointer = cb.Checkpointer(setup.run_dir / WEIGHTS, _saver(setup, performance), saved_epoch=state.epoch)
+        callbacks.append(checkpointer)
+    return callbacks + user_callbacks, checkpointer  # the user's last: they see the epoch logged and saved
+
+
 def _close_quietly(record: RunRecord | None, state: FitState, outcome: str) -> None:
     """Note how the session ended without hiding why: a run.json that cannot be written now must
     not replace the error (or Ctrl-C) the user needs to see."""
     if record is not None:
         with contextlib.suppress(OSError):
             record.finish(state.history, outcome)
-
-
-def _batch_threads(config: TrainConfig, model: torch.nn.Module, device: torch.device,
-                   context: DistributedContext) -> int:
-    """How many threads train each batch (batch_threads.py); a ConfigError for a number that cannot work."""
-    return choose_batch_threads(config.batch_threads, model, device=device, batch_size=config.batch_size,
-                                distributed=context.enabled, compiled=config.compile)
 
 
 def _diverged(where: str, setup: _Setup, state: FitState) -> str:
@@ -471,54 +633,3 @@ def _interrupted(run_dir: Path, kept: int, epochs: int) -> str:
     return (f"interrupted: {run_dir} keeps its {kept} finished epoch{'s' if kept > 1 else ''} of {epochs} "
             f"(weights/last.safetensors; the best of them in weights/best.safetensors); continue with: "
             f"cnnlab train --resume {run_dir}")
-
-
-def _resume(run: str | Path, fields: dict[str, Any], console: Console, context: DistributedContext,
-            callbacks: list[object]) -> TrainResult:
-    run_dir = find_run(run, fields.get("runs_dir", "runs"))
-    clear_stale_writes(run_dir)  # temporary files of a session killed mid-write
-    saved = TrainConfig.from_dict(load_config_file(run_dir / "config.yaml"), origin=str(run_dir / "config.yaml"))
-    overrides = coerce_fields(TrainConfig, fields, origin="--resume")
-    changed = {k for k, v in overrides.items() if getattr(saved, k) != v and k not in ("runs_dir", "name")}
-    if changed - RESUMABLE_OVERRIDES:
-        raise ConfigError(f"--resume {run}: cannot change {', '.join(sorted(changed - RESUMABLE_OVERRIDES))} "
-                          f"of an existing run (only {', '.join(sorted(RESUMABLE_OVERRIDES))}); start a new run")
-    config = replace(saved, **{k: overrides[k] for k in changed}).validate()
-    check_recorded_data(config.data, then=f"resume from the folder you trained in (cd there, then --resume {run})")
-    state_path = run_dir / WEIGHTS / TRAIN_STATE
-    if not state_path.exists():
-        # The run ended (a crash, a kill, nan) before its first epoch was saved: nothing to continue
-        # from, so it starts again, in its own folder, from its recorded configuration.
-        console.info(f"note: {run_dir} saved no epoch before it stopped; training it again from epoch 1")
-        return _start(config, console, context, callbacks, run_dir=run_dir)
-    training_state = load_training_state(state_path)
-    progress = FitState.from_json(training_state.progress)
-    if progress.epoch >= config.epochs:
-        raise ConfigError(f"--resume {run}: the run already completed {progress.epoch} of {config.epochs} epochs; "
-                          f"pass a larger --epochs to train further")
-    if progress.stop_reason:
-        console.info(f"note: the run had stopped ({progress.stop_reason}); continuing anyway")
-        progress.stop_reason = None
-    progress.epochs = config.epochs
-    _check_distributed(config, context)
-    device = distributed.start(context, resolve_device(config.device))
-    if context.is_main:
-        save_config(config, run_dir / "config.yaml")
-    info = replace(training_state.info, config=config.to_dict())
-    data = prepare_training_data(config, console, before_loading=_memory_check(
-        config, info.architecture, device, context, statistics_from_data=False))
-    task = task_from_json(info.task)
-    model = task.build_model(info.architecture, in_channels=info.input.channels, image_size=info.input.size)
-    report = load_transfer_report(run_dir) if config.staged else None
-    plan = _stage_plan(config, model, info.architecture, report)
-    batches = training_batches(config, data, device, task, context,
-                               parts=_batch_threads(config, model, device, context))
-    setup = _assemble(config, run_dir, data, task, info, device, model, plan, batches, context)
-    restore_training_state(training_state, setup.model, setup.optimizer, setup.scheduler)
-    follow_schedule(setup.scheduler)  # the schedule of the --epochs now asked for, from the step reached
-    if context.is_main:
-        # metrics.csv may hold a row written after the state was saved; the state's history is the truth.
-        cb.write_metrics_csv(run_dir / "metrics.csv", progress.history)
-    console.info(f"resuming {run_dir} after epoch {progress.epoch} of {config.epochs}")
-    return _fit(setup, progress, console, callbacks, loss_scaler=training_state.loss_scaler)
-
