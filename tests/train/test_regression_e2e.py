@@ -43,7 +43,7 @@ def test_predicting_the_rotation_angle_beats_the_mean_by_far(tmp_path):
                       "--batch-size", 32, "--name", "angle", "--runs-dir", runs)
     assert outcome.exit_code == 0, outcome.stderr
     assert "mae" in (runs / "angle" / "metrics.csv").read_text().splitlines()[0]
-    assert "task: regression (1 output)" in outcome.stderr
+    assert "task: regression (1 value)" in outcome.stderr
     assert "loss: mean squared error of the targets standardised" in outcome.stderr
 
     evaluated = run_cli("evaluate", runs / "angle", "--data", test_csv, "--json")

@@ -275,8 +275,8 @@ def test_predict_gives_the_model_its_threads_back_unless_a_core_for_decoding_pay
 
     monkeypatch.setattr(predict_module, "_worth_a_core", worth)
     monkeypatch.setattr(trained, "predict_arrays",
-                        lambda images, top_k=1, inner=trained.predict_arrays: (
-                            seen.append(torch.get_num_threads()), inner(images, top_k=top_k))[1])
+                        lambda images, top_k=1, origins=None, inner=trained.predict_arrays: (
+                            seen.append(torch.get_num_threads()), inner(images, top_k=top_k, origins=origins))[1])
     rows = cnnlab.predict(trained, paths, batch_size=20)
     assert len(rows) == 70 and all("label" in row for row in rows)
     assert len(timed) == 1 and timed[0][0] > 0 and timed[0][1] > 0 and timed[0][2] == threads

@@ -79,8 +79,7 @@ def _part_paths(model: "nn.Module", architecture: Architecture) -> tuple[str, st
 
 
 def _output_names(task: "Task") -> list[str] | None:
-    values = task.to_json()
-    return values.get("class_names") or values.get("target_names")
+    return task.output_names or None
 
 
 def transfer_pretrained(model: "nn.Module", architecture: Architecture, task: "Task",
