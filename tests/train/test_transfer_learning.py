@@ -186,10 +186,13 @@ def _test_accuracy(run: Path, data: Path) -> float:
     return metrics["accuracy"]
 
 
-# Seeds and band: see docs/transfer-learning.md, section 6, for the gains measured per seed on each path.
+# The band, from the gains measured per seed (docs/transfer-learning.md, section 6): fp32 path +3.1, +6.2,
+# +4.4 points (mean +4.6); bf16 path +0.1, +5.1, +2.7 (mean +2.6, the same flags before this test used
+# them). Seed-to-seed spread is several points with 250 images, so the margins are 2 points under the
+# smallest gain and 1.6 under the smaller mean.
 SEEDS = (0, 1, 2)
 MIN_GAIN = -0.02
-MEAN_GAIN = 0.015
+MEAN_GAIN = 0.01
 
 
 @requires_fashion_mnist
