@@ -186,13 +186,13 @@ def _test_accuracy(run: Path, data: Path) -> float:
     return metrics["accuracy"]
 
 
-# The band, from the gains measured per seed (docs/transfer-learning.md, section 6): fp32 path +3.1, +6.2,
-# +4.4 points (mean +4.6); bf16 path +0.1, +5.1, +2.7 (mean +2.6, the same flags before this test used
-# them). Seed-to-seed spread is several points with 250 images, so the margins are 2 points under the
-# smallest gain and 1.6 under the smaller mean.
+# The band, from the gains measured per seed with these defaults (docs/transfer-learning.md, section 6):
+# fp32 path +3.1, +6.2, +4.4 points (mean +4.6); bf16 path +3.2, +7.5, +6.2 (mean +5.6). One seed's
+# result moves by several points with 250 images, so: no seed more than a point worse, and at least
+# +2 on average (margins of 4 points under the smallest gain and 2.6 under the smaller mean).
 SEEDS = (0, 1, 2)
-MIN_GAIN = -0.02
-MEAN_GAIN = 0.01
+MIN_GAIN = -0.01
+MEAN_GAIN = 0.02
 
 
 @requires_fashion_mnist
