@@ -31,9 +31,12 @@ import numpy as np
 VARIANTS: dict[str, list[str]] = {
     "scratch": [],
     "scratch-lr-auto": ["--lr", "auto"],
-    "transfer": ["--init-from", "PRE"],
+    "transfer": ["--init-from", "PRE"],  # the defaults for pretrained weights: --fine-tune 1 --lr auto
     "transfer-lr-auto-fine-tune-1": ["--init-from", "PRE", "--lr", "auto", "--fine-tune", "1"],
-    "transfer-all-0.003": ["--init-from", "PRE", "--fine-tune", "0", "--backbone-lr-factor", "1"],
+    "transfer-backbone-0.3": ["--init-from", "PRE", "--backbone-lr-factor", "0.3"],
+    "transfer-backbone-1": ["--init-from", "PRE", "--backbone-lr-factor", "1"],
+    # the defaults before they were chosen for pretrained weights: every layer at 0.003 throughout
+    "transfer-all-0.003": ["--init-from", "PRE", "--fine-tune", "0", "--backbone-lr-factor", "1", "--lr", "0.003"],
     "transfer-ft0-0.003": ["--init-from", "PRE", "--fine-tune", "0", "--lr", "0.003"],
     "transfer-ft0-0.01": ["--init-from", "PRE", "--fine-tune", "0", "--lr", "0.01"],
     "transfer-ft0-0.03": ["--init-from", "PRE", "--fine-tune", "0", "--lr", "0.03"],

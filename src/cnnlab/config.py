@@ -65,7 +65,8 @@ class TrainConfig:
     batch_size: int = _option("images per optimisation step", default=32)
     optimizer: str = _option("optimisation algorithm (sgd uses momentum)", choices=OPTIMIZERS, default="adam")
     lr: float | str | None = _option("peak learning rate, or auto (run `cnnlab lr-find` first and use its "
-                                     "suggestion) [default: 0.003 for adam/adamw, 0.05 for sgd]", default=None)
+                                     "suggestion) [default: auto with --weights or --init-from; else 0.003 for adam/adamw, "
+                                     "0.05 for sgd]", default=None)
     momentum: float = _option("momentum for sgd", default=0.9)
     beta2: float = _option("adam/adamw: decay rate of the average of squared gradients (0.99 adapts sooner "
                            "than 0.999, which helps short runs)", default=0.999)
@@ -133,8 +134,9 @@ class TrainConfig:
                                     "(other architectures and classes allowed; a report lists what moved)",
                                     default=None)
     freeze: bool = _option("train only the new head; the pretrained backbone stays as it is", default=False)
-    fine_tune: int | None = _option("train the new head alone for N epochs, then the whole network",
-                                    default=None)
+    fine_tune: int | None = _option("train the new head alone for N epochs, then the whole network [default: 1 "
+                                    "with --weights or --init-from (0 for a 1-epoch or distributed run), "
+                                    "unless --freeze]", default=None)
     backbone_lr_factor: float = _option("after --fine-tune N epochs, the backbone learns at this fraction of "
                                         "--lr", default=0.1)
     name: str | None = _option("run folder name [default: <model>-<data>, numbered if taken]", default=None)
@@ -362,7 +364,7 @@ def with_recipe(config: TrainConfig, explicit: set[str]) -> TrainConfig:
 
     config = _with_task_defaults(config, explicit)
     if config.recipe is None:
-        return config
+        return _with_pretrained_defaults(config, explicit)
     if config.recipe not in RECIPES:
         raise ConfigError(f"--recipe must be one of {', '.join(RECIPES)} (got {config.recipe!r})")
     chosen = {k: v for k, v in RECIPES[config.recipe].items() if k not in explicit}
@@ -370,7 +372,36 @@ def with_recipe(config: TrainConfig, explicit: set[str]) -> TrainConfig:
     for name in TASK_SETTINGS:
         if name not in reads:
             chosen.pop(name, None)  # e.g. the recipe's label smoothing, for classes; a regression run has none
+    return _with_pretrained_defaults(dataclasses.replace(config, **chosen), explicit | set(chosen))
+
+
+def _with_pretrained_defaults(config: TrainConfig, explicit: set[str]) -> TrainConfig:
+    """A run from pretrained weights (--weights, --init-from) trains its new head alone for an epoch,
+    then the whole network with the backbone at a tenth of the rate, at the rate the range test finds
+    for the head (`--lr auto`) — for every one of these the user (or the recipe) did not set.
+
+    Why: the new head starts at zero and needs a rate several times the default 0.003 (the range test
+    picks 0.03–0.04 for guide-cnn's), while the pretrained backbone needs a gentle one; at the default
+    rate with no stages a transferred model gained little or lost against training from scratch.
+    Measured over seeds on both the bf16 and the fp32 code paths: docs/transfer-learning.md, section 6
+    (benchmarks/transfer_learning.py)."""
+    if not config.pretrained:
+        return config
+    chosen: dict[str, Any] = {}
+    if "lr" not in explicit:
+        chosen["lr"] = "auto"
+    if not ({"fine_tune", "freeze"} & explicit) and not config.freeze:
+        # --fine-tune N must leave the whole network an epoch; DistributedDataParallel cannot follow a
+        # backbone unfrozen mid-run: both then train everything from the first step, the backbone slower.
+        chosen["fine_tune"] = 1 if config.epochs >= 2 and not _distributed_launch() else 0
     return dataclasses.replace(config, **chosen)
+
+
+def _distributed_launch() -> bool:
+    """Whether this process is one of several that torchrun started (cnnlab.train.distributed)."""
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 def _with_task_defaults(config: TrainConfig, explicit: set[str]) -> TrainConfig:
