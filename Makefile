@@ -79,7 +79,7 @@ bench: $(BENCH_VENV)/.installed fashion-mnist
 # (benchmarks/README.md); DET_ARGS='--budget-seconds 600 --cnnlab-set lr=0.005' for other settings.
 # Ultralytics (AGPL) is installed in .venv-bench only, by the bench extra; never a cnnlab dependency.
 .PHONY: bench-detection
-DET_ARGS ?= --budget-seconds 300
+DET_ARGS ?= --budget-seconds 300 --batch-size 64
 bench-detection: $(BENCH_VENV)/.installed fashion-mnist
 	$(BENCH_VENV)/bin/python benchmarks/detection_vs_yolo.py $(DET_ARGS) $(BENCH_ARGS)
 
