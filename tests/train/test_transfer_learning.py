@@ -186,13 +186,16 @@ def _test_accuracy(run: Path, data: Path) -> float:
     return metrics["accuracy"]
 
 
-# The band, from the gains measured per seed with these defaults (docs/transfer-learning.md, section 6):
-# fp32 path +3.1, +6.2, +4.4 points (mean +4.6); bf16 path +3.2, +7.5, +6.2 (mean +5.6). One seed's
-# result moves by several points with 250 images, so: no seed more than a point worse, and at least
-# +2 on average (margins of 4 points under the smallest gain and 2.6 under the smaller mean).
+# The band, from the gains measured per seed with these defaults (docs/transfer-learning.md, section 6),
+# seeds 0–2: bf16 path +3.2, +7.5, +6.2 points (mean +5.6); fp32 with AVX2 kernels (as on a CPU without
+# AVX-512; ONEDNN_MAX_CPU_ISA=AVX2 here) −3.8, +7.6, +4.6 (mean +2.8); fp32 with AVX-512 kernels +3.1,
+# +6.2, +4.4 (mean +4.6). One seed moves by several points with 250 images (seed 0's range test picks
+# 0.030 or 0.036 depending on the kernels' rounding: 82% or 89%), so: a mean of at least +1.5 (1.3
+# under the smallest measured) and no seed more than 6 worse (2.2 under). Three seeds keep the test as
+# quick as it was (a fourth: 38.7 s against 36.3 s before, bf16); seeds 3–4 are in the docs.
 SEEDS = (0, 1, 2)
-MIN_GAIN = -0.01
-MEAN_GAIN = 0.02
+MIN_GAIN = -0.06
+MEAN_GAIN = 0.015
 
 
 @requires_fashion_mnist
