@@ -68,7 +68,7 @@ def test_imagenet_weights_are_loaded_from_the_hub_cache_with_no_network(torch_ho
     runs = tmp_path / "runs"
     # 1-channel digits; --freeze trains only the new head, so every other tensor must come out as it went in
     outcome = run_cli("train", "--data", "digits", "--model", "resnet18", "--weights", "imagenet", "--freeze",
-                      "--image-size", 32, "--limit", 64, "--epochs", 1, "--batch-size", 16, "--name", "imagenet",
+                      "--lr", 0.003, "--image-size", 32, "--limit", 64, "--epochs", 1, "--batch-size", 16, "--name", "imagenet",
                       "--runs-dir", runs)
     assert outcome.exit_code == 0, outcome.stderr
     assert "ImageNet weights ResNet18_Weights.IMAGENET1K_V1" in outcome.stderr

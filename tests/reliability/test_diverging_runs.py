@@ -66,7 +66,7 @@ def test_divergence_after_good_epochs_keeps_their_checkpoints(tmp_path):
     runs = tmp_path / "runs"
     assert run_cli("train", *SMALL, "--epochs", 1, "--name", "pre", "--runs-dir", runs, "--quiet").exit_code == 0
     outcome = run_cli("train", *SMALL, "--init-from", runs / "pre", "--fine-tune", 1, "--epochs", 3,
-                      "--optimizer", "sgd", "--backbone-lr-factor", "1e8", "--name", "tuned", "--runs-dir", runs)
+                      "--optimizer", "sgd", "--lr", 0.05, "--backbone-lr-factor", "1e8", "--name", "tuned", "--runs-dir", runs)
     assert outcome.exit_code == 2, outcome.stderr
     assert re.search(r"training diverged: epoch 2, step [1-8] of 17: ", outcome.stderr), outcome.stderr
     weights = runs / "tuned" / "weights"

@@ -28,14 +28,14 @@ def test_weights_that_enlarge_the_images_say_so_with_the_cost(pretrained_at_32, 
     """Hazard: pretrained weights silently brought their own input size, so 28-pixel images were
     enlarged 8× a side to ImageNet's 224 (lr-find on resnet18 then took 12 min 49 s)."""
     outcome = run_cli("train", "--data", "digits", "--init-from", pretrained_at_32, "--limit", 100, "--epochs", 1,
-                      "--runs-dir", tmp_path)
+                      "--lr", 0.003, "--runs-dir", tmp_path)
     assert outcome.exit_code == 0, outcome.stderr
     assert (f"warning: --init-from {pretrained_at_32}: the weights were trained on 32×32 images, so yours (8×8) "
             f"are enlarged to that: 16× the pixels, and about 16× the computation a step would take at their own "
             f"size. Pass --image-size 18 (guide-cnn's smallest) to train at (near) their own size"
             ) in outcome.stderr.replace("\n", " ")
     asked = run_cli("train", "--data", "digits", "--init-from", pretrained_at_32, "--image-size", 32,
-                    "--limit", 100, "--epochs", 1, "--runs-dir", tmp_path)
+                    "--limit", 100, "--epochs", 1, "--lr", 0.003, "--runs-dir", tmp_path)
     assert asked.exit_code == 0 and "enlarged" not in asked.stderr  # the size was chosen: nothing to say
 
 
