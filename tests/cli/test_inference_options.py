@@ -19,23 +19,25 @@ def test_every_inference_command_lists_the_same_options(command):
     assert all(option in outcome.stdout for option in SHARED), outcome.stdout
 
 
-def _arguments(command: str, run, image) -> list[object]:
-    return {"evaluate": [run, "--limit", 50], "predict": [run, image],
-            "explain": [run, image, "-o", run / "explain-options"]}[command]
+def _arguments(command: str, run, image, out) -> list[object]:
+    # Written outside the shared run folder: the report tests pick up the evaluations they find there.
+    return {"evaluate": [run, "--limit", 50, "--output-dir", out], "predict": [run, image],
+            "explain": [run, image, "-o", out]}[command]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
-def test_a_detectors_threshold_given_to_a_classifier_is_refused_by_name(command, guide_run, fashion_pngs):
-    outcome = run_cli(command, *_arguments(command, guide_run, fashion_pngs[0]), "--conf", 0.5, "--iou", 0.3)
+def test_a_detectors_threshold_given_to_a_classifier_is_refused_by_name(command, guide_run, fashion_pngs, tmp_path):
+    outcome = run_cli(command, *_arguments(command, guide_run, fashion_pngs[0], tmp_path / "out"),
+                      "--conf", 0.5, "--iou", 0.3)
     assert outcome.exit_code != 0
     assert "--conf, --iou: not an option of a classification model" in outcome.stderr
 
 
 @pytest.mark.parametrize("command", COMMANDS)
-def test_precision_tta_and_threshold_reach_the_model(command, guide_run, fashion_pngs):
+def test_precision_tta_and_threshold_reach_the_model(command, guide_run, fashion_pngs, tmp_path):
     # A threshold near 0 for T-shirt/top makes (nearly) every answer T-shirt/top: proof that the option
     # reached the model. The image is an ankle boot.
-    outcome = run_cli(command, *_arguments(command, guide_run, fashion_pngs[0]), "--precision", "fp32",
+    outcome = run_cli(command, *_arguments(command, guide_run, fashion_pngs[0], tmp_path / "out"), "--precision", "fp32",
                       "--tta", "flip", "--threshold", "T-shirt/top=1e-12", *(["--json"] if command == "evaluate" else []))
     assert outcome.exit_code == 0, outcome.stderr
     if command == "predict":
