@@ -89,10 +89,10 @@ class DetectionHead(nn.Module):
     """Two branches of 3×3 conv, ReLU, 1×1 conv: `heatmap` to one logit map per class, `box` to the
     4 box channels; their outputs concatenated, classes first.
 
-    Two branches rather than one shared 3×3 conv (as CenterNet and TTFNet do): on the digit
-    canvases of tests/models/test_detectors.py, AP50 after 16 epochs went from 0.78–0.84 to
-    0.82–0.88 (3 seeds each) for 8% more time per step. The box branch does not depend on the
-    classes, so a detector fine-tuned to new classes replaces only `heatmap.out`.
+    Two branches rather than one shared 3×3 conv: each learns its own features, which found and
+    named more objects for little more time per step (docs/speed.md, "Detection"). The box branch
+    does not depend on the classes, so a detector fine-tuned to new classes replaces only
+    `heatmap.out`.
     """
 
     def __init__(self, in_channels: int, num_classes: int, channels: int | None = None):
