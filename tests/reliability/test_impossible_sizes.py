@@ -4,7 +4,6 @@ figures (issue 20, item 9); a model's smallest input is asked for consistently (
 from __future__ import annotations
 
 import re
-import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -16,8 +15,11 @@ from tests.helpers import run_cli
 # The command runs under a cap on its heap, so that a check that fails to refuse ends in a MemoryError
 # here instead of the machine's out-of-memory killer; cnnlab's own figure comes from /proc/meminfo.
 CAP_BYTES = 3 * 1024**3
-LAUNCH = ("import resource, runpy, sys; resource.setrlimit(resource.RLIMIT_DATA, ({cap}, {cap})); "
-          "sys.argv[0] = 'cnnlab'; runpy.run_module('cnnlab', run_name='__main__')")
+# It reports its own peak memory at exit: RUSAGE_CHILDREN would also count this test process's
+# other children (under pytest-xdist, whatever else the worker ran before).
+LAUNCH = ("import atexit, resource, runpy, sys; resource.setrlimit(resource.RLIMIT_DATA, ({cap}, {cap})); "
+          "atexit.register(lambda: print('peak-rss-kib', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
+          "file=sys.stdout)); sys.argv[0] = 'cnnlab'; runpy.run_module('cnnlab', run_name='__main__')")
 
 
 def _capped(*args: object, cwd: Path) -> subprocess.CompletedProcess:
@@ -25,8 +27,9 @@ def _capped(*args: object, cwd: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
-def _peak_rss_of_children() -> int:
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+def _peak_rss(outcome: subprocess.CompletedProcess) -> int:
+    """The command's own peak resident memory in bytes, as it reported it at exit."""
+    return int(outcome.stdout.rsplit("peak-rss-kib ", 1)[1].split()[0]) * 1024
 
 
 @pytest.mark.parametrize("data", ["digits", "png-folder"])
@@ -48,7 +51,7 @@ def test_an_image_size_of_100000_is_refused_with_the_figure_before_any_allocatio
     assert "at 1×100000×100000 take " in error and "Pass a smaller --image-size" in error
     assert "Traceback" not in outcome.stderr
     assert not (tmp_path / "runs").exists()  # refused before a run folder was made
-    assert _peak_rss_of_children() < 2 * 1024**3  # and before any image or weight was allocated
+    assert _peak_rss(outcome) < 2 * 1024**3  # and before any image or weight was allocated
 
 
 def test_a_batch_too_large_for_memory_names_the_batch_size(tmp_path):
