@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import re
+import socket
 import threading
 import time
 
@@ -83,7 +84,7 @@ def test_info_health_docs_and_the_page(server, guide_run):
     assert info["task"] == "classification" and info["model"] == "guide-cnn"
     assert info["classes"] == cnnlab.load(guide_run).class_names and len(info["classes"]) == 10
     assert info["input"] == {"channels": 1, "height": 28, "width": 28, "fit": "squash"}
-    assert httpx.get(f"{server}/health").json() == {"status": "ok", "queue_depth": 0}
+    assert httpx.get(f"{server}/health").json() == {"status": "ok", "queue_depth": 0, "reading": 0}
     assert "/predict" in httpx.get(f"{server}/openapi.json").json()["paths"]
     assert httpx.get(f"{server}/docs").status_code == 200
     page = httpx.get(f"{server}/")
@@ -132,26 +133,45 @@ def test_metrics_count_requests_and_concurrent_requests_share_a_forward_pass(ser
     assert 'cnnlab_request_duration_seconds_count{endpoint="/predict"}' in after
 
 
+def _wait_for_health(url: str, field: str, value: int) -> None:
+    deadline = time.monotonic() + 60
+    while httpx.get(f"{url}/health").json()[field] != value:
+        assert time.monotonic() < deadline, f"/health never showed {field} {value}"
+        time.sleep(0.02)
+
+
 def test_a_full_queue_gets_503_and_a_slow_answer_504(guide_run, test_images, tmp_path):
-    """One request waits in a batch that waits 3 s for company; the queue holds one: the next request
-    is turned away at once, and the first one's client gives up after its 1 s timeout."""
+    """A batch waits (up to 3 s) for company while a request is still arriving: a client sending its
+    body slowly keeps one. A request queued meanwhile fills the queue of one: the next is turned away
+    at once, and the queued one's answer comes too late for its 1 s timeout."""
     image = test_images[0][0].read_bytes()
     with running_server(guide_run, "--max-queue", 1, "--max-wait-ms", 3000, "--timeout", 1,
                         log=tmp_path / "server.log") as url:
+        host, port = re.match(r"http://([^:/]+):(\d+)", url).groups()
+        slow = socket.create_connection((host, int(port)), timeout=30)
+        slow.sendall(f"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: image/png\r\n"
+                     f"Content-Length: {len(image)}\r\n\r\n".encode() + image[:100])
+        _wait_for_health(url, "reading", 1)
         first: dict[str, httpx.Response] = {}
-        waiting = threading.Thread(target=lambda: first.setdefault("response", httpx.post(
+        queued = threading.Thread(target=lambda: first.setdefault("response", httpx.post(
             f"{url}/predict", content=image, headers={"Content-Type": "image/png"}, timeout=30)))
         started = time.monotonic()
-        waiting.start()
-        while httpx.get(f"{url}/health").json()["queue_depth"] == 0:
-            time.sleep(0.02)
+        queued.start()
+        _wait_for_health(url, "queue_depth", 1)
         turned_away = httpx.post(f"{url}/predict", content=image, headers={"Content-Type": "image/png"})
-        waiting.join()
+        queued.join()
         assert turned_away.status_code == 503 and turned_away.headers["retry-after"] == "1"
         assert "--max-queue 1" in _one_line_reason(turned_away)
         timed_out = first["response"]
         assert timed_out.status_code == 504 and "--timeout 1 s" in _one_line_reason(timed_out)
         assert 0.9 < time.monotonic() - started < 2.9  # the timeout, not the batch's 3 s wait
+        slow.sendall(image[100:])  # the slow client finishes, and is answered
+        answer = b""
+        while b'"label":' not in answer and (chunk := slow.recv(65536)):
+            answer += chunk
+        slow.close()
+        answer = answer.decode()
+        assert answer.startswith("HTTP/1.1 200 ") and '"label":' in answer
         counts = _metrics(url)
         assert counts['cnnlab_requests_total{endpoint="/predict",status="503"}'] == 1
         assert counts['cnnlab_requests_total{endpoint="/predict",status="504"}'] == 1

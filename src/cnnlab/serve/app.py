@@ -65,8 +65,8 @@ def create_app(trained: Any, settings: ServeSettings) -> FastAPI:
 
     @app.get("/health")
     def health() -> dict:
-        """Whether the service answers, and how many requests wait for the model."""
-        return {"status": "ok", "queue_depth": batcher.depth}
+        """Whether the service answers, how many requests wait for the model, how many are being read."""
+        return {"status": "ok", "queue_depth": batcher.depth, "reading": batcher.reading}
 
     @app.get("/info")
     def info() -> dict:
@@ -135,23 +135,26 @@ class _Service:
             task.check_top_k(top_k)
         except CnnlabError as error:
             raise HTTPException(422, str(error)) from None
-        uploads = await read_uploads(request, max_files=self.settings.max_files)
-        rows: list[dict[str, Any]] = [{"file": upload.name} for upload in uploads]
-        decoded = []
-        for row, result in zip(rows, await self._decode_all(uploads)):
-            if isinstance(result, UnreadableImageError):
-                row["error"] = result.reason
-            else:
-                decoded.append((row, *result))
+        with self.batcher.arriving():
+            uploads = await read_uploads(request, max_files=self.settings.max_files)
+            rows: list[dict[str, Any]] = [{"file": upload.name} for upload in uploads]
+            decoded = []
+            for row, result in zip(rows, await self._decode_all(uploads)):
+                if isinstance(result, UnreadableImageError):
+                    row["error"] = result.reason
+                else:
+                    decoded.append((row, *result))
         if not decoded:
             raise HTTPException(422, f"{rows[0]['file']}: {rows[0]['error']}")
         import numpy as np
         import torch
 
         images = torch.from_numpy(np.stack([pixels for _, pixels, _ in decoded]))
-        outputs = await self._on_model(self.batcher.submit, images)
         origins = [origin[:2] for _, _, origin in decoded]
-        for (row, _, _), prediction in zip(decoded, task.predictions(outputs, top_k=top_k, origins=origins)):
+        predictions = await self._on_model(
+            lambda: self.batcher.submit(images, lambda outputs: task.predictions(outputs, top_k=top_k,
+                                                                                 origins=origins)))
+        for (row, _, _), prediction in zip(decoded, predictions):
             row.update(prediction)
         from cnnlab.strict_json import finite_or_none
 
@@ -163,7 +166,7 @@ class _Service:
         if not _can_explain(self.trained):
             raise HTTPException(501, "Grad-CAM needs the PyTorch model: serve the run folder, not an exported file")
         pixels, _ = await self.decoded_one(request)
-        return await self._on_model(self.batcher.call, lambda: explain_picture(self.trained, pixels, target))
+        return await self._on_model(lambda: self.batcher.call(lambda: explain_picture(self.trained, pixels, target)))
 
     async def decoded_one(self, request: Request) -> tuple[Any, tuple[int, int, bool]]:
         uploads = await read_uploads(request, max_files=self.settings.max_files)
@@ -190,10 +193,11 @@ class _Service:
                 results.append(error)
         return results
 
-    async def _on_model(self, enqueue: Any, work: Any) -> Any:
-        """`enqueue(work)`'s result from the model's worker: 503 when its queue is full, 504 past the timeout."""
+    async def _on_model(self, enqueue: Any) -> Any:
+        """The result of the future `enqueue()` gives, from the model's worker: 503 when its queue is
+        full, 504 past the timeout."""
         try:
-            future = enqueue(work)
+            future = enqueue()
         except QueueFull as full:
             raise HTTPException(503, f"busy: {full}; retry later", headers={"Retry-After": str(RETRY_AFTER_S)})
         try:

@@ -14,12 +14,13 @@ client's timeout) is dropped before its forward pass.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from cnnlab.serve.metrics import Metrics
 
@@ -31,8 +32,10 @@ class QueueFull(Exception):
 @dataclass
 class _Job:
     images: Any = None  # uint8 tensor (n, C, H, W) for a forward pass; None for a call
+    finish: Callable[[Any], Any] | None = None  # its outputs -> the answer, on the worker too
     call: Callable[[], Any] | None = None  # anything else that needs the model (Grad-CAM), run alone
     future: Future = field(default_factory=Future)
+    waiting: bool = True  # counted in the queue's depth: admitted, neither started nor given up
 
     @property
     def size(self) -> int:
@@ -50,12 +53,18 @@ class Batcher:
         self.metrics = metrics or Metrics()
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._waiting = 0  # admitted and not yet started
+        self._arriving = 0  # requests being read and decoded, whose images are on their way
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
     @property
     def depth(self) -> int:
         return self._waiting
+
+    @property
+    def reading(self) -> int:
+        """Requests being read and decoded (see `arriving`)."""
+        return self._arriving
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._work, name="cnnlab-model", daemon=True)
@@ -66,9 +75,22 @@ class Batcher:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def submit(self, images: Any) -> Future:
-        """A future of `forward(images)`'s outputs (first dimension: these images); QueueFull when full."""
-        return self._admit(_Job(images=images))
+    def submit(self, images: Any, finish: Callable[[Any], Any] | None = None) -> Future:
+        """A future of `finish(forward(images))` (the outputs' first dimension: these images), `finish`
+        run on the worker as well, off the event loop; QueueFull when the queue is full."""
+        return self._admit(_Job(images=images, finish=finish))
+
+    @contextlib.contextmanager
+    def arriving(self) -> Iterator[None]:
+        """Around reading and decoding a request: a batch waits for it (up to `max_wait_s`) only while
+        some request is on its way, so a lone request never waits for company that is not coming."""
+        with self._lock:
+            self._arriving += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._arriving -= 1
 
     def call(self, function: Callable[[], Any]) -> Future:
         """A future of `function()`, run on the model's thread between batches; QueueFull when full."""
@@ -79,13 +101,21 @@ class Batcher:
             if self._waiting >= self.max_queue:
                 raise QueueFull(f"{self._waiting} requests are waiting for the model (--max-queue {self.max_queue})")
             self._waiting += 1
+        # A request that gave up (its timeout) leaves the queue's count at once, not when its batch runs.
+        job.future.add_done_callback(lambda future: future.cancelled() and self._release(job))
         self._jobs.put(job)
         return job.future
 
+    def _release(self, job: _Job) -> None:
+        with self._lock:
+            if job.waiting:
+                job.waiting = False
+                self._waiting -= 1
+
     def _started(self, jobs: list[_Job]) -> list[_Job]:
         """Take `jobs` off the waiting count; those whose client still waits, now marked running."""
-        with self._lock:
-            self._waiting -= len(jobs)
+        for job in jobs:
+            self._release(job)
         return [job for job in jobs if job.future.set_running_or_notify_cancel()]
 
     def _work(self) -> None:
@@ -108,6 +138,8 @@ class Batcher:
         batch, images = [first], first.size
         deadline = time.monotonic() + self.max_wait_s
         while images < self.max_batch:
+            if self._arriving == 0 and self._jobs.empty():
+                break  # nothing more is coming now: waiting would only add latency
             remaining = deadline - time.monotonic()
             try:
                 job = self._jobs.get(timeout=remaining) if remaining > 0 else self._jobs.get_nowait()
@@ -145,8 +177,12 @@ class Batcher:
             return
         start = 0
         for job in live:
-            job.future.set_result(outputs[start:start + job.size])
+            mine = outputs[start:start + job.size]
             start += job.size
+            try:
+                job.future.set_result(job.finish(mine) if job.finish else mine)
+            except BaseException as error:
+                job.future.set_exception(error)
 
     def _forward(self, images: Any) -> Any:
         outputs = self.forward(images)
