@@ -29,6 +29,7 @@ import asyncio
 import json
 import os
 import re
+import shlex
 import socket
 import subprocess
 import sys
@@ -352,10 +353,12 @@ def main() -> None:
         burst_result = burst(run, png, args.burst, args.burst_queue)
         import cnnlab
 
-        model_name = f"guide-cnn on Fashion-MNIST ({cnnlab.load(run).input.shape} input)"
+        loaded = cnnlab.load(run)
+        model_name = (f"{loaded.info.architecture.label or loaded.info.architecture.name} on Fashion-MNIST "
+                      f"({'×'.join(map(str, loaded.input.shape))} input)")
     top = {key: services[key]["points"][-1] for key in services}
     results = {
-        "machine": machine, "note": args.note, "command": "python " + " ".join(sys.argv), "model": model_name,
+        "machine": machine, "note": args.note, "command": "python " + shlex.join(sys.argv), "model": model_name,
         "flags": " ".join(map(str, flags)), "true_label": truth, "labels": sorted(set(labels.values())),
         "services": services, "soak": soaked, "burst": burst_result,
         "ratios": {"batching_vs_one_per_request": ratio(top["batching"]["per_second"], top["one_per_request"]["per_second"]),
