@@ -1,5 +1,6 @@
 """One trained guide-cnn (the session's `guide_run`, shared with the explain and report tests), real
-Fashion-MNIST test images as PNG files, and real servers started on it once per module."""
+Fashion-MNIST test images as PNG files, and a real server started on it once per session
+(test_serve.py starts another with a queue of one)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from tests.serve.server import running_server
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def test_images(tmp_path_factory) -> list[tuple[Path, str]]:
     """The first 64 Fashion-MNIST test images as PNG files, with their true class."""
     from PIL import Image
@@ -28,7 +29,7 @@ def test_images(tmp_path_factory) -> list[tuple[Path, str]]:
     return images
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def confident_image(guide_run, test_images) -> tuple[Path, str]:
     """The test image `cnnlab.predict` gets right with the highest confidence, and its class."""
     import cnnlab
@@ -41,7 +42,7 @@ def confident_image(guide_run, test_images) -> tuple[Path, str]:
     return path, truth
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def server(guide_run, tmp_path_factory) -> str:
     """The service with a small body limit and pixel budget, and a wait long enough that concurrent
     requests surely meet in one batch."""

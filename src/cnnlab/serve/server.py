@@ -70,8 +70,8 @@ def serve(model: str | Path, settings: ServeSettings | None = None, *, device: s
     cnnlab serve: guide-cnn (classification) at http://127.0.0.1:41233/  (API docs: /docs)
     """
     settings = settings or ServeSettings()
-    check_installed()
     check_local(model)
+    check_installed()
     import torch
     import uvicorn
 
