@@ -83,6 +83,13 @@ DET_ARGS ?= --budget-seconds 300 --batch-size 64
 bench-detection: $(BENCH_VENV)/.installed fashion-mnist
 	$(BENCH_VENV)/bin/python benchmarks/detection_vs_yolo.py $(DET_ARGS) $(BENCH_ARGS)
 
+# cnnlab serve under load on loopback: dynamic batching vs one forward per request vs a plain FastAPI +
+# ONNX Runtime endpoint, at 1, 8 and 64 clients, plus a soak and a full-queue burst (docs/deploy.md, ~3 min).
+.PHONY: bench-serve
+SERVE_ARGS ?=
+bench-serve: $(BENCH_VENV)/.installed fashion-mnist
+	$(BENCH_VENV)/bin/python benchmarks/serve_load.py $(SERVE_ARGS) $(BENCH_ARGS)
+
 # The GPU benchmarks and the CUDA tests (a machine with a CUDA GPU; benchmarks/README.md, "On a GPU"):
 # results in benchmarks/results/gpu/. GPU_NOTE='...' is stored with them.
 .PHONY: bench-gpu

@@ -31,6 +31,7 @@ COMMANDS = {
     "augment": "cnnlab.cli.augment:augment_command",
     "explain": "cnnlab.cli.explain:explain_command",
     "report": "cnnlab.cli.explain:report_command",
+    "serve": "cnnlab.cli.serve:serve_command",
 }
 
 

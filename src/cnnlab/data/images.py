@@ -222,34 +222,40 @@ def _decoded(path: Path, convert: Callable[["Image.Image", tuple[int, int]], T],
     Every failure becomes an UnreadableImageError naming the file and the reason. `target` (H, W):
     the size the image is wanted at, which a large JPEG may be decoded close to (draft mode).
     """
+    with open_image_file(path, max_pixels) as file:
+        return _decoded_from(file, path, convert, max_pixels=max_pixels, target=target)
+
+
+def _decoded_from(file: BinaryIO, path: Path, convert: Callable[["Image.Image", tuple[int, int]], T], *,
+                  max_pixels: int, target: tuple[int, int] | None) -> T:
+    """`_decoded` on a file already open (or bytes in memory); `path` names it and gives its suffix."""
     from PIL import UnidentifiedImageError
 
     from cnnlab.data.dicom import DICOM_SUFFIXES, has_dicom_marker, read_dicom
 
-    with open_image_file(path, max_pixels) as file:
-        suffix = path.suffix.lower()
-        if suffix in DICOM_SUFFIXES or (suffix == "" and has_dicom_marker(file)):
-            image = read_dicom(path, file=file, max_pixels=max_pixels)
-            return convert(image, image.size)
-        if suffix == ".png":
-            from cnnlab.data import plain_png
+    suffix = path.suffix.lower()
+    if suffix in DICOM_SUFFIXES or (suffix == "" and has_dicom_marker(file)):
+        image = read_dicom(path, file=file, max_pixels=max_pixels)
+        return convert(image, image.size)
+    if suffix == ".png":
+        from cnnlab.data import plain_png
 
-            plain = plain_png.plain_png(file, max_pixels=max_pixels)  # upright: it declines files that could say otherwise
-            if plain is not None:
-                return convert(plain, plain.size)
-            file.seek(0)
-        try:
-            with _open_within_budget(file, path, max_pixels) as image:
-                in_file = image.size
-                _reduce_while_decoding(image, target)
-                image.load()  # decode now: a truncated file fails here, not in the middle of training
-                upright = _apply_exif_orientation(image)
-                turned = upright.size != image.size
-                return convert(upright, in_file[::-1] if turned else in_file)
-        except UnidentifiedImageError:
-            raise UnreadableImageError(path, "not an image file Pillow can identify") from None
-        except (OSError, SyntaxError, ValueError, EOFError) as error:
-            raise UnreadableImageError(path, f"cannot decode image ({error})") from None
+        plain = plain_png.plain_png(file, max_pixels=max_pixels)  # upright: it declines files that could say otherwise
+        if plain is not None:
+            return convert(plain, plain.size)
+        file.seek(0)
+    try:
+        with _open_within_budget(file, path, max_pixels) as image:
+            in_file = image.size
+            _reduce_while_decoding(image, target)
+            image.load()  # decode now: a truncated file fails here, not in the middle of training
+            upright = _apply_exif_orientation(image)
+            turned = upright.size != image.size
+            return convert(upright, in_file[::-1] if turned else in_file)
+    except UnidentifiedImageError:
+        raise UnreadableImageError(path, "not an image file Pillow can identify") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise UnreadableImageError(path, f"cannot decode image ({error})") from None
 
 
 def open_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> "Image.Image":
@@ -427,3 +433,22 @@ def load_image_array_and_origin(path: str | Path, *, channels: int, size: tuple[
         return _to_array(normalised, channels, size, fit), (*in_file, normalised.mode == "RGB")
 
     return _decoded(path if isinstance(path, Path) else Path(path), convert, max_pixels=max_pixels, target=size)
+
+
+def load_image_bytes_and_origin(data: bytes, name: str, *, channels: int, size: tuple[int, int],
+                                fit: str = "squash", max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+                                ) -> tuple[np.ndarray, tuple[int, int, bool]]:
+    """`load_image_array_and_origin` for an image held in memory (an upload to `cnnlab serve`), with
+    the same checks: the pixel budget read from the header before decoding, no more bytes than an
+    image within it could need. `name` is only shown in errors and picks DICOM/PNG by its suffix."""
+    import io
+
+    check_fit(fit)
+    path = Path(name)
+    _check_file_size(path, len(data), max_pixels)
+
+    def convert(image: "Image.Image", in_file: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int, bool]]:
+        normalised = normalize_mode(image)
+        return _to_array(normalised, channels, size, fit), (*in_file, normalised.mode == "RGB")
+
+    return _decoded_from(io.BytesIO(data), path, convert, max_pixels=max_pixels, target=size)

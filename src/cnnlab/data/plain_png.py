@@ -25,6 +25,7 @@ already opened that way; a FIFO or a device it declines without reading.
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 import struct
@@ -63,6 +64,9 @@ def plain_png(source: Path | BinaryIO, *, max_pixels: int | None = None) -> Imag
 def _small_file_bytes(source: Path | BinaryIO) -> bytes | None:
     """The whole file if it is a regular file of at most `_LARGEST_FILE` bytes (an open file is read
     from its start and left there); None otherwise, for Pillow's path to read or to name."""
+    if isinstance(source, io.BytesIO):  # an upload held in memory (cnnlab serve)
+        data = source.getvalue()
+        return data if len(data) <= _LARGEST_FILE else None
     if not isinstance(source, (str, Path)):
         info = os.fstat(source.fileno())
         if not stat.S_ISREG(info.st_mode) or info.st_size > _LARGEST_FILE:

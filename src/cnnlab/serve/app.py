@@ -1,0 +1,258 @@
+"""The FastAPI application of `cnnlab serve`, around one loaded model.
+
+    POST /predict   images (multipart files, or one raw image body) -> the rows `cnnlab predict` writes
+    POST /explain   one image -> Grad-CAM's overlay as PNG
+    POST /input     one image -> the image as the model sees it (its size, grey or colour), as PNG
+    GET  /health, /info, /metrics (Prometheus), /docs (OpenAPI), / (the page)
+
+The model is whatever `cnnlab.trained.load` returned at start-up; nothing in a request names a
+model. Every answer about the image comes from the task (`task.predictions`, `explain_target`),
+so any task cnnlab has is served the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from importlib import resources
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+
+from cnnlab import __version__
+from cnnlab.errors import CnnlabError, UnreadableImageError
+from cnnlab.serve.batching import Batcher, QueueFull
+from cnnlab.serve.metrics import Metrics
+from cnnlab.serve.settings import ServeSettings
+from cnnlab.serve.uploads import LimitBody, Upload, decode, read_uploads
+
+log = logging.getLogger(__name__)
+
+ENDPOINTS = ("/", "/predict", "/explain", "/input", "/health", "/info", "/metrics", "/docs", "/openapi.json")
+RETRY_AFTER_S = 1
+INLINE_DECODE_BYTES = 64 << 10  # smaller uploads are decoded on the event loop: a thread hop costs more
+
+
+def create_app(trained: Any, settings: ServeSettings) -> FastAPI:
+    """The service for `trained` (a TrainedModel, or anything with its inference interface)."""
+    metrics = Metrics()
+    batcher = Batcher(trained.outputs, max_batch=settings.max_batch, max_wait_s=settings.max_wait_ms / 1000,
+                      max_queue=settings.max_queue, metrics=metrics)
+    metrics.queue_depth = lambda: batcher.depth
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        batcher.start()
+        yield
+        batcher.stop()
+
+    app = FastAPI(title="cnnlab serve", version=__version__, lifespan=lifespan,
+                  description=f"{trained.info.architecture.label or trained.info.architecture.name}: "
+                              f"{trained.task.name}. The page is at /.")
+    app.state.batcher, app.state.metrics = batcher, metrics
+    _handle_errors(app)
+    app.add_middleware(LimitBody, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(_Observe, metrics=metrics)
+    service = _Service(trained, settings, batcher)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page() -> HTMLResponse:
+        return HTMLResponse(resources.files("cnnlab.serve").joinpath("static/index.html").read_text("utf-8"))
+
+    @app.get("/health")
+    def health() -> dict:
+        """Whether the service answers, how many requests wait for the model, how many are being read."""
+        return {"status": "ok", "queue_depth": batcher.depth, "reading": batcher.reading}
+
+    @app.get("/info")
+    def info() -> dict:
+        """The model: its architecture, task, classes or outputs, and the input it takes."""
+        return service.info()
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    def prometheus() -> PlainTextResponse:
+        """Request counts, latency and batch-size histograms, queue depth (Prometheus text format)."""
+        return PlainTextResponse(metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.post("/predict", openapi_extra=_IMAGE_BODY)
+    async def predict(request: Request, top_k: int = Query(1, ge=1, le=1000)) -> JSONResponse:
+        """One row per image, as `cnnlab predict` writes them: {"file", "label", "confidence", "top_k"}
+        for a classifier, {"file", "values"} for regression, {"file", "objects"} for a detector, or
+        {"file", "error"} for a file that is not a readable image."""
+        return JSONResponse(await service.predict(request, top_k))
+
+    @app.post("/explain", openapi_extra=_IMAGE_BODY, response_class=Response,
+              responses={200: {"content": {"image/png": {}}}})
+    async def explain(request: Request, target: str | None = Query(None, description="a class name or index "
+                                                                  "(default: the predicted answer)")) -> Response:
+        """Grad-CAM: where in the image the evidence for the answer (or `target`) lies, as a PNG overlay."""
+        picture, label = await service.explain(request, target)
+        return Response(picture, media_type="image/png", headers={"X-Cnnlab-Explained": quote(label)})
+
+    @app.post("/input", openapi_extra=_IMAGE_BODY, response_class=Response,
+              responses={200: {"content": {"image/png": {}}}})
+    async def model_input(request: Request) -> Response:
+        """The image as the model sees it: resized (or cropped, padded) to its input, grey or colour."""
+        from cnnlab.serve.pictures import as_model_sees_it
+
+        pixels, _ = (await service.decoded_one(request))
+        return Response(as_model_sees_it(pixels), media_type="image/png")
+
+    return app
+
+
+# The request body in the OpenAPI docs: the endpoints read it themselves (multipart or raw bytes).
+_IMAGE_BODY = {"requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": {"type": "object", "properties": {
+        "file": {"type": "array", "items": {"type": "string", "format": "binary"}}}}},
+    "image/*": {"schema": {"type": "string", "format": "binary"}}}}}
+
+
+class _Service:
+    """What the endpoints do with the model: decode, queue for the worker, answer through the task."""
+
+    def __init__(self, trained: Any, settings: ServeSettings, batcher: Batcher):
+        self.trained, self.settings, self.batcher = trained, settings, batcher
+
+    def info(self) -> dict:
+        spec = self.trained.input
+        architecture = self.trained.info.architecture
+        return {"model": architecture.label or architecture.name, "architecture": architecture.name,
+                "task": self.trained.task.name, "classes": self.trained.class_names,
+                "outputs": list(self.trained.task.output_names),
+                "input": {"channels": spec.channels, "height": spec.height, "width": spec.width, "fit": spec.fit},
+                "explain": _can_explain(self.trained), "max_batch": self.settings.max_batch,
+                "max_body_bytes": self.settings.max_body_bytes, "max_files": self.settings.max_files,
+                "cnnlab": __version__}
+
+    async def predict(self, request: Request, top_k: int) -> list[dict[str, Any]]:
+        task = self.trained.task
+        try:
+            task.check_top_k(top_k)
+        except CnnlabError as error:
+            raise HTTPException(422, str(error)) from None
+        with self.batcher.arriving():
+            uploads = await read_uploads(request, max_files=self.settings.max_files)
+            rows: list[dict[str, Any]] = [{"file": upload.name} for upload in uploads]
+            decoded = []
+            for row, result in zip(rows, await self._decode_all(uploads)):
+                if isinstance(result, UnreadableImageError):
+                    row["error"] = result.reason
+                else:
+                    decoded.append((row, *result))
+        if not decoded:
+            raise HTTPException(422, f"{rows[0]['file']}: {rows[0]['error']}")
+        import numpy as np
+        import torch
+
+        images = torch.from_numpy(np.stack([pixels for _, pixels, _ in decoded]))
+        origins = [origin[:2] for _, _, origin in decoded]
+        predictions = await self._on_model(
+            lambda: self.batcher.submit(images, lambda outputs: task.predictions(outputs, top_k=top_k,
+                                                                                 origins=origins)))
+        for (row, _, _), prediction in zip(decoded, predictions):
+            row.update(prediction)
+        from cnnlab.strict_json import finite_or_none
+
+        return finite_or_none(rows)
+
+    async def explain(self, request: Request, target: str | None) -> tuple[bytes, str]:
+        from cnnlab.serve.pictures import explain_picture
+
+        if not _can_explain(self.trained):
+            raise HTTPException(501, "Grad-CAM needs the PyTorch model: serve the run folder, not an exported file")
+        pixels, _ = await self.decoded_one(request)
+        return await self._on_model(lambda: self.batcher.call(lambda: explain_picture(self.trained, pixels, target)))
+
+    async def decoded_one(self, request: Request) -> tuple[Any, tuple[int, int, bool]]:
+        uploads = await read_uploads(request, max_files=self.settings.max_files)
+        if len(uploads) != 1:
+            raise HTTPException(422, f"send one image here (got {len(uploads)})")
+        result = (await self._decode_all(uploads))[0]
+        if isinstance(result, UnreadableImageError):
+            raise HTTPException(422, f"{uploads[0].name}: {result.reason}")
+        return result
+
+    async def _decode_all(self, uploads: list[Upload]) -> list[Any]:
+        if sum(len(upload.data) for upload in uploads) <= INLINE_DECODE_BYTES:
+            return self._decode_each(uploads)
+        from starlette.concurrency import run_in_threadpool
+
+        return await run_in_threadpool(self._decode_each, uploads)
+
+    def _decode_each(self, uploads: list[Upload]) -> list[Any]:
+        results: list[Any] = []
+        for upload in uploads:
+            try:
+                results.append(decode(upload, self.trained.input, self.settings.max_image_pixels))
+            except UnreadableImageError as error:
+                results.append(error)
+        return results
+
+    async def _on_model(self, enqueue: Any) -> Any:
+        """The result of the future `enqueue()` gives, from the model's worker: 503 when its queue is
+        full, 504 past the timeout."""
+        try:
+            future = enqueue()
+        except QueueFull as full:
+            raise HTTPException(503, f"busy: {full}; retry later", headers={"Retry-After": str(RETRY_AFTER_S)})
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), self.settings.timeout_s)
+        except asyncio.TimeoutError:
+            future.cancel()  # dropped before its forward pass if it has not started
+            raise HTTPException(504, f"no answer within --timeout {self.settings.timeout_s:g} s") from None
+
+
+def _can_explain(trained: Any) -> bool:
+    """Grad-CAM differentiates the network: only a PyTorch model (not an exported file's session) can."""
+    import torch
+
+    return isinstance(getattr(trained, "model", None), torch.nn.Module)
+
+
+def _handle_errors(app: FastAPI) -> None:
+    """Every error as one JSON line, {"detail": reason}: the user's mistakes with their reason, anything
+    else as "internal error" (the traceback goes to the server's log, never to the client)."""
+
+    @app.exception_handler(UnreadableImageError)
+    async def unreadable(_request: Request, error: UnreadableImageError) -> JSONResponse:
+        return JSONResponse({"detail": error.reason}, 422)
+
+    @app.exception_handler(CnnlabError)
+    async def refused(_request: Request, error: CnnlabError) -> JSONResponse:
+        return JSONResponse({"detail": str(error).splitlines()[0]}, 422)
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, error: Exception) -> JSONResponse:
+        log.error("%s %s failed", request.method, request.url.path, exc_info=error)
+        return JSONResponse({"detail": "internal error (the server's log has the details)"}, 500)
+
+
+class _Observe:
+    """ASGI middleware: each request's endpoint, status and duration into the metrics (unknown paths
+    are counted together as "other", so a scan of random URLs cannot grow the metrics)."""
+
+    def __init__(self, app: Any, metrics: Metrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        status = 500
+
+        async def keep_status(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        endpoint = scope["path"] if scope["path"] in ENDPOINTS else "other"
+        try:
+            await self.app(scope, receive, keep_status)
+        finally:
+            self.metrics.request_done(endpoint, status, time.perf_counter() - started)

@@ -1,0 +1,111 @@
+"""What a client sends, checked before the model sees it: the body's size (counted while it
+arrives, so an oversized body is refused before it is read whole), its content type, and each
+image decoded with cnnlab's own decoder and pixel budget (a decompression bomb is refused from its
+header, as `cnnlab predict` refuses it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import HTTPException, Request
+
+# Content types of a raw body (or of a form's file) that may hold an image; the decoder decides.
+IMAGE_TYPES = ("image/",)
+OPAQUE_TYPES = frozenset({"", "application/octet-stream", "application/dicom", "binary/octet-stream"})
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+class BodyTooLarge(HTTPException):
+    def __init__(self, limit: int):
+        super().__init__(413, f"request body larger than --max-body-bytes {limit:,}")
+
+
+class LimitBody:
+    """ASGI middleware: 413 for a Content-Length over the limit before anything is read, and for a
+    body (chunked, or lying about its length) whose bytes pass the limit while they are read."""
+
+    def __init__(self, app: Any, max_body_bytes: int):
+        self.app, self.max_body_bytes = app, max_body_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            from starlette.responses import JSONResponse
+
+            too_large = BodyTooLarge(self.max_body_bytes)
+            return await JSONResponse({"detail": too_large.detail}, 413)(scope, receive, send)
+        received = 0
+
+        async def counting_receive() -> dict:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise BodyTooLarge(self.max_body_bytes)
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+
+@dataclass
+class Upload:
+    name: str  # the form's file name, or "upload" for a raw body
+    data: bytes
+
+
+def _media_type(value: str | None) -> str:
+    return (value or "").split(";")[0].strip().lower()
+
+
+def _is_image_type(media_type: str) -> bool:
+    return media_type.startswith(IMAGE_TYPES) or media_type in OPAQUE_TYPES
+
+
+async def read_uploads(request: Request, *, max_files: int) -> list[Upload]:
+    """The images in a multipart form (every file field) or a raw image body; 415 for anything else."""
+    media_type = _media_type(request.headers.get("content-type"))
+    if media_type == "multipart/form-data":
+        return await _form_uploads(request, max_files)
+    if media_type and not _is_image_type(media_type):
+        raise HTTPException(415, f"Content-Type {media_type} is not an image: send image/* or "
+                                 "application/octet-stream bytes, or multipart/form-data with image files")
+    data = await request.body()
+    if not data:
+        raise HTTPException(422, "the request holds no image (an empty body)")
+    return [Upload("upload", data)]
+
+
+async def _form_uploads(request: Request, max_files: int) -> list[Upload]:
+    from starlette.datastructures import UploadFile
+
+    form = await request.form(max_files=max_files, max_fields=max_files + 16)
+    files = [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
+    if not files:
+        raise HTTPException(422, "the form holds no file: send each image as a file field (e.g. -F file=@x.png)")
+    uploads = []
+    for number, file in enumerate(files, start=1):
+        name = file.filename or f"file-{number}"
+        media_type = _media_type(file.content_type)
+        if not _is_image_type(media_type):
+            raise HTTPException(415, f"{name} is {media_type}, not an image")
+        uploads.append(Upload(name, await file.read()))
+    await form.close()
+    return uploads
+
+
+def decode(upload: Upload, input_spec: Any, max_pixels: int) -> tuple[Any, tuple[int, int, bool]]:
+    """uint8 (C, H, W) pixels at the model's input and (width, height, colour) in the upload, as
+    `cnnlab predict` decodes a file; UnreadableImageError (the reason) when it is not an image."""
+    from pathlib import PurePath
+
+    from cnnlab.data.images import IMAGE_SUFFIXES, load_image_bytes_and_origin
+
+    name = PurePath(upload.name).name or "upload"
+    if PurePath(name).suffix.lower() not in IMAGE_SUFFIXES:  # the decoder picks DICOM and PNG by suffix
+        name += ".png" if upload.data.startswith(PNG_SIGNATURE) else ""
+    return load_image_bytes_and_origin(upload.data, name, channels=input_spec.channels, size=input_spec.size,
+                                       fit=input_spec.fit, max_pixels=max_pixels)
