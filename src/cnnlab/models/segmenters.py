@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from cnnlab.errors import ConfigError
+from cnnlab.models.build import Architecture
 from cnnlab.models.registry import check_input_size, register_model
 
 UPSAMPLING_MODES = ("bilinear", "transposed")
@@ -69,56 +70,69 @@ class Down(nn.Sequential):
 
 
 class Up(nn.Module):
-    """Upsample the deeper map to the skip's size, concatenate the skip, double conv.
+    """Bring the deeper map to the skip's size, concatenate the skip, double conv.
 
-    Bilinear upsampling first narrows the deeper map with a 1×1 conv to the skip's width, so the
-    double conv sees skip + deeper at equal widths as with a transposed conv, and the costly 3×3
-    convs never run on the deeper level's full width at the finer resolution.
+    Bilinear mode narrows the deeper map with a 1×1 conv to `out_channels` *before* resizing it,
+    so the 1×1 conv runs at a quarter of the positions and the 3×3 convs see skip + deeper at the
+    decoder's width, as with a transposed conv. Resizing to the skip's exact size (not ×2) lets the
+    skip come from any encoder, including 'valid' convolutions whose maps are a pixel or two short.
     """
 
-    def __init__(self, deeper_channels: int, skip_channels: int, out_channels: int, *, batch_norm: bool,
-                 upsampling: str):
+    def __init__(self, deeper_channels: int, skip_channels: int, out_channels: int, *, batch_norm: bool = True,
+                 upsampling: str = "bilinear"):
         super().__init__()
-        if upsampling == "transposed":
-            self.up: nn.Module = nn.ConvTranspose2d(deeper_channels, skip_channels, 2, stride=2)
+        self.transposed = upsampling == "transposed"
+        if self.transposed:
+            self.upconv = nn.ConvTranspose2d(deeper_channels, out_channels, 2, stride=2)
         else:
-            self.up = nn.Sequential(OrderedDict(
-                reduce=nn.Conv2d(deeper_channels, skip_channels, 1),
-                resize=nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
-            ))
-        self.block = double_conv(2 * skip_channels, out_channels, batch_norm)
+            self.reduce = nn.Conv2d(deeper_channels, out_channels, 1)
+        self.block = double_conv(skip_channels + out_channels, out_channels, batch_norm)
 
     def forward(self, deeper: Tensor, skip: Tensor) -> Tensor:
-        return self.block(torch.cat([skip, self.up(deeper)], 1))
+        size = skip.shape[-2:]
+        if self.transposed:
+            deeper = self.upconv(deeper)
+            if deeper.shape[-2:] != size:
+                deeper = F.interpolate(deeper, size=size, mode="bilinear", align_corners=False)
+        else:
+            deeper = F.interpolate(self.reduce(deeper), size=size, mode="bilinear", align_corners=False)
+        return self.block(torch.cat([skip, deeper], 1))
 
 
 class UNet(nn.Module):
-    """stem → depth × Down → depth × Up (with the encoder's maps as skips) → 1×1 conv head."""
+    """stem → down1..downD → up1..upD (the encoder's maps as skips) → 1×1 conv `head`.
+
+    The parts are direct children named in running order, so `explain`'s feature maps show each
+    encoder and decoder level (stem 16×H×W, down1 32×H/2×W/2, ..., up4 16×H×W).
+    """
 
     def __init__(self, config: UNetConfig, *, in_channels: int, num_classes: int):
         super().__init__()
         self.config, self.num_classes = config, num_classes
         widths = config.widths()
         self.stem = double_conv(in_channels, widths[0], config.batch_norm)
-        self.down = nn.ModuleList(Down(widths[level], widths[level + 1], config.batch_norm)
-                                  for level in range(config.depth))
-        self.up = nn.ModuleList(Up(widths[level + 1], widths[level], widths[level], batch_norm=config.batch_norm,
-                                   upsampling=config.upsampling)
-                                for level in reversed(range(config.depth)))
+        for level in range(1, config.depth + 1):
+            self.add_module(f"down{level}", Down(widths[level - 1], widths[level], config.batch_norm))
+        for level in range(config.depth - 1, -1, -1):  # up1 is the deepest
+            self.add_module(f"up{config.depth - level}",
+                            Up(widths[level + 1], widths[level], widths[level], batch_norm=config.batch_norm,
+                               upsampling=config.upsampling))
         self.head = nn.Conv2d(widths[0], num_classes, 1)
         self.multiple = 2 ** config.depth
         # `cnnlab.models.parts` reads these where no registry entry says where the parts are
         self.first_conv_path, self.classifier_path = "stem.conv1", "head"
 
+    def _levels(self, prefix: str) -> list[nn.Module]:
+        return [getattr(self, f"{prefix}{level}") for level in range(1, self.config.depth + 1)]
+
     def forward_features(self, images: Tensor) -> Tensor:
         """The last decoder map (N, base_width, H, W): what the head sees."""
         height, width = images.shape[-2:]
-        hidden = pad_to_multiple(images, self.multiple)
-        skips = [self.stem(hidden)]
-        for down in self.down:
+        skips = [self.stem(pad_to_multiple(images, self.multiple))]
+        for down in self._levels("down"):
             skips.append(down(skips[-1]))
         hidden = skips.pop()
-        for up in self.up:
+        for up in self._levels("up"):
             hidden = up(hidden, skips.pop())
         return hidden[..., :height, :width]
 
@@ -166,3 +180,107 @@ def _register_unet(name: str, config: UNetConfig) -> None:
 
 for _name, _config in UNET_VARIANTS.items():
     _register_unet(_name, _config)
+
+
+# --- any registry model as the encoder -----------------------------------------------------------------
+
+DECODER_WIDTHS = (16, 128)  # a decoder level is as wide as its skip, clamped to this range
+
+
+class BackboneSegmenter(nn.Module):
+    """backbone (encoder) → U-Net decoder over its maps at strides 1..32 → 1×1 conv head → logits
+    resized bilinearly to the input's size.
+
+    `backbone` is a module whose sub-module at `trunk` (a dotted path, "" for itself) has children
+    that run in order; the outputs of the children named in `taps` (finest first) are the skips.
+    """
+
+    def __init__(self, backbone: nn.Module, *, trunk: str, taps: Sequence[tuple[str, int]], num_classes: int,
+                 first_conv_path: str):
+        super().__init__()
+        self.backbone, self.trunk = backbone, trunk
+        self.taps = tuple(name for name, _ in taps)
+        widths = [min(max(channels, DECODER_WIDTHS[0]), DECODER_WIDTHS[1]) for _, channels in taps]
+        in_widths = [channels for _, channels in taps]
+        self.decoder = nn.ModuleList(
+            Up(in_widths[-1] if level == len(taps) - 2 else widths[level + 1], in_widths[level], widths[level])
+            for level in range(len(taps) - 2, -1, -1))
+        self.head = nn.Conv2d(widths[0] if len(taps) > 1 else in_widths[0], num_classes, 1)
+        self.num_classes = num_classes
+        # `cnnlab.models.parts` reads these where no registry entry says where the parts are
+        self.first_conv_path, self.classifier_path = first_conv_path, "head"
+
+    def encode(self, images: Tensor) -> list[Tensor]:
+        """The backbone's maps at the taps, finest first."""
+        taps, features, hidden = set(self.taps), [], images
+        for name, layer in self.backbone.get_submodule(self.trunk).named_children():
+            hidden = layer(hidden)
+            if name in taps:
+                features.append(hidden)
+                if len(features) == len(self.taps):
+                    break
+        return features
+
+    def forward_features(self, images: Tensor) -> Tensor:
+        """The finest decoder map (N, width, h, w), at the finest tap's size."""
+        skips = self.encode(images)
+        hidden = skips.pop()
+        for up in self.decoder:
+            hidden = up(hidden, skips.pop())
+        return hidden
+
+    def forward_head(self, features: Tensor) -> Tensor:
+        return self.head(features)
+
+    def forward(self, images: Tensor) -> Tensor:
+        logits = self.forward_head(self.forward_features(images))
+        if logits.shape[-2:] != images.shape[-2:]:  # an encoder whose finest map is coarser than the image
+            logits = F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        return logits
+
+
+def segmenter_on_backbone(architecture: "str | Architecture", *, in_channels: int, num_classes: int,
+                          image_size: tuple[int, int], max_stride: int = 32) -> nn.Module:
+    """A U-Net over any registry model or YAML network (`guide-cnn`, `resnet18`, `net.yaml`) as encoder.
+
+    The classification model is built, everything after its last map at `max_stride` is removed,
+    and the rest is kept as `backbone` with its own module names (`backbone.layer1.0.conv1`), so
+    classification weights load by name. The last child at each power-of-two stride is a skip.
+    A registered segmentation model or a YAML network that already ends in a `classes` convolution
+    is built as it is.
+
+    >>> net = segmenter_on_backbone("resnet18", in_channels=3, num_classes=5, image_size=(64, 64))
+    >>> net.taps, tuple(net(torch.zeros(1, 3, 37, 50)).shape)
+    (('relu', 'layer1', 'layer2', 'layer3', 'layer4'), (1, 5, 37, 50))
+    """
+    from cnnlab.models.build import build_model, resolve_architecture
+    from cnnlab.models.detectors import _choose_taps, _probe, _trim, _trunk_path
+    from cnnlab.models.parts import first_conv_path
+    from cnnlab.models.registry import MODELS
+
+    if not isinstance(architecture, Architecture):
+        architecture = resolve_architecture(architecture)
+    if _is_segmenter(architecture, MODELS):
+        return build_model(architecture, in_channels=in_channels, num_outputs=num_classes, image_size=image_size)
+    model = build_model(architecture, in_channels=in_channels, num_outputs=num_classes, image_size=image_size)
+    first_conv = first_conv_path(model, architecture.name if architecture.name != "yaml" else None)
+    trunk = _trunk_path(model)
+    training = model.training
+    model.eval()  # one blank image: batch norm must use its running statistics
+    shapes = _probe(model.get_submodule(trunk), in_channels, image_size)
+    model.train(training)
+    if not shapes:
+        raise ConfigError(f"{architecture.label or architecture.name}: no feature maps to segment from "
+                          f"(its first layer is already the classifier)")
+    taps = _choose_taps(shapes, image_size[0], 1, max_stride)
+    _trim(model, trunk, taps[-1][0])
+    return BackboneSegmenter(model, trunk=trunk, taps=taps, num_classes=num_classes,
+                             first_conv_path=f"backbone.{first_conv}")
+
+
+def _is_segmenter(architecture: "Architecture", models) -> bool:
+    if architecture.name == "yaml":
+        from cnnlab.models.yaml_net import is_dense_predictor
+
+        return is_dense_predictor(list(architecture.layers or ()))
+    return models.get(architecture.name).metadata.get("task") == "segmentation"

@@ -494,3 +494,9 @@ def build_from_yaml(
     return build_layers(
         layers, in_channels=in_channels, num_outputs=num_outputs, image_size=image_size, source=str(path)
     )
+
+
+def is_dense_predictor(layers: list[Any]) -> bool:
+    """Whether a layer list ends in a `conv: {filters: classes}`: a network that outputs one logit
+    map per class (a segmenter), rather than one logit per class."""
+    return False
