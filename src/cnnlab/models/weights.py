@@ -138,7 +138,8 @@ def _with_entry_preprocessing(state_dict: dict[str, "Tensor"], entry: Any, *, de
                               name: str | None = None) -> PretrainedWeights:
     """The weights with the entry's own preprocessing: its crop size, mean and std, and categories."""
     preset = entry.transforms()
-    crop = list(preset.crop_size)
+    # classification presets crop; segmentation presets (SemanticSegmentation) only resize
+    crop = list(getattr(preset, "crop_size", None) or preset.resize_size)
     return PretrainedWeights(
         state_dict,
         name=name or _entry_name(entry),
