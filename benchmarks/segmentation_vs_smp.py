@@ -6,10 +6,14 @@ training images/s, test mIoU after every epoch, and peak RSS per epoch (flat = n
     python benchmarks/segmentation_vs_smp.py --cnnlab-model unet-small --smp-encoder resnet34
     python benchmarks/segmentation_vs_smp.py --epochs 1 --train-images 200 --test-images 50 --output /tmp/svs
 
-The data: Fashion-MNIST items on `--size`² canvases (1-3 items each, at seeded random places),
-the mask being each item's silhouette (pixel > 0) labelled class + 1 over background 0 (11
-classes; a later item covers an earlier one). Training canvases use training items only, test
-canvases test items only. Generated here, in memory, identically in both workers.
+The data: cnnlab's generated `fashion-mnist-masks` (Fashion-MNIST items on 64×64 canvases, mask =
+each item's silhouette labelled class + 1 over background 0, 11 classes; train canvases from train
+items, test canvases from test items; generated into the dataset cache on first use), its first
+`--train-images` train and `--test-images` test canvases. `--data DIR` reads another folder of the
+same layout (images/{train,test}/NAME.png + masks/{train,test}/NAME.png, class-index masks).
+Where cnnlab has no such dataset (before the segmentation task), or with `--data private`, the
+canvases are made here in memory instead, alike in both workers: `--size`² canvases of 1-3 items at
+seeded random places, silhouette = pixel > 0, a later item covering an earlier one.
 
 One training loop for both, so that the networks are what is compared: AdamW (rate `--lr`, weight
 decay 1e-4) with a one-cycle schedule over the run, batch `--batch-size`, pixel cross-entropy,
@@ -82,7 +86,9 @@ def confusion_matrix(predicted: np.ndarray, target: np.ndarray, classes: int) ->
 
 
 def mean_iou(confusion: np.ndarray) -> float:
-    """>>> mean_iou(np.array([[3, 1], [0, 4]]))  # IoU 3/4 and 4/5
+    """The mean over classes of TP / (TP + FP + FN); classes with no pixel either way are left out.
+
+    >>> mean_iou(np.array([[3, 1], [0, 4]]))  # IoU 3/(3+1) and 4/(4+1)
     0.775
     """
     true_positives = np.diag(confusion).astype(np.float64)
@@ -118,11 +124,38 @@ def _build(contender: str, args: argparse.Namespace):
     return smp.Unet(args.smp_encoder, encoder_weights=None, in_channels=1, classes=NUM_CLASSES)
 
 
+def read_mask_folder(root: Path, split: str, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first `count` images (by name) of images/SPLIT/ as grey uint8, and their masks/SPLIT/ indices."""
+    from PIL import Image
+
+    names = sorted(path.name for path in (root / "images" / split).glob("*.png"))[:count]
+    images = np.stack([np.asarray(Image.open(root / "images" / split / name).convert("L")) for name in names])
+    masks = np.stack([np.asarray(Image.open(root / "masks" / split / name)) for name in names])
+    return images, masks
+
+
+def data_folder(data: str) -> Path | None:
+    """Where the canvases are read from, or None for the private generator."""
+    if data == "private":
+        return None
+    if data != "fashion-mnist-masks":
+        return Path(data)
+    try:
+        from cnnlab.data.generated import is_generated, materialise
+    except ImportError:
+        return None
+    return materialise(data) if is_generated(data) else None
+
+
 def _tensors(args: argparse.Namespace, split: str, count: int, seed: int):
     import torch
 
-    items, labels = fashion_mnist(split)
-    images, masks = make_canvases(items, labels, count, args.size, seed)
+    folder = data_folder(args.data)
+    if folder is not None:
+        images, masks = read_mask_folder(folder, split, count)
+    else:
+        items, labels = fashion_mnist(split)
+        images, masks = make_canvases(items, labels, count, args.size, seed)
     images = (torch.from_numpy(images).float().div_(255).sub_(MEAN).div_(STD)).unsqueeze(1)
     return images, torch.from_numpy(masks).long()
 
@@ -191,7 +224,7 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
 # --- the coordinator ----------------------------------------------------------------------------
 
 def _worker_arguments(args: argparse.Namespace) -> list[str]:
-    return ["--epochs", str(args.epochs), "--train-images", str(args.train_images),
+    return ["--data", args.data, "--epochs", str(args.epochs), "--train-images", str(args.train_images),
             "--test-images", str(args.test_images), "--size", str(args.size), "--batch-size", str(args.batch_size),
             "--lr", str(args.lr), "--seed", str(args.seed), "--threads", str(args.threads),
             "--precision", args.precision, "--cnnlab-model", args.cnnlab_model, "--smp-encoder", args.smp_encoder]
@@ -224,7 +257,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--train-images", type=int, default=2000)
     parser.add_argument("--test-images", type=int, default=500)
-    parser.add_argument("--size", type=int, default=64, help="canvas side in pixels [default: %(default)s]")
+    parser.add_argument("--data", default="fashion-mnist-masks",
+                        help="fashion-mnist-masks, a folder of images/ + masks/, or private [default: %(default)s]")
+    parser.add_argument("--size", type=int, default=64,
+                        help="canvas side of the private canvases [default: %(default)s]")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=0.003, help="peak learning rate [default: %(default)s]")
     parser.add_argument("--seed", type=int, default=0)
@@ -238,10 +274,11 @@ def main() -> None:
         return
     script = Path(__file__).resolve()
     machine = machine_info()
+    folder = data_folder(args.data)  # generated here once, before the workers read it
     contenders = run_taking_turns(script, {name: ["--worker", name, *_worker_arguments(args)]
                                            for name in CONTENDERS})
     command = "python benchmarks/segmentation_vs_smp.py " + " ".join(sys.argv[1:])
-    results = {"machine": machine, "note": args.note, "command": command.strip(), "contenders": contenders,
+    results = {"machine": machine, "note": args.note, "data": str(folder) if folder else "private canvases", "command": command.strip(), "contenders": contenders,
                "speedup": ratio(contenders["cnnlab"].get("images_per_s"), contenders["smp"].get("images_per_s"))}
     write_results(args.output, "cnnlab U-Net vs segmentation_models_pytorch U-Net", results, _markdown(results))
     print(_markdown(results))
