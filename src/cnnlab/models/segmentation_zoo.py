@@ -17,8 +17,10 @@ downloaded here. Grey images get a 1-channel first convolution; the weights' RGB
 into it when weights are loaded (`cnnlab.models.transfer`). The classifier convolution has one
 output per class; weights for another number of classes leave it new.
 
+>>> import torch
 >>> from cnnlab.models.registry import model_entry
->>> model = model_entry("lraspp_mobilenet_v3_large").builder(in_channels=1, num_outputs=4, image_size=(64, 64))
+>>> build = model_entry("lraspp_mobilenet_v3_large").builder
+>>> model = build(in_channels=1, num_outputs=4, image_size=(64, 64))
 >>> tuple(model(torch.zeros(2, 1, 45, 61)).shape)
 (2, 4, 45, 61)
 """
@@ -28,7 +30,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-import torch
 from torch import Tensor, nn
 
 from cnnlab.models.registry import ModelBuilder, check_input_size, register_model
@@ -61,11 +62,13 @@ class _ZooSegmenter:
 
 
 _ZOO = (
-    _ZooSegmenter("fcn_resnet50", "backbone.conv1", "classifier.4", "FCN_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1",
+    _ZooSegmenter("fcn_resnet50", "backbone.conv1", "classifier.4",
+                  "FCN_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1",
                   "FCN (Long et al. 2015) on a dilated ResNet-50, output stride 8, 32.9M params"),
     _ZooSegmenter("deeplabv3_resnet50", "backbone.conv1", "classifier.4",
                   "DeepLabV3_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1",
-                  "DeepLabV3 (Chen et al. 2017): atrous spatial pyramid pooling on a dilated ResNet-50, 39.6M params"),
+                  "DeepLabV3 (Chen et al. 2017): atrous spatial pyramid pooling on a dilated ResNet-50, "
+                  "39.6M params"),
     _ZooSegmenter("deeplabv3_mobilenet_v3_large", "backbone.0.0", "classifier.4",
                   "DeepLabV3_MobileNet_V3_Large_Weights.COCO_WITH_VOC_LABELS_V1",
                   "DeepLabV3 on MobileNetV3-Large, 11.0M params"),
@@ -88,7 +91,7 @@ def _make_builder(spec: _ZooSegmenter) -> ModelBuilder:
         return TorchvisionSegmenter(model)
 
     build.__name__ = build.__qualname__ = spec.name
-    build.__doc__ = f"torchvision's untrained `{spec.name}` for `in_channels` inputs and `num_outputs` classes."
+    build.__doc__ = f"torchvision's untrained `{spec.name}`: `in_channels` inputs, `num_outputs` classes."
     return build
 
 

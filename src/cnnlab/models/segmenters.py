@@ -66,7 +66,8 @@ class Down(nn.Sequential):
     """2×2 max-pool, then a double conv: one level deeper."""
 
     def __init__(self, in_channels: int, out_channels: int, batch_norm: bool):
-        super().__init__(OrderedDict(pool=nn.MaxPool2d(2), block=double_conv(in_channels, out_channels, batch_norm)))
+        super().__init__(OrderedDict(pool=nn.MaxPool2d(2),
+                                     block=double_conv(in_channels, out_channels, batch_norm)))
 
 
 class Up(nn.Module):
@@ -78,8 +79,8 @@ class Up(nn.Module):
     skip come from any encoder, including 'valid' convolutions whose maps are a pixel or two short.
     """
 
-    def __init__(self, deeper_channels: int, skip_channels: int, out_channels: int, *, batch_norm: bool = True,
-                 upsampling: str = "bilinear"):
+    def __init__(self, deeper_channels: int, skip_channels: int, out_channels: int, *,
+                 batch_norm: bool = True, upsampling: str = "bilinear"):
         super().__init__()
         self.transposed = upsampling == "transposed"
         if self.transposed:
@@ -160,7 +161,8 @@ UNET_VARIANTS = {
     "unet-classic": UNetConfig(depth=4, base_width=64, upsampling="transposed", max_width=1024),
 }
 _UNET_DESCRIPTIONS = {
-    "unet": "U-Net for small images on CPU: depth 4, widths 16-32-64-128-256, batch norm, bilinear upsampling",
+    "unet": "U-Net for small images on CPU: depth 4, widths 16-32-64-128-256, batch norm, bilinear "
+            "upsampling",
     "unet-small": "smaller U-Net: depth 3, widths 8-16-32-64, batch norm, bilinear upsampling",
     "unet-classic": "the paper's U-Net widths (64-128-256-512-1024) with 'same' padding, batch norm and "
                     "transposed-conv upsampling (31M params: GPU-sized)",
@@ -202,8 +204,10 @@ class BackboneSegmenter(nn.Module):
         self.taps = tuple(name for name, _ in taps)
         widths = [min(max(channels, DECODER_WIDTHS[0]), DECODER_WIDTHS[1]) for _, channels in taps]
         in_widths = [channels for _, channels in taps]
+        # deepest first: the deepest tap enters as it is, each level after gets the decoder's width
         self.decoder = nn.ModuleList(
-            Up(in_widths[-1] if level == len(taps) - 2 else widths[level + 1], in_widths[level], widths[level])
+            Up(in_widths[-1] if level == len(taps) - 2 else widths[level + 1], in_widths[level],
+               widths[level])
             for level in range(len(taps) - 2, -1, -1))
         self.head = nn.Conv2d(widths[0] if len(taps) > 1 else in_widths[0], num_classes, 1)
         self.num_classes = num_classes
@@ -261,7 +265,8 @@ def segmenter_on_backbone(architecture: "str | Architecture", *, in_channels: in
     if not isinstance(architecture, Architecture):
         architecture = resolve_architecture(architecture)
     if _is_segmenter(architecture, MODELS):
-        return build_model(architecture, in_channels=in_channels, num_outputs=num_classes, image_size=image_size)
+        return build_model(architecture, in_channels=in_channels, num_outputs=num_classes,
+                           image_size=image_size)
     model = build_model(architecture, in_channels=in_channels, num_outputs=num_classes, image_size=image_size)
     first_conv = first_conv_path(model, architecture.name if architecture.name != "yaml" else None)
     trunk = _trunk_path(model)

@@ -160,7 +160,8 @@ _LAYER_FIELDS: dict[str, dict[str, _Field]] = {
     "dense": {"units": _Field(_units), "activation": _Field(_optional_activation, default=None)},
     "activation": {"activation": _Field(_activation)},
     "global_avg_pool": {},
-    "upsample": {"scale": _Field(_whole_number(2), default=2), "mode": _Field(_upsample_mode, default="nearest")},
+    "upsample": {"scale": _Field(_whole_number(2), default=2),
+                 "mode": _Field(_upsample_mode, default="nearest")},
     "concat": {"from": _Field(_layer_references)},
 }
 _KIND_ALIASES = {"globalavgpool": "global_avg_pool"}
@@ -263,9 +264,9 @@ def _check_class_maps(layers: list[dict[str, Any]], source: str) -> None:
             raise _layer_error(source, number, "conv", "field 'filters': classes is only allowed on the last "
                                "layer, the one that outputs a logit map per class")
         if _ends_in_class_maps(layers) and layer["kind"] in ("flatten", "dense", "global_avg_pool"):
-            raise _layer_error(source, number, layer["kind"], "the network ends in `conv: {filters: classes}` "
-                               "(one logit map per class, for segmentation), so it keeps its maps: "
-                               "no flatten, dense or global_avg_pool before it")
+            raise _layer_error(source, number, layer["kind"], "the network ends in `conv: {filters: "
+                               "classes}` (one logit map per class, for segmentation), so it keeps its "
+                               "maps: no flatten, dense or global_avg_pool before it")
 
 
 def _check_last_dense(layers: list[dict[str, Any]], source: str) -> None:
@@ -273,8 +274,9 @@ def _check_last_dense(layers: list[dict[str, Any]], source: str) -> None:
     if last["activation"] not in (None, _SOFTMAX):
         outputs = ("logit maps (one per class)" if _ends_in_class_maps(layers)
                    else "logits (one raw score per class)")
-        raise _layer_error(source, len(layers), last["kind"], f"field 'activation': the last {last['kind']} layer "
-                           f"outputs the {outputs}, so it takes softmax or no activation, not {last['activation']}")
+        raise _layer_error(source, len(layers), last["kind"], f"field 'activation': the last "
+                           f"{last['kind']} layer outputs the {outputs}, so it takes softmax or no "
+                           f"activation, not {last['activation']}")
     for number, layer in enumerate(layers[:-1], start=1):
         if layer.get("activation") == _SOFTMAX:
             raise _layer_error(source, number, layer["kind"], "field 'activation': softmax is only allowed "
@@ -286,7 +288,8 @@ def _normalise_layers(entries: Any, source: str) -> list[dict[str, Any]]:
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"{source}: `layers` must be a non-empty list, e.g.\n{_EXAMPLE}")
     layers = [_normalise_layer(entry, source, number) for number, entry in enumerate(entries, start=1)]
-    if not (layers[-1]["kind"] == "dense" and layers[-1]["units"] == "classes") and not _ends_in_class_maps(layers):
+    ends_in_classes = layers[-1]["kind"] == "dense" and layers[-1]["units"] == "classes"
+    if not ends_in_classes and not _ends_in_class_maps(layers):
         layers.append({"kind": "dense", "units": "classes", "activation": None})
     _check_class_maps(layers, source)
     _check_last_dense(layers, source)
@@ -524,7 +527,8 @@ def _add_activation(net: _NetworkBuilder, layer: dict[str, Any], number: int) ->
 def _add_upsample(net: _NetworkBuilder, layer: dict[str, Any], number: int) -> None:
     channels, height, width = net.require_feature_map(number, layer)
     mode, scale = layer["mode"], layer["scale"]
-    net.add("up", nn.Upsample(scale_factor=scale, mode=mode, **({"align_corners": False} if mode != "nearest" else {})))
+    corners = {} if mode == "nearest" else {"align_corners": False}  # PyTorch's default, said aloud
+    net.add("up", nn.Upsample(scale_factor=scale, mode=mode, **corners))
     net.shape = (channels, height * scale, width * scale)
 
 
@@ -544,9 +548,10 @@ def _add_concat(net: _NetworkBuilder, layer: dict[str, Any], number: int) -> Non
     if len(set(sizes.values())) > 1:
         named = ", ".join(f"{'the input' if source == 0 else f'layer {source}'} {_side_text(size)}"
                           for source, size in sizes.items())
-        raise net.error(number, layer, f"the maps it joins must have the same height and width, but they are: "
-                        f"{named} (for {_side_text(net.layer_shapes[0][1:])} images). Use padding: same, one "
-                        f"upsample per pooling, and an --image-size divisible by 2 per pooling layer")
+        images = _side_text(net.layer_shapes[0][1:])
+        raise net.error(number, layer, f"the maps it joins must have the same height and width, but "
+                        f"they are: {named} (for {images} images). Use padding: same, one upsample per "
+                        f"pooling, and an --image-size divisible by 2 per pooling layer")
     net.routes[len(net.children)] = tuple(sources)
     net.add("concat", Concat())
     net.shape = (sum(net.layer_shapes[source][0] for source in sources), *net.layer_shapes[sources[0]][1:])
@@ -595,8 +600,9 @@ def build_layers(layers: list[Any], *, in_channels: int, num_outputs: int, image
         net.layer_ends.append(len(net.children) - 1)
     assert net.head_start is not None  # the final dense layer cannot be added before a flatten
     if _ends_in_class_maps(normalised) and net.shape[1:] != tuple(image_size):
-        raise net.error(len(normalised), normalised[-1], f"a network that ends in `conv: {{filters: classes}}` "
-                        f"outputs one logit map per class at the input's size, {_side_text(tuple(image_size))}, "
+        size = _side_text(tuple(image_size))
+        raise net.error(len(normalised), normalised[-1], f"a network that ends in `conv: {{filters: "
+                        f"classes}}` outputs one logit map per class at the input's size, {size}, "
                         f"but its maps are {_side_text(net.shape[1:])}; use padding: same and one upsample "
                         f"per pooling layer")
     read = {number for sources in net.routes.values() for number in sources}
