@@ -160,7 +160,7 @@ def test_summary_prints_a_unet_with_every_layer_and_the_total():
 
 @pytest.mark.parametrize("name, in_channels, size, taps", [
     ("guide-cnn", 1, (28, 28), ("relu1", "relu2", "pool2", "relu3")),
-    ("resnet18", 3, (64, 64), ("relu", "layer1", "layer2", "layer3", "layer4")),
+    ("resnet18", 3, (32, 32), ("relu", "layer1", "layer2", "layer3", "layer4")),
 ])
 def test_a_backbone_becomes_a_unet_encoder_with_its_own_layer_names(name, in_channels, size, taps):
     torch.manual_seed(0)
