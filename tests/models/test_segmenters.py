@@ -300,7 +300,9 @@ def _save_random_lraspp(torch_home: Path) -> tuple[nn.Module, dict[str, torch.Te
     folder = hub_checkpoint_dir()
     assert folder == torch_home / "hub" / "checkpoints"
     folder.mkdir(parents=True)
-    torch.save(reference.state_dict(), folder / LRASPP_FILE)
+    # torchvision publishes its segmentation weights with the auxiliary head, which cnnlab builds without
+    published = {**reference.state_dict(), "aux_classifier.4.weight": torch.zeros(21, 10, 1, 1)}
+    torch.save(published, folder / LRASPP_FILE)
     return reference, reference.state_dict()
 
 
@@ -310,6 +312,7 @@ def test_published_weights_load_from_the_hub_cache_and_compute_what_torchvision_
     assert weights.name == "LRASPP_MobileNet_V3_Large_Weights.COCO_WITH_VOC_LABELS_V1"
     assert weights.image_size == (520, 520) and weights.mean == (0.485, 0.456, 0.406)
     assert len(weights.output_names) == 21 and weights.output_names[15] == "person"
+    assert set(weights.state_dict) == set(state)  # the auxiliary head's tensors left out
 
     model = _build("lraspp_mobilenet_v3_large", in_channels=3, classes=21).eval()
     report = transfer_weights(model, weights.state_dict, source=weights.description,
@@ -321,16 +324,23 @@ def test_published_weights_load_from_the_hub_cache_and_compute_what_torchvision_
 
 
 def test_weights_for_21_rgb_classes_go_into_a_grey_5_class_model(torch_home, no_network):
+    from cnnlab.config import TrainConfig
+    from cnnlab.tasks.classification import Classification
+    from cnnlab.train.pretrained import head_layers, transfer_pretrained
+
     _, state = _save_random_lraspp(torch_home)
-    weights = load_weights("imagenet", resolve_architecture("lraspp_mobilenet_v3_large"))
+    architecture = resolve_architecture("lraspp_mobilenet_v3_large")
+    weights = load_weights("imagenet", architecture)
     model = _build("lraspp_mobilenet_v3_large", in_channels=1, classes=5)
-    report = transfer_weights(model, weights.state_dict, source=weights.description,
-                              classifier="classifier.high_classifier", first_conv="backbone.0.0")
+    task = Classification(["background", "a", "b", "c", "d"])  # what transfer reads of a task: its outputs
+    report = transfer_pretrained(model, architecture, task, weights, TrainConfig(data="p", weights="imagenet"))
     assert report.names(ADAPTED) == ["backbone.0.0"]
     assert torch.allclose(model.backbone["0"][0].weight, state["backbone.0.0.weight"].sum(1, keepdim=True))
-    assert report.names(REINITIALISED) == ["classifier.high_classifier"]
-    assert float(model.classifier.high_classifier.weight.abs().sum()) == 0.0  # a new head starts at zero
-    assert report.names(SKIPPED) == ["classifier.low_classifier"]  # 21 outputs in the weights, 5 here
+    # both class convolutions (at 1/8 and 1/16) are new, start at zero, and are what --freeze trains
+    class_layers = ["classifier.low_classifier", "classifier.high_classifier"]
+    assert report.names(REINITIALISED) == class_layers and not report.names(SKIPPED) and not report.unused
+    assert all(float(model.get_submodule(path).weight.abs().sum()) == 0.0 for path in class_layers)
+    assert head_layers(model, architecture, report) == tuple(sorted(class_layers))
     assert torch.equal(model.classifier.cbr[0].weight, state["classifier.cbr.0.weight"])
 
 

@@ -96,7 +96,10 @@ def _make_builder(spec: _ZooSegmenter) -> ModelBuilder:
 
 
 def _register(spec: _ZooSegmenter) -> None:
-    metadata: dict[str, Any] = dict(torchvision_name=spec.name, weights=spec.weights, task="segmentation")
+    metadata: dict[str, Any] = dict(torchvision_name=spec.name, weights=spec.weights, task="segmentation",
+                                    unused_weights=("aux_classifier.",))
+    if spec.name.startswith("lraspp"):  # two class convolutions, at 1/8 and 1/16 of the image: both are new
+        metadata["class_layers"] = ("classifier.low_classifier", "classifier.high_classifier")
     register_model(spec.name, description=spec.description, family="torchvision-segmentation",
                    first_conv=spec.first_conv, classifier=spec.classifier, min_size=_MIN_SIZE,
                    **metadata)(_make_builder(spec))
