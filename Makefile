@@ -74,6 +74,7 @@ bench: $(BENCH_VENV)/.installed fashion-mnist
 	$(BENCH_VENV)/bin/python benchmarks/step_time.py fast-cnn fast-cnn-v2 guide-cnn $(BENCH_ARGS)
 	$(BENCH_VENV)/bin/python benchmarks/predict_throughput.py $(BENCH_ARGS)
 	$(MAKE) bench-detection
+	$(MAKE) bench-segmentation
 
 # cnnlab's detector against Ultralytics YOLOv8n, both from scratch, the same training seconds each
 # (benchmarks/README.md); DET_ARGS='--budget-seconds 600 --cnnlab-set lr=0.005' for other settings.
@@ -89,6 +90,13 @@ bench-detection: $(BENCH_VENV)/.installed fashion-mnist
 SERVE_ARGS ?=
 bench-serve: $(BENCH_VENV)/.installed fashion-mnist
 	$(BENCH_VENV)/bin/python benchmarks/serve_load.py $(SERVE_ARGS) $(BENCH_ARGS)
+
+# cnnlab's U-Net against segmentation_models_pytorch's (resnet18 encoder), same loop, data and epochs
+# (docs/segmentation-models.md); SEG_ARGS='--epochs 8 --cnnlab-model unet-small' for other settings.
+.PHONY: bench-segmentation
+SEG_ARGS ?=
+bench-segmentation: $(BENCH_VENV)/.installed fashion-mnist
+	$(BENCH_VENV)/bin/python benchmarks/segmentation_vs_smp.py $(SEG_ARGS) $(BENCH_ARGS)
 
 # The GPU benchmarks and the CUDA tests (a machine with a CUDA GPU; benchmarks/README.md, "On a GPU"):
 # results in benchmarks/results/gpu/. GPU_NOTE='...' is stored with them.

@@ -120,16 +120,22 @@ def _is_inside(layer: str, path: str) -> bool:
     return layer == path or layer.startswith(path + ".")
 
 
+def is_inside_any(layer: str, paths: str | tuple[str, ...]) -> bool:
+    return any(_is_inside(layer, path) for path in ((paths,) if isinstance(paths, str) else paths))
+
+
 def _shape(tensor: "Tensor") -> str:
     return "×".join(map(str, tensor.shape)) or "scalar"
 
 
-def transfer_weights(model: "nn.Module", weights: dict[str, "Tensor"], *, source: str, classifier: str,
-                     first_conv: str | None = None, keep_classifier: bool = False) -> TransferReport:
+def transfer_weights(model: "nn.Module", weights: dict[str, "Tensor"], *, source: str,
+                     classifier: str | tuple[str, ...], first_conv: str | None = None,
+                     keep_classifier: bool = False) -> TransferReport:
     """Copy every layer of `weights` that fits into `model` (in place) and report what happened.
 
-    `classifier` (a module path) is re-initialised unless `keep_classifier` (same classes);
-    the weight of `first_conv` is adapted when only its number of input channels differs.
+    `classifier` (a module path, or several: LR-ASPP has two class convolutions) is re-initialised
+    unless `keep_classifier` (same classes); the weight of `first_conv` is adapted when only its
+    number of input channels differs.
     """
     import torch
 
@@ -138,7 +144,7 @@ def transfer_weights(model: "nn.Module", weights: dict[str, "Tensor"], *, source
     new_head: list[Tensor] = []
     model_layers = _layer_tensors(model)
     for layer, tensors in model_layers.items():
-        if _is_inside(layer, classifier) and not keep_classifier:
+        if is_inside_any(layer, classifier) and not keep_classifier:
             outputs = next(iter(tensors.values())).shape[0]
             layers.append(LayerTransfer(layer, REINITIALISED, f"new head, {outputs} outputs, starting at zero"))
             new_head.extend(tensors.values())

@@ -126,8 +126,19 @@ def hub_checkpoint_dir() -> Path:
 def _torchvision_weights(spec: str, architecture: Architecture, flag: str) -> PretrainedWeights:
     entry = imagenet_weights_entry(spec, architecture, flag)
     path = _local_or_downloaded(entry, flag, spec)
-    return _with_entry_preprocessing(read_torch_file(path), entry,
+    return _with_entry_preprocessing(_without_unused_parts(read_torch_file(path), architecture), entry,
                                      description=f"ImageNet weights {_entry_name(entry)} ({path})")
+
+
+def _without_unused_parts(state_dict: dict[str, "Tensor"], architecture: Architecture
+                          ) -> dict[str, "Tensor"]:
+    """The tensors without those of parts the registered model leaves out on purpose (its
+    `unused_weights` prefixes: torchvision's auxiliary segmentation head, published with the
+    weights and built here without)."""
+    from cnnlab.models.registry import model_entry
+
+    prefixes = tuple(model_entry(architecture.name).metadata.get("unused_weights", ()))
+    return {key: value for key, value in state_dict.items() if not (prefixes and key.startswith(prefixes))}
 
 
 def _entry_name(entry: Any) -> str:
@@ -138,7 +149,8 @@ def _with_entry_preprocessing(state_dict: dict[str, "Tensor"], entry: Any, *, de
                               name: str | None = None) -> PretrainedWeights:
     """The weights with the entry's own preprocessing: its crop size, mean and std, and categories."""
     preset = entry.transforms()
-    crop = list(preset.crop_size)
+    # classification presets crop; segmentation presets (SemanticSegmentation) only resize
+    crop = list(getattr(preset, "crop_size", None) or preset.resize_size)
     return PretrainedWeights(
         state_dict,
         name=name or _entry_name(entry),
@@ -225,6 +237,7 @@ def _file_weights(path: Path, architecture: Architecture, flag: str) -> Pretrain
     if _published_weights_name(architecture) is not None:
         # A .pth file for a zoo model is taken to be torchvision's: its ImageNet preprocessing applies.
         entry = imagenet_weights_entry(IMAGENET, architecture, flag)
+        state_dict = _without_unused_parts(state_dict, architecture)
         return _with_entry_preprocessing(state_dict, entry, name=str(path),
                                          description=f"weights file {path} (torchvision format)")
     return PretrainedWeights(state_dict, name=str(path), description=f"weights file {path}")

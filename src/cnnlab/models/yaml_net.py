@@ -16,6 +16,20 @@
 that list is what a checkpoint stores, and `build_layers` turns it (or the raw form) into a module.
 `build_from_yaml(path, ...)` does both and names the file in every error.
 
+A network that ends in `conv: {filters: classes}` instead is a dense predictor (a segmenter): it
+outputs one logit map per class, at the input's size. Skip connections (U-Net) use `concat`, whose
+`from` lists the layers whose outputs it joins along the channels: a layer's number as in error
+messages (1 = the first layer, 0 = the input image) or, negative, counted back from the concat
+(-1 = the layer just before it). `upsample` enlarges the map (Keras' UpSampling2D). See
+examples/unet.yaml:
+
+      - conv: {filters: 16, kernel: 3, padding: same, activation: relu}     # layer 1
+      - maxpool: 2
+      - conv: {filters: 32, kernel: 3, padding: same, activation: relu}
+      - upsample: 2
+      - concat: [-1, 1]                     # the upsampled map and layer 1's, 48 channels
+      - conv: {filters: classes, kernel: 1}
+
 Conventions follow Keras, so a network copied from a tutorial means the same thing here:
 convolutions default to 'valid' padding, pooling strides default to the pool size, and the input
 size of a dense layer is worked out from the layers before it. The last layer is a dense layer of
@@ -32,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+import torch
 import yaml
 from torch import Tensor, nn
 
@@ -74,6 +89,29 @@ def _units(value: Any) -> str | int:
         raise ValueError("a whole number ≥ 1, or the word classes") from None
 
 
+def _filters(value: Any) -> str | int:
+    if value == "classes":
+        return value
+    try:
+        return _whole_number(1)(value)
+    except ValueError:
+        raise ValueError("a whole number ≥ 1, or the word classes (only in the last layer)") from None
+
+
+def _layer_references(value: Any) -> list[int]:
+    if isinstance(value, bool) or not isinstance(value, list) or len(value) < 2 or \
+            not all(isinstance(item, int) and not isinstance(item, bool) for item in value):
+        raise ValueError("a list of two or more layer numbers, e.g. [-1, 4] (-1: the layer before; "
+                         "4: layer 4; 0: the input image)")
+    return list(value)
+
+
+def _upsample_mode(value: Any) -> str:
+    if value not in ("nearest", "bilinear"):
+        raise ValueError("nearest or bilinear")
+    return value
+
+
 def _rate(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
         raise ValueError("a fraction from 0 up to (not including) 1, e.g. 0.5")
@@ -108,7 +146,7 @@ def _optional_activation(value: Any) -> str | None:
 _POOL_FIELDS = {"size": _Field(_whole_number(1)), "stride": _Field(_whole_number(1), default=None)}
 _LAYER_FIELDS: dict[str, dict[str, _Field]] = {
     "conv": {
-        "filters": _Field(_whole_number(1)),
+        "filters": _Field(_filters),
         "kernel": _Field(_whole_number(1)),
         "stride": _Field(_whole_number(1), default=1),
         "padding": _Field(_padding, default="valid"),
@@ -122,11 +160,14 @@ _LAYER_FIELDS: dict[str, dict[str, _Field]] = {
     "dense": {"units": _Field(_units), "activation": _Field(_optional_activation, default=None)},
     "activation": {"activation": _Field(_activation)},
     "global_avg_pool": {},
+    "upsample": {"scale": _Field(_whole_number(2), default=2),
+                 "mode": _Field(_upsample_mode, default="nearest")},
+    "concat": {"from": _Field(_layer_references)},
 }
 _KIND_ALIASES = {"globalavgpool": "global_avg_pool"}
 # `- maxpool: 2` means size 2, `- dropout: 0.5` means rate 0.5, and so on.
 _BARE_VALUE_FIELD = {"maxpool": "size", "avgpool": "size", "dropout": "rate", "dense": "units",
-                     "activation": "activation"}
+                     "activation": "activation", "upsample": "scale", "concat": "from"}
 
 
 _EXAMPLE = """layers:
@@ -154,6 +195,9 @@ def _split_entry(entry: Any, source: str, number: int) -> tuple[str, dict[str, A
         kind = str(kind)
         if value is None or isinstance(value, Mapping):
             return kind, dict(value or {})
+        if isinstance(value, list) and kind != "concat":
+            raise _layer_error(source, number, kind, f"expected its settings as a mapping, e.g. "
+                               f"`- conv: {{filters: 32, kernel: 3}}`, got {value!r}")
         bare_field = _BARE_VALUE_FIELD.get(_KIND_ALIASES.get(kind, kind))
         if bare_field is None:
             raise _layer_error(source, number, kind, f"expected its settings as a mapping, e.g. "
@@ -209,12 +253,30 @@ def _fill_dependent_defaults(layer: dict[str, Any], source: str, number: int) ->
     return layer
 
 
+def _ends_in_class_maps(layers: list[dict[str, Any]]) -> bool:
+    return layers[-1]["kind"] == "conv" and layers[-1]["filters"] == "classes"
+
+
+def _check_class_maps(layers: list[dict[str, Any]], source: str) -> None:
+    """`filters: classes` only on the last layer; no flatten or dense before a map per class."""
+    for number, layer in enumerate(layers[:-1], start=1):
+        if layer["kind"] == "conv" and layer["filters"] == "classes":
+            raise _layer_error(source, number, "conv", "field 'filters': classes is only allowed on the last "
+                               "layer, the one that outputs a logit map per class")
+        if _ends_in_class_maps(layers) and layer["kind"] in ("flatten", "dense", "global_avg_pool"):
+            raise _layer_error(source, number, layer["kind"], "the network ends in `conv: {filters: "
+                               "classes}` (one logit map per class, for segmentation), so it keeps its "
+                               "maps: no flatten, dense or global_avg_pool before it")
+
+
 def _check_last_dense(layers: list[dict[str, Any]], source: str) -> None:
-    last = len(layers)
-    if layers[-1]["activation"] not in (None, _SOFTMAX):
-        raise _layer_error(source, last, "dense", f"field 'activation': the last dense layer outputs the "
-                           f"logits (one raw score per class), so it takes softmax or no activation, "
-                           f"not {layers[-1]['activation']}")
+    last = layers[-1]
+    if last["activation"] not in (None, _SOFTMAX):
+        outputs = ("logit maps (one per class)" if _ends_in_class_maps(layers)
+                   else "logits (one raw score per class)")
+        raise _layer_error(source, len(layers), last["kind"], f"field 'activation': the last "
+                           f"{last['kind']} layer outputs the {outputs}, so it takes softmax or no "
+                           f"activation, not {last['activation']}")
     for number, layer in enumerate(layers[:-1], start=1):
         if layer.get("activation") == _SOFTMAX:
             raise _layer_error(source, number, layer["kind"], "field 'activation': softmax is only allowed "
@@ -226,8 +288,10 @@ def _normalise_layers(entries: Any, source: str) -> list[dict[str, Any]]:
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"{source}: `layers` must be a non-empty list, e.g.\n{_EXAMPLE}")
     layers = [_normalise_layer(entry, source, number) for number, entry in enumerate(entries, start=1)]
-    if not (layers[-1]["kind"] == "dense" and layers[-1]["units"] == "classes"):
+    ends_in_classes = layers[-1]["kind"] == "dense" and layers[-1]["units"] == "classes"
+    if not ends_in_classes and not _ends_in_class_maps(layers):
         layers.append({"kind": "dense", "units": "classes", "activation": None})
+    _check_class_maps(layers, source)
     _check_last_dense(layers, source)
     return layers
 
@@ -275,12 +339,23 @@ class GlobalAvgPool(nn.Module):
         return images.mean(dim=(2, 3))
 
 
+class Concat(nn.Module):
+    """Join feature maps of the same height and width along the channels (a `concat` layer)."""
+
+    def forward(self, maps: list[Tensor]) -> Tensor:
+        return torch.cat(maps, 1)
+
+
 class YamlNet(nn.Module):
     """A network built from a layer list: its children run in order, like `nn.Sequential`'s.
 
     They are named like the guide's layers (conv1, relu1, pool1, ..., flatten, fc1, ..., fc{n}),
     so `state_dict` keys and feature-map titles read naturally. The head starts at the first
-    flatten or global_avg_pool.
+    flatten or global_avg_pool, or is the final `conv: {filters: classes}` of a dense predictor.
+
+    Skips: `routes` maps a `concat` child's index to the layer numbers it joins (0 = the input);
+    `keeps` maps a child's index to the layer number whose output it ends, for the layers a concat
+    reads. Only those outputs are held during a forward pass.
     """
 
     def __init__(
@@ -291,25 +366,35 @@ class YamlNet(nn.Module):
         layers: list[dict[str, Any]],
         first_conv_path: str | None,
         classifier_path: str,
+        routes: dict[int, tuple[int, ...]] | None = None,
+        keeps: dict[int, int] | None = None,
     ):
         super().__init__()
         for name, module in children.items():
             self.add_module(name, module)
         self.head_start = head_start
+        self.routes, self.keeps = dict(routes or {}), dict(keeps or {})
         self.layer_specs = layers  # the normalised list it was built from, for the checkpoint sidecar
         # `cnnlab.models.parts` reads these when there is no registry entry to say where they are
         self.first_conv_path = first_conv_path
         self.classifier_path = classifier_path
 
+    def _run(self, hidden: Tensor, start: int, stop: int | None) -> Tensor:
+        modules = list(self.children())
+        kept = {0: hidden} if self.routes else {}
+        for index, module in enumerate(modules[start:stop], start=start):
+            route = self.routes.get(index)
+            hidden = module([kept[number] for number in route]) if route else module(hidden)
+            if index in self.keeps:
+                kept[self.keeps[index]] = hidden
+        return hidden
+
     def forward_features(self, images: Tensor) -> Tensor:
-        for module in list(self.children())[: self.head_start]:
-            images = module(images)
-        return images  # (B, C, h, w), the last feature map
+        return self._run(images, 0, self.head_start)  # (B, C, h, w), the last feature map
 
     def forward_head(self, features: Tensor) -> Tensor:
-        for module in list(self.children())[self.head_start :]:
-            features = module(features)
-        return features  # (B, num_outputs) logits
+        # (B, num_outputs) logits, or (B, num_outputs, H, W) logit maps; the head has no concat
+        return self._run(features, self.head_start, None)
 
     def forward(self, images: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(images))
@@ -330,6 +415,9 @@ class _NetworkBuilder:
     counts: Counter[str] = field(default_factory=Counter)
     flattened_at: int | None = None  # layer number of the first flatten / global_avg_pool
     head_start: int | None = None  # child index where the head starts
+    layer_shapes: list[tuple[int, ...]] = field(default_factory=list)  # [input, after layer 1, ...]
+    layer_ends: list[int] = field(default_factory=list)  # [-1, index of layer 1's last child, ...]
+    routes: dict[int, tuple[int, ...]] = field(default_factory=dict)
 
     def add(self, prefix: str, module: nn.Module) -> None:
         self.counts[prefix] += 1
@@ -375,12 +463,14 @@ def _add_conv(net: _NetworkBuilder, layer: dict[str, Any], number: int) -> None:
         raise net.error(number, layer, f"the feature map is {height}×{width} and a {kernel}×{kernel} "
                         f"kernel (kernel: {kernel}) does not fit; use a larger --image-size, "
                         f"padding: same, or fewer pooling layers")
-    conv = nn.Conv2d(
-        channels, layer["filters"], layer["kernel"], stride=layer["stride"], padding=_conv_padding(layer)
-    )
+    filters = net.num_outputs if layer["filters"] == "classes" else layer["filters"]
+    if layer["filters"] == "classes":
+        net.start_head(number)
+    conv = nn.Conv2d(channels, filters, layer["kernel"], stride=layer["stride"], padding=_conv_padding(layer))
     net.add("conv", conv)
-    net.add_activation(layer["activation"])
-    net.shape = (layer["filters"], out_height, out_width)
+    if layer["activation"] != _SOFTMAX:  # softmax belongs to the loss and predict, never the model
+        net.add_activation(layer["activation"])
+    net.shape = (filters, out_height, out_width)
 
 
 def _add_pool(net: _NetworkBuilder, layer: dict[str, Any], number: int) -> None:
@@ -434,6 +524,39 @@ def _add_activation(net: _NetworkBuilder, layer: dict[str, Any], number: int) ->
     net.add_activation(layer["activation"])
 
 
+def _add_upsample(net: _NetworkBuilder, layer: dict[str, Any], number: int) -> None:
+    channels, height, width = net.require_feature_map(number, layer)
+    mode, scale = layer["mode"], layer["scale"]
+    corners = {} if mode == "nearest" else {"align_corners": False}  # PyTorch's default, said aloud
+    net.add("up", nn.Upsample(scale_factor=scale, mode=mode, **corners))
+    net.shape = (channels, height * scale, width * scale)
+
+
+def _add_concat(net: _NetworkBuilder, layer: dict[str, Any], number: int) -> None:
+    net.require_feature_map(number, layer)
+    sources = []
+    for reference in layer["from"]:
+        source = number + reference if reference < 0 else reference
+        if not 0 <= source < number:
+            raise net.error(number, layer, f"field 'from': {reference} is not an earlier layer; use -1 .. "
+                            f"-{number} (counted back from this layer), 1 .. {number - 1} (a layer's number) "
+                            f"or 0 (the input image)")
+        if len(net.layer_shapes[source]) != 3:
+            raise net.error(number, layer, f"field 'from': layer {source} is flat; concat joins feature maps")
+        sources.append(source)
+    sizes = {source: net.layer_shapes[source][1:] for source in sources}
+    if len(set(sizes.values())) > 1:
+        named = ", ".join(f"{'the input' if source == 0 else f'layer {source}'} {_side_text(size)}"
+                          for source, size in sizes.items())
+        images = _side_text(net.layer_shapes[0][1:])
+        raise net.error(number, layer, f"the maps it joins must have the same height and width, but "
+                        f"they are: {named} (for {images} images). Use padding: same, one upsample per "
+                        f"pooling, and an --image-size divisible by 2 per pooling layer")
+    net.routes[len(net.children)] = tuple(sources)
+    net.add("concat", Concat())
+    net.shape = (sum(net.layer_shapes[source][0] for source in sources), *net.layer_shapes[sources[0]][1:])
+
+
 _ADD_LAYER: dict[str, Callable[[_NetworkBuilder, dict[str, Any], int], None]] = {
     "conv": _add_conv,
     "maxpool": _add_pool,
@@ -444,6 +567,8 @@ _ADD_LAYER: dict[str, Callable[[_NetworkBuilder, dict[str, Any], int], None]] = 
     "dense": _add_dense,
     "activation": _add_activation,
     "global_avg_pool": _add_global_avg_pool,
+    "upsample": _add_upsample,
+    "concat": _add_concat,
 }
 
 
@@ -467,15 +592,29 @@ def build_layers(layers: list[Any], *, in_channels: int, num_outputs: int, image
     """
     normalised = _normalise_layers(layers, source)
     net = _NetworkBuilder(source, shape=(in_channels, *image_size), num_outputs=num_outputs)
+    net.layer_shapes.append(net.shape)
+    net.layer_ends.append(-1)
     for number, layer in enumerate(normalised, start=1):
         _ADD_LAYER[layer["kind"]](net, layer, number)
+        net.layer_shapes.append(net.shape)
+        net.layer_ends.append(len(net.children) - 1)
     assert net.head_start is not None  # the final dense layer cannot be added before a flatten
+    if _ends_in_class_maps(normalised) and net.shape[1:] != tuple(image_size):
+        size = _side_text(tuple(image_size))
+        raise net.error(len(normalised), normalised[-1], f"a network that ends in `conv: {{filters: "
+                        f"classes}}` outputs one logit map per class at the input's size, {size}, "
+                        f"but its maps are {_side_text(net.shape[1:])}; use padding: same and one upsample "
+                        f"per pooling layer")
+    read = {number for sources in net.routes.values() for number in sources}
+    classifier_type = nn.Conv2d if _ends_in_class_maps(normalised) else nn.Linear
     return YamlNet(
         net.children,
         head_start=net.head_start,
         layers=normalised,
         first_conv_path=next(iter(_child_names(net.children, nn.Conv2d)), None),
-        classifier_path=_child_names(net.children, nn.Linear)[-1],
+        classifier_path=_child_names(net.children, classifier_type)[-1],
+        routes=net.routes,
+        keeps={net.layer_ends[number]: number for number in read if number > 0},
     )
 
 
@@ -494,3 +633,9 @@ def build_from_yaml(
     return build_layers(
         layers, in_channels=in_channels, num_outputs=num_outputs, image_size=image_size, source=str(path)
     )
+
+
+def is_dense_predictor(layers: list[Any]) -> bool:
+    """Whether a layer list ends in a `conv: {filters: classes}`: a network that outputs one logit
+    map per class (a segmenter), rather than one logit per class."""
+    return _ends_in_class_maps(_normalise_layers(layers, "layers"))

@@ -20,7 +20,8 @@ from cnnlab.config import TrainConfig
 from cnnlab.errors import CnnlabError, ConfigError
 from cnnlab.io import write_text_atomic
 from cnnlab.models.build import YAML_ARCHITECTURE, Architecture
-from cnnlab.models.transfer import SKIPPED, TransferReport, adapt_channel_values, transfer_weights
+from cnnlab.models.transfer import (SKIPPED, TransferReport, adapt_channel_values, is_inside_any,
+                                    transfer_weights)
 from cnnlab.models.weights import PretrainedWeights, load_weights
 
 if TYPE_CHECKING:
@@ -66,16 +67,19 @@ def pretrained_normalisation(pretrained: PretrainedWeights | None, channels: int
     return adapt_channel_values(pretrained.mean, channels), adapt_channel_values(pretrained.std, channels)
 
 
-def _part_paths(model: "nn.Module", architecture: Architecture) -> tuple[str, str | None]:
-    """(classifier path, first convolution path or None) from the registry or the model itself."""
+def _part_paths(model: "nn.Module", architecture: Architecture) -> tuple[str | tuple[str, ...], str | None]:
+    """(classifier path, or the paths of every layer with one output per class where the registry names
+    several; first convolution path or None) from the registry or the model itself."""
     from cnnlab.models.parts import classifier_path, first_conv_path
+    from cnnlab.models.registry import model_entry
 
     entry = None if architecture.name == YAML_ARCHITECTURE else architecture.name
     try:
         first = first_conv_path(model, entry)
     except ConfigError:  # a network without convolutions
         first = None
-    return classifier_path(model, entry), first
+    class_layers = model_entry(entry).metadata.get("class_layers") if entry else None
+    return (tuple(class_layers) if class_layers else classifier_path(model, entry)), first
 
 
 def _output_names(task: "Task") -> list[str] | None:
@@ -97,7 +101,7 @@ def transfer_pretrained(model: "nn.Module", architecture: Architecture, task: "T
     if not report.names("loaded") and not report.names("adapted"):
         raise ConfigError(f"{flag} {spec}: no layer of --model {architecture.label} fits those weights"
                           f"{trained_as}; pass the --model they were trained with")
-    misfits = [layer for layer in report.new_layers if layer != classifier]
+    misfits = [layer for layer in report.new_layers if not is_inside_any(layer, classifier)]
     if flag == "--weights" and (misfits or report.unused):
         layer = next((item for item in report.layers if item.layer in misfits), None)
         example = (f"{layer.layer}: {layer.detail}" if layer
@@ -113,7 +117,8 @@ def transfer_pretrained(model: "nn.Module", architecture: Architecture, task: "T
 def head_layers(model: "nn.Module", architecture: Architecture, report: TransferReport) -> tuple[str, ...]:
     """The layers that --freeze trains: the classifier and every layer the weights did not provide."""
     classifier, _ = _part_paths(model, architecture)
-    return tuple(sorted({classifier, *report.new_layers}))
+    classifiers = (classifier,) if isinstance(classifier, str) else classifier
+    return tuple(sorted({*classifiers, *report.new_layers}))
 
 
 def save_transfer_report(run_dir: Path, report: TransferReport) -> None:
