@@ -4,7 +4,8 @@ The association is ByteTrack's (Zhang et al., 2022), simplified:
 
 1. every track's box is carried to this frame (a constant-velocity Kalman filter, `kalman.py`, or
    the last box seen, with `kalman=False`);
-2. confident boxes (score ≥ `high`) are matched to the tracks by IoU (at least `match_iou`), the
+2. confident boxes (score ≥ `high`) are matched to the tracks by IoU (at least `match_iou`; both
+   boxes grown by `buffer` of their size first, see `buffered`), the
    assignment maximising the total IoU (SciPy's `linear_sum_assignment` where SciPy is installed,
    else greedily, best pair first);
 3. tracks still unmatched get a second chance with the weak boxes (`low` ≤ score < `high`), at IoU ≥
@@ -73,6 +74,19 @@ def iou_matrix(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
+def buffered(boxes: np.ndarray, buffer: float) -> np.ndarray:
+    """Boxes grown by `buffer` times their width and height on every side (C-BIoU, Yang et al., 2023):
+    a small or thin object that moves more than its own width between two frames still overlaps
+    where it was expected, which plain IoU would call a new object.
+
+    >>> buffered(np.array([[10.0, 10.0, 20.0, 30.0]]), 0.5)
+    array([[ 5.,  0., 25., 40.]])
+    """
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    size = np.concatenate([boxes[:, 2:] - boxes[:, :2]] * 2, axis=1) * buffer
+    return boxes + size * np.array([-1, -1, 1, 1])
+
+
 def match(similarity: np.ndarray, minimum: float) -> list[tuple[int, int]]:
     """Pairs (row, column) maximising the total similarity, each pair at least `minimum`."""
     if not similarity.size:
@@ -102,11 +116,11 @@ class Tracker:
     """ByteTrack-style association (see the module docstring). `update` once per frame, in order."""
 
     def __init__(self, *, high: float = 0.5, low: float = 0.1, match_iou: float = 0.2, weak_iou: float = 0.4,
-                 max_lost: int = 30, kalman: bool = True):
+                 max_lost: int = 30, kalman: bool = True, buffer: float = 0.5):
         if not 0 <= low <= high <= 1:
             raise ValueError(f"need 0 ≤ low ≤ high ≤ 1 (got low={low}, high={high})")
         self.high, self.low, self.match_iou, self.weak_iou = high, low, match_iou, weak_iou
-        self.max_lost, self.kalman = max_lost, kalman
+        self.max_lost, self.kalman, self.buffer = max_lost, kalman, buffer
         self.active: list[Track] = []
         self.finished: list[Track] = []
         self._next_id = 1
@@ -124,8 +138,9 @@ class Tracker:
             track.box = track.motion.predict() if track.motion is not None else track.box
         strong = np.flatnonzero(scores >= self.high)
         weak = np.flatnonzero((scores >= self.low) & (scores < self.high))
-        seen, waiting = self._associate(list(self.active), boxes, strong, self.match_iou)
-        weakly_seen, waiting = self._associate(waiting, boxes, weak, self.weak_iou)
+        grown = buffered(boxes, self.buffer)
+        seen, waiting = self._associate(list(self.active), grown, strong, self.match_iou, self.buffer)
+        weakly_seen, waiting = self._associate(waiting, grown, weak, self.weak_iou, self.buffer)
         taken = {index for _, index in seen}
         for track, index in seen + weakly_seen:
             self._observe(track, frame, boxes[index], labels[index])
@@ -143,12 +158,14 @@ class Tracker:
                 for track, index in sorted(found, key=lambda pair: pair[1])]
 
     @staticmethod
-    def _associate(tracks: list[Track], boxes: np.ndarray, candidates: np.ndarray, minimum: float
+    def _associate(tracks: list[Track], boxes: np.ndarray, candidates: np.ndarray, minimum: float, buffer: float
                    ) -> tuple[list[tuple[Track, int]], list[Track]]:
-        """(track, box index) pairs among `candidates`, and the tracks left unmatched."""
+        """(track, box index) pairs among `candidates` (boxes already grown by `buffer`), and the tracks
+        left unmatched."""
         if not len(candidates) or not tracks:
             return [], tracks
-        pairs = match(iou_matrix(np.array([track.box for track in tracks]), boxes[candidates]), minimum)
+        expected = buffered(np.array([track.box for track in tracks]), buffer)
+        pairs = match(iou_matrix(expected, boxes[candidates]), minimum)
         matched = {t for t, _ in pairs}
         return ([(tracks[t], int(candidates[d])) for t, d in pairs],
                 [track for number, track in enumerate(tracks) if number not in matched])
