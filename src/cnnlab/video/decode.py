@@ -152,10 +152,12 @@ class VideoReader:
         fps = float(rate) if rate else DEFAULT_LIVE_FPS
         duration = None
         if not self.live:
-            if stream.duration is not None and stream.time_base is not None:
-                duration = float(stream.duration * stream.time_base)
-            elif container.duration is not None:
-                duration = container.duration / 1_000_000  # FFmpeg's AV_TIME_BASE
+            # The longest the headers say: a file cut short may have its stream's duration counted
+            # from what is left (an AVI without its index) while its header still counts every frame.
+            durations = [float(stream.duration * stream.time_base) if stream.duration and stream.time_base else 0,
+                         container.duration / 1_000_000 if container.duration else 0,  # FFmpeg's AV_TIME_BASE
+                         stream.frames / fps if stream.frames else 0]
+            duration = max(durations) or None
         frames = stream.frames or (round(duration * fps) if duration else 0)
         return VideoInfo(stream.codec_context.width, stream.codec_context.height, fps,
                          stream.codec_context.name, int(frames), duration)
@@ -258,7 +260,7 @@ class VideoReader:
                 self._container = self._open()
                 return
             except DataError as error:
-                reason = str(error)
+                reason = str(error).removeprefix(f"{self.name}: ")
                 attempt += 1
         raise StreamLostError(f"{self.name}: the stream stopped after {frames} frame(s) and did not come back "
                               f"after {self.reconnects} reconnection(s) ({reason}); the rows so far are kept")
@@ -285,8 +287,9 @@ def _what_failed(spec: SourceSpec) -> str:
 
 
 def _reason(error: BaseException) -> str:
-    text = getattr(error, "strerror", None) or str(error)
-    return str(text).strip() or type(error).__name__
+    text = str(getattr(error, "strerror", None) or error).strip() or type(error).__name__
+    # FFmpeg's words when the timeout given to av.open interrupts a read
+    return "no data within the timeout" if text == "Immediate exit requested" else text
 
 
 def _seconds(value: float | None) -> str:

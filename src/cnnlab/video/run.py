@@ -147,9 +147,9 @@ def run_frames(trained: Any, reader: Any, options: VideoOptions, sinks: Sequence
         for batch in batches(queue, options.batch_size, whole=not reader.live):
             for frame, prediction in zip(batch, _predict(trained, batch, recent, options.top_k)):
                 row = {"frame": frame.index, "time": round(frame.time, 4), **prediction}
-                result.rows.append(row)
                 for sink in sinks:
                     sink(frame, row)
+                result.rows.append(row)  # after the sinks: Ctrl-C in one leaves the rows and the video alike
             bar.update(len(batch))
             if reader.live:
                 bar.set_postfix(dropped=queue.dropped, refresh=False)
