@@ -14,8 +14,9 @@ pytestmark = requires_fashion_mnist
 
 
 def test_track_writes_rows_tracks_and_a_video_with_ids(detector, clip, tmp_path):
-    # The 1-epoch detector is unsure of everything: low thresholds give it boxes to track.
-    outcome = run_cli("track", detector, clip.path, "--high", 0.05, "--low", 0.02,
+    # The 1-epoch detector has barely moved from its prior (every score ~0.01): thresholds below that
+    # give it boxes to track, which is all this test needs (the tracker's quality: test_tracking.py).
+    outcome = run_cli("track", detector, clip.path, "--high", 0.005, "--low", 0.002, "--iou", 0.3,
                       "--tracks", tmp_path / "tracks.csv", "--draw", tmp_path / "tracked.mkv",
                       "--count-line", "48,0,48,96", "-o", tmp_path / "rows.json")
     assert outcome.exit_code == 0, outcome.stderr
