@@ -74,8 +74,8 @@ def test_smoothing_steadies_the_label_of_a_noisy_video(classifier, tmp_path):
         return [row["label"] for row in json.loads((tmp_path / "rows.json").read_text())]
 
     raw, smoothed = _flips(labels()), _flips(labels("--smooth", 8))
-    assert raw >= 6  # measured: 29 flips in 60 frames (another 1-epoch classifier: 8 to 29)
-    assert smoothed <= raw / 2  # measured: 2 (0 to 6)
+    assert raw >= 6  # measured: 29 flips in 60 frames (trained and run in fp32: 42)
+    assert smoothed <= raw / 2  # measured: 2 (fp32: 13)
 
 
 def test_a_detector_refuses_smoothing_and_a_classifier_refuses_tracking(classifier, detector, clip):
@@ -83,3 +83,12 @@ def test_a_detector_refuses_smoothing_and_a_classifier_refuses_tracking(classifi
     assert outcome.exit_code == 2 and "--smooth 3: a detector's boxes move" in outcome.stderr
     outcome = run_cli("track", classifier, clip.path)
     assert outcome.exit_code == 2 and "a classification model finds no boxes" in outcome.stderr
+
+
+def test_show_without_a_display_says_so_before_any_work(classifier, clip, monkeypatch):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    outcome = run_cli("predict", classifier, clip.path, "--show")
+    assert outcome.exit_code == 2
+    assert "--show: there is no display here" in outcome.stderr and "--draw out.mp4" in outcome.stderr
+    assert "frame(s) predicted" not in outcome.stderr
