@@ -62,7 +62,7 @@ def test_a_stream_that_cannot_be_reached_ends_with_a_clear_message(classifier, t
     started = time.monotonic()
     outcome = run_cli("predict", classifier, f"http://127.0.0.1:{_closed_port()}/live.ts", "--timeout", 1)
     assert outcome.exit_code == 2
-    assert f"http://127.0.0.1:" in outcome.stderr and "cannot open the stream" in outcome.stderr
+    assert "http://127.0.0.1:" in outcome.stderr and "cannot open the stream" in outcome.stderr
     assert time.monotonic() - started < 30
 
 

@@ -18,7 +18,6 @@ import platform
 import threading
 import time
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -298,8 +297,3 @@ def _seconds(value: float | None) -> str:
 
 def _index_at(frame_time: float, fps: float) -> int:
     return int(round(frame_time * fps))
-
-
-def fraction(rate: float) -> Fraction:
-    """A frame rate as FFmpeg likes it (29.97 → 30000/1001)."""
-    return Fraction(rate).limit_denominator(1001)
