@@ -98,6 +98,13 @@ SEG_ARGS ?=
 bench-segmentation: $(BENCH_VENV)/.installed fashion-mnist
 	$(BENCH_VENV)/bin/python benchmarks/segmentation_vs_smp.py $(SEG_ARGS) $(BENCH_ARGS)
 
+# Frames a second on a video (160×160) for guide-cnn and cnnlab-det next to the decode-only rate, and
+# Ultralytics YOLOv8n's predict as the peer (docs/video.md); VIDEO_ARGS='--threads 2 --size 320' for others.
+.PHONY: bench-video
+VIDEO_ARGS ?= --threads 2
+bench-video: $(BENCH_VENV)/.installed fashion-mnist
+	$(BENCH_VENV)/bin/python benchmarks/video_throughput.py $(VIDEO_ARGS) $(BENCH_ARGS)
+
 # The GPU benchmarks and the CUDA tests (a machine with a CUDA GPU; benchmarks/README.md, "On a GPU"):
 # results in benchmarks/results/gpu/. GPU_NOTE='...' is stored with them.
 .PHONY: bench-gpu

@@ -235,6 +235,25 @@ class Task(ABC):
         not a picture (a label is shown as a caption instead)."""
         return None
 
+    # --- video --------------------------------------------------------------------------------
+
+    # Whether `tracked_boxes` gives the boxes of the objects a prediction found (`cnnlab track`).
+    finds_boxes: ClassVar[bool] = False
+
+    def smooth(self, outputs: list[Tensor]) -> Tensor:
+        """One output (1, ...) from the outputs of a video's last frames (each (1, ...), oldest first),
+        for `--smooth K`: so an answer does not flicker from frame to frame. By default their mean."""
+        return torch.stack(outputs).mean(dim=0)
+
+    def check_smoothing(self, frames: int) -> None:
+        """Refuse `--smooth` where averaging outputs over frames would be wrong (a ConfigError)."""
+
+    def tracked_boxes(self, prediction: dict[str, Any]) -> tuple[Any, Any, list[str]]:
+        """(boxes (k, 4) x1, y1, x2, y2 in the frame's pixels, scores (k,), label names) of the objects one
+        prediction found, for tracking them across frames; only tasks with `finds_boxes`."""
+        raise ConfigError(f"cnnlab track follows boxes from frame to frame; a {self.name} model finds no boxes "
+                          "(use cnnlab predict on the video, with --smooth K to steady its answers)")
+
     # --- explaining -------------------------------------------------------------------------
 
     @abstractmethod

@@ -173,6 +173,11 @@ class Classification(VectorTask):
         probabilities = torch.stack([torch.softmax(o.float(), dim=1) for o in outputs]).mean(dim=0)
         return probabilities.clamp_min(1e-12).log()
 
+    def smooth(self, outputs: list[Tensor]) -> Tensor:
+        # The mean of the frames' probabilities (as for a mirrored view), not of their logits: one
+        # frame's very confident logit would outvote the others.
+        return self.combine_views(outputs)
+
     def predictions(self, outputs: Tensor, *, top_k: int = 1,
                     origins: Sequence[tuple[int, int]] | None = None) -> list[dict[str, Any]]:
         """Per image: the answer (the most probable class, unless `threshold` says otherwise) with its

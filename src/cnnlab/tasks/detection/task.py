@@ -176,6 +176,19 @@ class Detection(Task):
         # The mirror image's heatmaps are mirrored back and its left and right distances swapped first.
         return (outputs[0] + centernet.unflip(outputs[1])) / 2
 
+    # --- video --------------------------------------------------------------------------------
+
+    finds_boxes = True
+
+    def check_smoothing(self, frames: int) -> None:
+        raise ConfigError(f"--smooth {frames}: a detector's boxes move from frame to frame, and averaging its "
+                          "heatmaps over frames would smear them; cnnlab track follows each object instead")
+
+    def tracked_boxes(self, prediction: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        objects = prediction["objects"]
+        boxes = np.array([o["box"] for o in objects], np.float64).reshape(-1, 4)
+        return boxes, np.array([o["score"] for o in objects], np.float64), [o["label"] for o in objects]
+
     def predictions(self, outputs: Tensor, *, top_k: int = 1,
                     origins: Sequence[tuple[int, int]] | None = None) -> list[dict[str, Any]]:
         """Per image {"objects": [{"label", "category_id", "score", "box": [x1, y1, x2, y2]}, ...]}, best

@@ -1,0 +1,165 @@
+"""Frames a second through `cnnlab predict` on a video, at the video's resolution, next to the
+decode-only rate (the limit: the model cannot predict frames faster than they are decoded), for
+guide-cnn and the from-scratch detector cnnlab-det; and Ultralytics YOLOv8n's `predict` on the same
+video as the peer (bench venv only; built from yolov8n.yaml: random weights, nothing downloaded).
+
+    python benchmarks/video_throughput.py                    # 160×160, 300 frames, every core
+    python benchmarks/video_throughput.py --threads 2 --size 160 --frames 300
+
+The video is the generated moving-items clip (cnnlab.video.moving_items: Fashion-MNIST items moving
+on a black canvas), H.264 in .mp4. The models are trained for one short epoch first (the speed of a
+network does not depend on its weights): guide-cnn on 512 Fashion-MNIST images (28×28 grey: frames
+are fitted to it, as `cnnlab predict` does), cnnlab-det on 64 canvases of the video's size. Each rate
+is the best of `--repeats` passes over the whole video, after a warm-up pass; rows are collected,
+no annotated video is written (that is the encoder's speed, not the model's).
+
+Targets (issue 24): cnnlab-det ≥ 30 frames/s at 160×160 on 2 cores; guide-cnn ≥ 0.8× the decode-only rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import common_arguments, fashion_mnist_folder, machine_info, markdown_table, use_threads, write_results
+
+YOLO_WORKER = r"""
+import json, resource, sys, time, torch
+torch.set_num_threads(int(sys.argv[3]))
+def cpu():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+from ultralytics import YOLO
+model = YOLO("yolov8n.yaml")  # the architecture only: random weights, no download
+best, cpu_ms = None, None
+for attempt in range(int(sys.argv[4]) + 1):  # the first pass warms up
+    started, started_cpu, frames = time.perf_counter(), cpu(), 0
+    for result in model.predict(source=sys.argv[1], imgsz=int(sys.argv[2]), device="cpu", stream=True,
+                                verbose=False, batch=1):
+        frames += 1
+    rate = frames / (time.perf_counter() - started)
+    if attempt and (best is None or rate > best):
+        best, cpu_ms = rate, 1000 * (cpu() - started_cpu) / frames
+print(json.dumps({"frames": frames, "frames_per_s": best, "cpu_ms_per_frame": cpu_ms}))
+"""
+
+
+def _train(runs: Path, name: str, *args: Any) -> Path:
+    subprocess.run([sys.executable, "-m", "cnnlab", "train", *map(str, args), "--runs-dir", str(runs), "--name", name,
+                    "-q"], check=True)
+    return runs / name
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process, all its threads: a figure the machine's other load barely changes."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _best_rate(run: Any, repeats: int, frames: int) -> dict[str, float]:
+    """The best pass's frames/s (after a warm-up pass) and its CPU milliseconds a frame."""
+    best = {"frames_per_s": 0.0, "cpu_ms_per_frame": 0.0}
+    for attempt in range(repeats + 1):
+        started_cpu = _cpu_seconds()
+        rate = run()
+        if attempt and rate > best["frames_per_s"]:
+            best = {"frames_per_s": rate, "cpu_ms_per_frame": 1000 * (_cpu_seconds() - started_cpu) / frames}
+    return best
+
+
+def decode_rate(video: Path, repeats: int, count: int) -> dict[str, float]:
+    from cnnlab.video.decode import VideoReader
+    from cnnlab.video.sources import describe_source
+
+    def once() -> float:
+        reader = VideoReader(describe_source(str(video)))
+        started = time.perf_counter()
+        frames = sum(1 for _ in reader.frames())
+        return frames / (time.perf_counter() - started)
+
+    return _best_rate(once, repeats, count)
+
+
+def model_rate(run: Path, video: Path, repeats: int, batch_size: int, count: int) -> dict[str, Any]:
+    from cnnlab.trained import load
+    from cnnlab.video.run import VideoOptions, predict_video
+
+    trained = load(run, device="cpu")
+    frames = []
+
+    def once() -> float:
+        result = predict_video(trained, video, options=VideoOptions(batch_size=batch_size, progress=False))
+        frames.append(len(result.rows))
+        return result.frames_per_second
+
+    return {**_best_rate(once, repeats, count), "frames": frames[-1], "input": list(trained.input.shape)}
+
+
+def yolo_rate(video: Path, size: int, threads: int, repeats: int, python: str) -> dict[str, Any] | None:
+    done = subprocess.run([python, "-c", YOLO_WORKER, str(video), str(size), str(threads), str(repeats)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        print(f"YOLOv8n not measured ({python}: {done.stderr.strip().splitlines()[-1:] or 'failed'}); "
+              "run in the bench venv: make bench-video", file=sys.stderr)
+        return None
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    common_arguments(parser, default_output="video_throughput")
+    parser.add_argument("--size", type=int, default=160, help="the video's side in pixels [default: %(default)s]")
+    parser.add_argument("--frames", type=int, default=300, help="frames in the video [default: %(default)s]")
+    parser.add_argument("--repeats", type=int, default=3, help="passes per contender after a warm-up [%(default)s]")
+    parser.add_argument("--batch-size", type=int, default=16, help="frames the model takes at once [%(default)s]")
+    parser.add_argument("--yolo-python", default=sys.executable,
+                        help="the Python that has ultralytics [default: this one]")
+    arguments = parser.parse_args()
+    use_threads(arguments.threads)
+    from cnnlab.data.canvases import write_fashion_canvases
+    from cnnlab.video.moving_items import write_moving_items
+
+    fashion = fashion_mnist_folder()
+    with tempfile.TemporaryDirectory() as scratch:
+        work = Path(scratch)
+        video = write_moving_items(work / "items.mp4", fashion_mnist_dir=fashion, frames=arguments.frames,
+                                   canvas=arguments.size, items=4).path
+        canvases = write_fashion_canvases(work / "canvases", fashion_mnist_dir=fashion, canvas=arguments.size,
+                                          train_images=64, val_images=8, test_images=4)
+        runs = work / "runs"
+        guide = _train(runs, "guide", "--data", "fashion-mnist", "--model", "guide-cnn", "--epochs", 1, "--limit", 512)
+        detector = _train(runs, "det", "--task", "detection", "--data", canvases, "--epochs", 1)
+        count = arguments.frames
+        rates = {"decode-only": decode_rate(video, arguments.repeats, count),
+                 "guide-cnn": model_rate(guide, video, arguments.repeats, arguments.batch_size, count),
+                 "cnnlab-det": model_rate(detector, video, arguments.repeats, arguments.batch_size, count)}
+        peer = yolo_rate(video, arguments.size, arguments.threads, arguments.repeats, arguments.yolo_python)
+        if peer is not None:
+            rates["YOLOv8n (Ultralytics predict)"] = peer
+    decode = rates["decode-only"]["frames_per_s"]
+    cores = arguments.threads
+    rows = [[name, f"{values['frames_per_s']:.1f}", f"{values['frames_per_s'] / decode:.2f}",
+             f"{values['cpu_ms_per_frame']:.1f}", f"{1000 * cores / values['cpu_ms_per_frame']:.0f}"]
+            for name, values in rates.items()]
+    command = "python benchmarks/video_throughput.py " + " ".join(sys.argv[1:])
+    body = (f"`{command}`: a {arguments.size}×{arguments.size} H.264 video of {arguments.frames} frames, "
+            f"{arguments.threads} threads, batches of {arguments.batch_size} frames; best of {arguments.repeats} "
+            "passes. CPU ms a frame: all the process's threads (decoding included); on a busy machine the\n"
+            f"frames/s measure the share of the cores it got, and {cores} cores' worth of CPU time over the CPU ms\n"
+            "a frame is what an idle machine would allow at most.\n\n"
+            + markdown_table(["pipeline", "frames/s", "× decode-only", "CPU ms/frame", f"frames/s if {cores} idle cores"],
+                             rows))
+    print(body)
+    write_results(arguments.output, "Video throughput", {"machine": machine_info(), "note": arguments.note,
+                                                           "command": command, "rates": rates}, body)
+
+
+if __name__ == "__main__":
+    main()

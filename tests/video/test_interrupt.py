@@ -1,0 +1,41 @@
+"""Ctrl-C during a video run: the annotated video is finished properly and plays to the last frame
+written, and the rows up to there are saved."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from tests.video.conftest import decoded_frames, requires_fashion_mnist
+
+pytestmark = requires_fashion_mnist
+
+
+def test_ctrl_c_leaves_a_playable_video_and_the_rows_so_far(classifier, tmp_path):
+    from cnnlab.video.moving_items import write_moving_items
+    from tests.conftest import FASHION_DIR
+
+    # noisy frames encode large, so the annotated video's file grows from the first frames on
+    clip = write_moving_items(tmp_path / "long.mp4", fashion_mnist_dir=FASHION_DIR, frames=600, canvas=48, items=1,
+                              noise=40.0)
+    output, rows = tmp_path / "drawn.mp4", tmp_path / "rows.json"
+    process = subprocess.Popen([sys.executable, "-m", "cnnlab", "predict", str(classifier), str(clip.path),
+                                "--draw", str(output), "-o", str(rows), "--batch-size", "4"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    deadline = time.monotonic() + 120
+    while not (output.exists() and output.stat().st_size > 100_000):  # frames are being written
+        assert process.poll() is None, process.stderr.read()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, errors = process.communicate(timeout=60)
+    assert process.returncode == 130, errors
+    assert "interrupted (Ctrl-C)" in errors
+    predicted = json.loads(rows.read_text())
+    assert 0 < len(predicted) < 600
+    assert len(decoded_frames(output)) == len(predicted)  # every frame predicted is in the finished file
