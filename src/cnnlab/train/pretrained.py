@@ -20,7 +20,7 @@ from cnnlab.config import TrainConfig
 from cnnlab.errors import CnnlabError, ConfigError
 from cnnlab.io import write_text_atomic
 from cnnlab.models.build import YAML_ARCHITECTURE, Architecture
-from cnnlab.models.transfer import SKIPPED, TransferReport, adapt_channel_values, transfer_weights
+from cnnlab.models.transfer import SKIPPED, TransferReport, _is_inside, adapt_channel_values, transfer_weights
 from cnnlab.models.weights import PretrainedWeights, load_weights
 
 if TYPE_CHECKING:
@@ -87,8 +87,12 @@ def transfer_pretrained(model: "nn.Module", architecture: Architecture, task: "T
     """Copy the pretrained layers that fit into `model`; check `--weights` fit as a whole."""
     classifier, first_conv = _part_paths(model, architecture)
     same_outputs = pretrained.output_names is not None and pretrained.output_names == _output_names(task)
-    report = transfer_weights(model, pretrained.state_dict, source=pretrained.description,
-                              classifier=classifier, first_conv=first_conv, keep_classifier=same_outputs)
+    own_transfer = getattr(model, "transfer_pretrained", None)  # a model that knows its published weights
+    if callable(own_transfer):
+        report = own_transfer(pretrained.state_dict, source=pretrained.description, only=pretrained.part)
+    else:
+        report = transfer_weights(model, pretrained.state_dict, source=pretrained.description,
+                                  classifier=classifier, first_conv=first_conv, keep_classifier=same_outputs)
     if config.init_from is not None:
         flag, spec = "--init-from", config.init_from
     else:
@@ -97,7 +101,10 @@ def transfer_pretrained(model: "nn.Module", architecture: Architecture, task: "T
     if not report.names("loaded") and not report.names("adapted"):
         raise ConfigError(f"{flag} {spec}: no layer of --model {architecture.label} fits those weights"
                           f"{trained_as}; pass the --model they were trained with")
-    misfits = [layer for layer in report.new_layers if layer != classifier]
+    # The classifier's layers (a detector's class layers) are new on purpose; so is whatever lies outside
+    # the part the weights are for (a detector's neck and heads, for ImageNet backbone weights).
+    misfits = [layer for layer in report.new_layers if not _is_inside(layer, classifier)
+               and (pretrained.part is None or _is_inside(layer, pretrained.part))]
     if flag == "--weights" and (misfits or report.unused):
         layer = next((item for item in report.layers if item.layer in misfits), None)
         example = (f"{layer.layer}: {layer.detail}" if layer
