@@ -51,6 +51,7 @@ class _Spec:
     first_conv: str
     classifier: str  # the part holding every layer whose size depends on the number of classes
     backbone: str  # the part ImageNet backbone weights fill (--weights imagenet)
+    gradcam_layer: str  # the backbone's last stage at stride 16: what Grad-CAM explains by default
     weights: str  # COCO weights entry
     backbone_weights: str  # ImageNet weights entry of the backbone
     mean: tuple[float, ...]  # the normalisation its COCO weights were trained with
@@ -62,23 +63,23 @@ class _Spec:
 
 _SPECS = (
     _Spec("fasterrcnn_mobilenet_v3_large_fpn", "rcnn", "backbone.body.0.0", "roi_heads.box_predictor",
-          "backbone.body", "FasterRCNN_MobileNet_V3_Large_FPN_Weights.COCO_V1",
+          "backbone.body", "backbone.body.12", "FasterRCNN_MobileNet_V3_Large_FPN_Weights.COCO_V1",
           "MobileNet_V3_Large_Weights.IMAGENET1K_V1", IMAGENET_MEAN, IMAGENET_STD, 32, 64,
           "torchvision's Faster R-CNN, MobileNetV3-Large FPN backbone (two stages: RPN + box head), 19.4M params"),
     _Spec("retinanet_resnet50_fpn", "dense", "backbone.body.conv1", "head.classification_head.cls_logits",
-          "backbone.body", "RetinaNet_ResNet50_FPN_Weights.COCO_V1", "ResNet50_Weights.IMAGENET1K_V1",
+          "backbone.body", "backbone.body.layer3", "RetinaNet_ResNet50_FPN_Weights.COCO_V1", "ResNet50_Weights.IMAGENET1K_V1",
           IMAGENET_MEAN, IMAGENET_STD, 32, 64,
           "torchvision's RetinaNet, ResNet-50 FPN (one stage, anchors, focal loss), 34.0M params"),
     _Spec("retinanet_resnet50_fpn_v2", "dense", "backbone.body.conv1", "head.classification_head.cls_logits",
-          "backbone.body", "RetinaNet_ResNet50_FPN_V2_Weights.COCO_V1", "ResNet50_Weights.IMAGENET1K_V2",
+          "backbone.body", "backbone.body.layer3", "RetinaNet_ResNet50_FPN_V2_Weights.COCO_V1", "ResNet50_Weights.IMAGENET1K_V2",
           IMAGENET_MEAN, IMAGENET_STD, 32, 64,
           "torchvision's RetinaNet v2, ResNet-50 FPN with GIoU loss and group-norm heads, 38.2M params"),
     _Spec("fcos_resnet50_fpn", "dense", "backbone.body.conv1", "head.classification_head.cls_logits",
-          "backbone.body", "FCOS_ResNet50_FPN_Weights.COCO_V1", "ResNet50_Weights.IMAGENET1K_V1",
+          "backbone.body", "backbone.body.layer3", "FCOS_ResNet50_FPN_Weights.COCO_V1", "ResNet50_Weights.IMAGENET1K_V1",
           IMAGENET_MEAN, IMAGENET_STD, 32, 64,
           "torchvision's FCOS, ResNet-50 FPN (one stage, anchor-free, centre-ness), 32.3M params"),
     _Spec("ssdlite320_mobilenet_v3_large", "ssd", "backbone.features.0.0.0", "head.classification_head",
-          "backbone.features", "SSDLite320_MobileNet_V3_Large_Weights.COCO_V1",
+          "backbone.features", "backbone.features.0", "SSDLite320_MobileNet_V3_Large_Weights.COCO_V1",
           "MobileNet_V3_Large_Weights.IMAGENET1K_V1", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 1, 64,
           "torchvision's SSDlite 320, MobileNetV3-Large backbone (one stage, light), 3.4M params"),
 )
@@ -152,6 +153,7 @@ class TorchvisionDetector(nn.Module):
             self.add_module(name, part)
         self.spec, self.num_classes, self.max_detections = spec, num_classes, max_detections
         self.first_conv_path, self.classifier_path = spec.first_conv, spec.classifier
+        self.gradcam_layer_path = spec.gradcam_layer
 
     def forward(self, images: Tensor, targets: Tensor | None = None) -> Tensor | dict[str, Tensor]:
         self.detector.training = self.training  # its forward reads its own flag; .train() set the parts'
@@ -227,8 +229,10 @@ def transfer_detector_weights(model: nn.Module, weights: dict[str, Tensor], *, s
 
 def _thresholds(family: str, max_detections: int) -> dict[str, Any]:
     if family == "rcnn":
+        # rpn_score_thresh 0 (the mobile Faster R-CNN's default is 0.05): a barely trained RPN still
+        # proposes its best regions (at most 150 at inference), so early epochs are scored, not empty.
         return {"box_score_thresh": BUILD_SCORE_THRESHOLD, "box_nms_thresh": BUILD_NMS_IOU,
-                "box_detections_per_img": max_detections}
+                "box_detections_per_img": max_detections, "rpn_score_thresh": 0.0}
     return {"score_thresh": BUILD_SCORE_THRESHOLD, "nms_thresh": BUILD_NMS_IOU, "detections_per_img": max_detections}
 
 

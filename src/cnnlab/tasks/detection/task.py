@@ -316,8 +316,12 @@ class Detection(Task):
         pass gives (the same class, the best overlap), so the gradient flows through that box's
         class score back to the backbone."""
         found, scores, labels = self.decode(outputs[:1])[0]
+        below = ""
+        if not len(found):  # the best box below --conf, as the heatmaps' strongest cell is explained
+            found, scores, labels = self.decode(outputs[:1], conf=0.0)[0]
+            below = f", below --conf {self.conf:g}"
         if not len(found):
-            raise ConfigError(f"no box above --conf {self.conf:g} in this image to explain; lower --conf")
+            raise ConfigError("the detector found no box at all in this image, so Grad-CAM has no score to explain")
         index = self._chosen_box(choice, labels.tolist())
         box, label = found[index].detach(), int(labels[index])
 
@@ -331,7 +335,7 @@ class Detection(Task):
             overlaps = box_iou(box.view(1, 4).to(rows.device), rows[0, :, :4].detach().float())[0]
             return rows[0, int(overlaps.masked_fill(~mine, -1.0).argmax()), 4]
 
-        return ExplainTarget(f"{self.class_names[label]} {float(scores[index]):.0%} (box {index + 1})", score,
+        return ExplainTarget(f"{self.class_names[label]} {float(scores[index]):.0%} (box {index + 1}{below})", score,
                              box=tuple(float(v) for v in box.tolist()))
 
     def _chosen_box(self, choice: str | None, labels: list[int]) -> int:
