@@ -300,3 +300,11 @@ def test_grad_cam_explains_a_box_through_the_backbone():
     assert default_target_layer(model, image) == "backbone.body.12"
     cam = grad_cam(model, image, target.score)
     assert cam.heatmap.shape == (SIDE, SIDE) and float(cam.heatmap.max()) > 0
+
+
+def test_a_detector_is_refused_for_classification_by_name():
+    from cnnlab.errors import ConfigError
+    from cnnlab.tasks.classification import Classification
+
+    with pytest.raises(ConfigError, match=f"--model {FASTER_RCNN} is made for --task detection, not classification"):
+        Classification(CLASSES).build_model(resolve_architecture(FASTER_RCNN), in_channels=1, image_size=(SIDE, SIDE))
