@@ -27,11 +27,19 @@ def tasks_command() -> None:
 
 
 @click.command("models")
-def models_command() -> None:
-    """List the registered models, one line each, with the task of those made for one."""
+@click.argument("task", required=False)
+def models_command(task: str | None) -> None:
+    """List the registered models, one line each, with the task of those made for one; TASK (e.g.
+    detection) lists only the models made for it."""
     from cnnlab.models.registry import list_models
 
-    entries = list_models()
+    entries = [entry for entry in list_models() if task is None or entry.metadata.get("task") == task]
+    if not entries:
+        from cnnlab.errors import ConfigError
+
+        made_for = sorted({entry.metadata["task"] for entry in list_models() if entry.metadata.get("task")})
+        raise ConfigError(f"no model is made for the task {task!r}; models made for a task: {', '.join(made_for)} "
+                          f"(any model without a task trains for classification and regression)")
     width = max(len(entry.name) for entry in entries)
     for entry in entries:
         task = entry.metadata.get("task")

@@ -80,6 +80,9 @@ def default_target_layer(model: nn.Module, images: Tensor) -> str:
     from cnnlab.explain.feature_maps import feature_maps, find_stages
     from cnnlab.models.parts import last_conv_layer
 
+    declared = getattr(model, "gradcam_layer_path", None)  # a model whose parts pass dicts (a torchvision detector)
+    if declared:
+        return declared
     stages = [stage for stage in find_stages(model)
               if any(isinstance(module, nn.Conv2d) for module in get_module(model, stage.path).modules())]
     sides = [(stage, min(maps.shape[2:])) for stage, maps in feature_maps(model, images, stages)]

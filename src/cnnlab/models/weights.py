@@ -5,8 +5,11 @@ Weights are data (as in torchvision's `_api.py`): torchvision's weights entry fo
 URL, its preprocessing (input size, mean and std) and its class names. `load_weights` turns any
 of the accepted sources into one `PretrainedWeights`:
 
-    imagenet                    the zoo model's default ImageNet weights
+    imagenet                    the zoo model's default ImageNet weights (a torchvision detector's:
+                                its backbone's ImageNet weights)
+    coco                        a torchvision detector's COCO weights
     ResNet50_Weights.IMAGENET1K_V1   a particular torchvision weights entry for the model
+    COCO_V1, IMAGENET1K_V2      an entry of the model's own weights, by its member name
     runs/NAME (or NAME)         a cnnlab run folder: its best checkpoint
     file.safetensors            a cnnlab checkpoint (with its sidecar) or plain safetensors
     file.pth / .pt              a state dict in torchvision's format, read with
@@ -32,8 +35,10 @@ if TYPE_CHECKING:
     from torch import Tensor
 
 IMAGENET = "imagenet"
+COCO = "coco"
 NONE = "none"
 _WEIGHTS_ENTRY = re.compile(r"^[A-Za-z0-9_]+_Weights\.[A-Za-z0-9_]+$")  # torchvision's "Enum.MEMBER" names
+_WEIGHTS_MEMBER = re.compile(r"^[A-Z][A-Z0-9]*_[A-Z0-9_]+$")  # "COCO_V1", "IMAGENET1K_V2": the model's own enum
 
 
 @dataclass
@@ -48,6 +53,7 @@ class PretrainedWeights:
     image_size: tuple[int, int] | None = None  # the input size they were trained at
     output_names: list[str] | None = None  # what their head predicts: class names, ImageNet categories
     architecture: Architecture | None = None  # known for cnnlab checkpoints
+    part: str | None = None  # the part of the model they are for (a detector's backbone), None: all of it
 
 
 def load_weights(spec: str, architecture: Architecture, *, runs_dir: str | Path = "runs",
@@ -60,7 +66,8 @@ def load_weights(spec: str, architecture: Architecture, *, runs_dir: str | Path 
     """
     if spec == NONE:
         return None
-    if spec == IMAGENET or (_WEIGHTS_ENTRY.match(spec) and not Path(spec).exists()):
+    published = spec in (IMAGENET, COCO) or _WEIGHTS_ENTRY.match(spec) or _WEIGHTS_MEMBER.match(spec)
+    if published and not Path(spec).exists() and not (Path(runs_dir) / spec).is_dir():
         return _torchvision_weights(spec, architecture, flag)
     path = Path(spec)
     if path.is_file():
@@ -69,7 +76,8 @@ def load_weights(spec: str, architecture: Architecture, *, runs_dir: str | Path 
         from cnnlab.runs import find_checkpoint
 
         return _cnnlab_checkpoint(find_checkpoint(spec, "best", runs_dir))
-    raise ConfigError(f"{flag} {spec}: no such file or run folder; pass imagenet, a torchvision weights name "
+    raise ConfigError(f"{flag} {spec}: no such file or run folder; pass imagenet, coco (torchvision's detectors), "
+                      f"a torchvision weights name "
                       f"such as ResNet18_Weights.IMAGENET1K_V1, a run folder, a .safetensors or .pth file, "
                       f"or none")
 
@@ -77,10 +85,13 @@ def load_weights(spec: str, architecture: Architecture, *, runs_dir: str | Path 
 # --- torchvision's published weights --------------------------------------------------------
 
 def imagenet_weights_entry(spec: str, architecture: Architecture, flag: str = "--weights") -> Any:
-    """torchvision's weights entry (a `WeightsEnum` member) for `imagenet` or an entry's name."""
+    """torchvision's weights entry (a `WeightsEnum` member) for `imagenet`, `coco`, an entry's name, or
+    a member name of the model's own weights (`COCO_V1`)."""
     from torchvision.models import get_weight
 
     default = _published_weights_name(architecture)
+    if default is not None and (spec in (IMAGENET, COCO) or _WEIGHTS_MEMBER.match(spec)):
+        default = _entry_for_word(spec, architecture, default, flag)
     if default is None:
         from cnnlab.models.registry import list_models
 
@@ -89,16 +100,42 @@ def imagenet_weights_entry(spec: str, architecture: Architecture, flag: str = "-
         raise ConfigError(f"{flag} {spec}: {model} has no published ImageNet weights; the models that have "
                           f"them are {having}. Train it from scratch (--weights none), or start from one of "
                           f"your runs with --weights RUN or --init-from RUN")
-    name = default if spec == IMAGENET else spec
+    name = default if spec in (IMAGENET, COCO) or _WEIGHTS_MEMBER.match(spec) else spec
     try:
         entry = get_weight(name)
     except (ValueError, KeyError, AttributeError):
         raise ConfigError(f"{flag} {spec}: torchvision has no weights of that name; "
                           f"{architecture.name}'s default is {default} (--weights imagenet)") from None
-    if type(entry).__name__ != default.split(".")[0]:
+    if type(entry).__name__ not in _weights_enums(architecture):
         raise ConfigError(f"{flag} {spec}: those weights are for another architecture than "
                           f"{architecture.name} (its weights are {default.split('.')[0]}.*)")
     return entry
+
+
+def _entry_for_word(spec: str, architecture: Architecture, default: str, flag: str) -> str:
+    """The entry `imagenet`, `coco` or a member name (`COCO_V1`) means for this model: a detector's
+    `weights` are COCO's and its `backbone_weights` ImageNet's; a classifier's `weights` ImageNet's."""
+    from cnnlab.models.registry import model_entry
+
+    backbone = model_entry(architecture.name).metadata.get("backbone_weights")
+    if _WEIGHTS_MEMBER.match(spec):
+        enum = (backbone if backbone and spec.startswith("IMAGENET") else default).split(".")[0]
+        return f"{enum}.{spec}"
+    if spec == IMAGENET:
+        return backbone or default
+    if backbone is None:  # COCO for a classifier
+        raise ConfigError(f"{flag} coco: {architecture.name} is a classifier, with ImageNet weights only "
+                          f"(--weights imagenet); COCO weights are for torchvision's detectors "
+                          f"(cnnlab models detection)")
+    return default
+
+
+def _weights_enums(architecture: Architecture) -> set[str]:
+    """The names of the weights enums this model takes (a detector's own and its backbone's)."""
+    from cnnlab.models.registry import model_entry
+
+    metadata = model_entry(architecture.name).metadata
+    return {name.split(".")[0] for name in (metadata.get("weights"), metadata.get("backbone_weights")) if name}
 
 
 def _published_weights_name(architecture: Architecture) -> str | None:
@@ -126,19 +163,46 @@ def hub_checkpoint_dir() -> Path:
 def _torchvision_weights(spec: str, architecture: Architecture, flag: str) -> PretrainedWeights:
     entry = imagenet_weights_entry(spec, architecture, flag)
     path = _local_or_downloaded(entry, flag, spec)
-    return _with_entry_preprocessing(_without_unused_parts(read_torch_file(path), architecture), entry,
+    metadata = _registry_metadata(architecture)
+    if "backbone_weights" in metadata:
+        return _detector_weights(entry, path, architecture, metadata)
+    return _with_entry_preprocessing(_without_unused_parts(read_torch_file(path), metadata), entry,
                                      description=f"ImageNet weights {_entry_name(entry)} ({path})")
 
 
-def _without_unused_parts(state_dict: dict[str, "Tensor"], architecture: Architecture
-                          ) -> dict[str, "Tensor"]:
+def _without_unused_parts(state_dict: dict[str, "Tensor"], metadata: dict[str, Any]) -> dict[str, "Tensor"]:
     """The tensors without those of parts the registered model leaves out on purpose (its
     `unused_weights` prefixes: torchvision's auxiliary segmentation head, published with the
     weights and built here without)."""
+    prefixes = tuple(metadata.get("unused_weights", ()))
+    return {key: value for key, value in state_dict.items() if not (prefixes and key.startswith(prefixes))}
+
+
+def _registry_metadata(architecture: Architecture) -> dict[str, Any]:
+    if architecture.name == YAML_ARCHITECTURE:
+        return {}
     from cnnlab.models.registry import model_entry
 
-    prefixes = tuple(model_entry(architecture.name).metadata.get("unused_weights", ()))
-    return {key: value for key, value in state_dict.items() if not (prefixes and key.startswith(prefixes))}
+    return dict(model_entry(architecture.name).metadata)
+
+
+def _detector_weights(entry: Any, path: Path, architecture: Architecture, metadata: dict[str, Any]
+                      ) -> PretrainedWeights:
+    """A torchvision detector's COCO weights (its whole state dict), or its backbone's ImageNet weights
+    (renamed to the detector's keys; the rest of the detector starts from scratch). Either way the
+    images are normalised as the weights saw them, and trained at the run's own size."""
+    name = _entry_name(entry)
+    if type(entry).__name__ == metadata["weights"].split(".")[0]:
+        return PretrainedWeights(read_torch_file(path), name=name, description=f"COCO weights {name} ({path})",
+                                 mean=tuple(metadata["weights_mean"]), std=tuple(metadata["weights_std"]),
+                                 output_names=list(entry.meta.get("categories") or []) or None)
+    from cnnlab.models.torchvision_detectors import backbone_weights
+
+    preset = entry.transforms()
+    return PretrainedWeights(backbone_weights(architecture.name, entry), name=name,
+                             description=f"ImageNet weights {name} for the backbone ({path})",
+                             mean=tuple(float(v) for v in preset.mean), std=tuple(float(v) for v in preset.std),
+                             part=metadata["backbone"])
 
 
 def _entry_name(entry: Any) -> str:
@@ -234,6 +298,10 @@ def _file_weights(path: Path, architecture: Architecture, flag: str) -> Pretrain
 
         return PretrainedWeights(load_file(str(path)), name=str(path), description=f"weights file {path}")
     state_dict = read_torch_file(path)
+    metadata = _registry_metadata(architecture)
+    if "backbone_weights" in metadata:  # a torchvision detector's file: normalised as its COCO weights were
+        return PretrainedWeights(state_dict, name=str(path), description=f"weights file {path} (torchvision format)",
+                                 mean=tuple(metadata["weights_mean"]), std=tuple(metadata["weights_std"]))
     if _published_weights_name(architecture) is not None:
         # A .pth file for a zoo model is taken to be torchvision's: its ImageNet preprocessing applies.
         entry = imagenet_weights_entry(IMAGENET, architecture, flag)

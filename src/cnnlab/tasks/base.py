@@ -160,6 +160,18 @@ class Task(ABC):
         """(the loss, its named parts detached) — a detector's box and class losses — for metrics.csv."""
         return self.loss(outputs, targets), {}
 
+    def forward_loss(self, model: "nn.Module", inputs: Tensor, targets: Tensor,
+                     autocast: Callable[[], Any]) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """One batch through the model: (outputs, the loss, its named parts), as the training loop and
+        validation need them. `autocast` is the run's precision context for the forward pass.
+
+        The default runs `model(inputs)` and scores its outputs with `loss_parts`; a task whose model
+        computes its own loss from the targets (torchvision's detectors) runs it its way instead."""
+        with autocast():
+            outputs = model(inputs)
+        loss, parts = self.loss_parts(outputs.float(), targets)
+        return outputs, loss, parts
+
     def loss_share(self, targets: Tensor) -> Tensor:
         """How much these images weigh in the mean that `loss` takes over a batch: their number
         (a task that weighs images differently says so). A batch trained in parts, or scored in

@@ -30,8 +30,13 @@ class VectorTask(Task):
 
     def build_model(self, architecture: "Architecture", *, in_channels: int,
                     image_size: tuple[int, int]) -> "nn.Module":
-        from cnnlab.models.build import build_model
+        from cnnlab.models.build import YAML_ARCHITECTURE, build_model
+        from cnnlab.models.registry import model_entry
 
+        made_for = None if architecture.name == YAML_ARCHITECTURE else model_entry(architecture.name).metadata.get("task")
+        if made_for is not None and made_for != self.name:  # a detector's outputs are boxes, not one vector
+            raise ConfigError(f"--model {architecture.name} is made for --task {made_for}, not {self.name}; "
+                              f"pass --task {made_for}, or a model listed by `cnnlab models` without a task")
         return build_model(architecture, in_channels=in_channels, num_outputs=self.num_outputs,
                            image_size=image_size)
 

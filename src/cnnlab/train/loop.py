@@ -1,7 +1,7 @@
 """The training loop: forward pass, loss, backpropagation, optimiser step — once per batch.
 
     for each epoch:
-        for each batch:  outputs = model(normalise(images))      # forward pass
+        for each batch:  outputs = model(normalise(images))      # forward pass (task.forward_loss)
                          loss = task.loss(outputs, targets)     # e.g. cross-entropy
                          loss.backward()                        # backpropagation: d loss / d weights
                          optimizer.step()                       # e.g. SGD: w -= lr * gradient
@@ -211,9 +211,8 @@ def train_one_epoch(model: nn.Module, task: Task, normalizer: nn.Module, batches
         for step, (inputs, targets) in enumerate(batches.epoch(epoch), start=1):
             lr = optimizer.param_groups[0]["lr"]
             if threads is None:
-                with performance.autocast():
-                    outputs = model(performance.prepare_inputs(normalizer(inputs)))   # forward pass
-                loss, parts = task.loss_parts(outputs.float(), targets)
+                outputs, loss, parts = task.forward_loss(                  # forward pass and loss
+                    model, performance.prepare_inputs(normalizer(inputs)), targets, performance.autocast)
                 optimizer.zero_grad(set_to_none=True)
                 performance.backward_and_step(loss, optimizer)         # backpropagation, then the gradient step
             else:
@@ -252,11 +251,10 @@ def _step_in_parts(threads: BatchThreads, models: list[nn.Module], task: Task, n
 
     def compute(index: int, part: slice) -> None:
         part_targets = targets[part]
-        with performance.autocast():
-            outputs = models[index](performance.prepare_inputs(normalizer(inputs[part])))
+        outputs, loss, loss_parts = task.forward_loss(
+            models[index], performance.prepare_inputs(normalizer(inputs[part])), part_targets, performance.autocast)
         # The batch's loss is a mean over its images: each part's mean counts by its share of them.
         weight = task.loss_share(part_targets) / whole_share
-        loss, loss_parts = task.loss_parts(outputs.float(), part_targets)
         loss = loss * weight
         if accumulate:
             loss.backward()
@@ -291,9 +289,9 @@ def validate(model: nn.Module, task: Task, normalizer: nn.Module, batches: Batch
     share_sum = torch.zeros((), device=device, dtype=torch.float64)
     part_sums: dict[str, Tensor] = {}
     for inputs, targets in batches.epoch(0):
-        with performance.autocast():
-            outputs = model(performance.prepare_inputs(normalizer(inputs))).float()
-        loss, parts = task.loss_parts(outputs, targets)
+        outputs, loss, parts = task.forward_loss(model, performance.prepare_inputs(normalizer(inputs)), targets,
+                                                 performance.autocast)
+        outputs = outputs.float()
         share = task.loss_share(targets).double()
         loss_sum += loss.double() * share
         share_sum += share

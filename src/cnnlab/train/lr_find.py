@@ -16,6 +16,8 @@ the suggestion starts from the original (fresh or pretrained) weights.
 
 from __future__ import annotations
 
+import contextlib
+
 import copy
 import csv
 import io
@@ -97,7 +99,7 @@ def lr_range_test(model: nn.Module, task: Task, normalizer: nn.Module, batches: 
         lr = start_lr * (end_lr / start_lr) ** (step / max(steps - 1, 1))
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss = task.loss(model(normalizer(inputs)), targets)
+        _, loss, _ = task.forward_loss(model, normalizer(inputs), targets, contextlib.nullcontext)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

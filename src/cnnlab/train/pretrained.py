@@ -91,8 +91,12 @@ def transfer_pretrained(model: "nn.Module", architecture: Architecture, task: "T
     """Copy the pretrained layers that fit into `model`; check `--weights` fit as a whole."""
     classifier, first_conv = _part_paths(model, architecture)
     same_outputs = pretrained.output_names is not None and pretrained.output_names == _output_names(task)
-    report = transfer_weights(model, pretrained.state_dict, source=pretrained.description,
-                              classifier=classifier, first_conv=first_conv, keep_classifier=same_outputs)
+    own_transfer = getattr(model, "transfer_pretrained", None)  # a model that knows its published weights
+    if callable(own_transfer):
+        report = own_transfer(pretrained.state_dict, source=pretrained.description, only=pretrained.part)
+    else:
+        report = transfer_weights(model, pretrained.state_dict, source=pretrained.description,
+                                  classifier=classifier, first_conv=first_conv, keep_classifier=same_outputs)
     if config.init_from is not None:
         flag, spec = "--init-from", config.init_from
     else:
@@ -101,7 +105,10 @@ def transfer_pretrained(model: "nn.Module", architecture: Architecture, task: "T
     if not report.names("loaded") and not report.names("adapted"):
         raise ConfigError(f"{flag} {spec}: no layer of --model {architecture.label} fits those weights"
                           f"{trained_as}; pass the --model they were trained with")
-    misfits = [layer for layer in report.new_layers if not is_inside_any(layer, classifier)]
+    # The classifier's layers (a detector's class layers) are new on purpose; so is whatever lies outside
+    # the part the weights are for (a detector's neck and heads, for ImageNet backbone weights).
+    misfits = [layer for layer in report.new_layers if not is_inside_any(layer, classifier)
+               and (pretrained.part is None or is_inside_any(layer, pretrained.part))]
     if flag == "--weights" and (misfits or report.unused):
         layer = next((item for item in report.layers if item.layer in misfits), None)
         example = (f"{layer.layer}: {layer.detail}" if layer

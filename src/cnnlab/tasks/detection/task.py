@@ -8,6 +8,11 @@ box distances at one stride) over any registry backbone, or the from-scratch `cn
 mAP, computed as pycocotools does (`metrics`). Predictions are one row per box in the file's own
 pixels, with the dataset's original category ids.
 
+Models that decode themselves (torchvision's Faster R-CNN, RetinaNet, FCOS, SSDlite:
+`models/torchvision_detectors.py`) output boxes rather than maps and compute their own loss from the
+targets; `outputs = "boxes"` (set by `build_model`, saved with the model) sends the task's
+decoding, loss and test-time flip through `decoded` instead of `centernet`.
+
 Two thresholds decide what counts as a detection when the model is used: `conf` (a box's score,
 default 0.25) and `iou` (how much two boxes of one class may overlap before the weaker is dropped,
 default 0.6); `--conf` and `--iou` change them for evaluate, predict and explain. mAP is computed
@@ -23,10 +28,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from cnnlab.errors import ConfigError, DataError
+from cnnlab.errors import CnnlabError, ConfigError, DataError
 from cnnlab.tasks.base import ExplainTarget, ReportContext, Task
 from cnnlab.tasks.detection import boxes as box_ops
-from cnnlab.tasks.detection import centernet
+from cnnlab.tasks.detection import centernet, decoded
 
 if TYPE_CHECKING:
     from torch import nn
@@ -37,6 +42,7 @@ if TYPE_CHECKING:
 
 EVALUATION_CONF = 0.001  # COCO evaluation keeps every box down to this score (the PR curve's tail)
 MATCH_IOU = 0.5  # what "found" means in predictions.csv and the report's best and worst images
+HEATMAPS, BOXES = "heatmaps", "boxes"  # what the model outputs: the dense head's maps, or decoded boxes
 
 
 class Detection(Task):
@@ -56,12 +62,15 @@ class Detection(Task):
     defaults = {"model": "cnnlab-det", "batch_size": 64, "epochs": 12, "lr": 0.006, "augment": "flip"}
 
     def __init__(self, class_names: list[str], *, category_ids: Sequence[int] | None = None, stride: int = 4,
-                 conf: float = 0.25, iou: float = 0.6, max_detections: int = 100, fit: str = "squash"):
+                 conf: float = 0.25, iou: float = 0.6, max_detections: int = 100, fit: str = "squash",
+                 outputs: str = HEATMAPS, image_size: Sequence[int] | None = None):
         self.class_names = list(class_names)
         self.fit = fit  # how images are fitted to the model's input: boxes are mapped back to the files with it
         self.category_ids = list(category_ids) if category_ids else list(range(len(class_names)))
         self.stride = stride  # set by build_model from the network
         self.conf, self.iou, self.max_detections = conf, iou, max_detections
+        self.outputs = outputs  # set by build_model from the network
+        self.image_size = tuple(image_size) if image_size else None  # (H, W) of the model's input
 
     # --- data -------------------------------------------------------------------------------
 
@@ -126,10 +135,15 @@ class Detection(Task):
         else:
             model = detector_on_backbone(architecture, in_channels=in_channels, num_classes=classes,
                                          image_size=image_size)
-        self.stride = int(model.stride)
+        self.outputs = BOXES if getattr(model, "decodes_itself", False) else HEATMAPS
+        self.stride = int(getattr(model, "stride", self.stride))
+        self.image_size = tuple(image_size)
         return model
 
     def describe_outputs(self) -> str:
+        if self.outputs == BOXES:
+            return (f"{len(self.class_names)} classes: boxes decoded by the model itself, up to "
+                    f"{self.max_detections} per image")
         return f"{len(self.class_names)} class heatmaps + 4 box channels at stride {self.stride}"
 
     @property
@@ -142,9 +156,21 @@ class Detection(Task):
         return self.loss_parts(outputs, targets)[0]
 
     def loss_parts(self, outputs: Tensor, targets: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        if self.outputs == BOXES:
+            raise CnnlabError("a detector that decodes its own boxes computes its loss from the targets: "
+                              "use Detection.forward_loss(model, inputs, targets, autocast)")
         return centernet.detection_loss(outputs, targets, len(self.class_names), self.stride)
 
+    def forward_loss(self, model: "nn.Module", inputs: Tensor, targets: Tensor, autocast: Any
+                     ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        if self.outputs == BOXES:
+            return decoded.forward_loss(model, inputs, targets, autocast)
+        return super().forward_loss(model, inputs, targets, autocast)
+
     def describe_loss(self) -> str:
+        if self.outputs == BOXES:
+            return ("loss: the torchvision detector's own loss, the sum of its parts (metrics.csv logs each); "
+                    "validation scores COCO's mAP@[.5:.95] (map)")
         return ("loss: focal loss of the object-centre heatmaps (class) + 5 × GIoU of the boxes (box), "
                 "per object; metrics.csv logs both parts. Validation scores COCO's mAP@[.5:.95] (map)")
 
@@ -153,6 +179,9 @@ class Detection(Task):
 
     def decode(self, outputs: Tensor, conf: float | None = None) -> list[tuple[Tensor, Tensor, Tensor]]:
         """Per image (boxes (k, 4) in model-input pixels, scores, labels) above `conf` (default: the task's)."""
+        if self.outputs == BOXES:
+            return decoded.decode(outputs, conf=self.conf if conf is None else conf, iou=self.iou,
+                                  max_detections=self.max_detections)
         return centernet.decode(outputs, len(self.class_names), self.stride, conf=self.conf if conf is None else conf,
                                 iou=self.iou, max_detections=self.max_detections)
 
@@ -173,6 +202,8 @@ class Detection(Task):
                               f"({self.conf:g}); lower --conf to see more")
 
     def combine_views(self, outputs: list[Tensor]) -> Tensor:
+        if self.outputs == BOXES:  # both views' boxes; decoding's NMS keeps the better of each pair
+            return torch.cat([outputs[0], decoded.unflip(outputs[1], self._input_size(outputs[0])[1])], 1)
         # The mirror image's heatmaps are mirrored back and its left and right distances swapped first.
         return (outputs[0] + centernet.unflip(outputs[1])) / 2
 
@@ -194,7 +225,7 @@ class Detection(Task):
         """Per image {"objects": [{"label", "category_id", "score", "box": [x1, y1, x2, y2]}, ...]}, best
         first, boxes in the file's own pixels when `origins` are given (else in the model's input)."""
         rows = []
-        size = (outputs.shape[-2] * self.stride, outputs.shape[-1] * self.stride)
+        size = self._input_size(outputs)
         for index, (found_boxes, scores, labels) in enumerate(self.decode(outputs)):
             found = found_boxes.cpu().numpy().astype(np.float64)
             if origins is not None:
@@ -204,6 +235,13 @@ class Detection(Task):
                  "box": [round(float(v), 2) for v in box]}
                 for box, score, label in zip(found, scores.tolist(), labels.tolist())]})
         return rows
+
+    def _input_size(self, outputs: Tensor) -> tuple[int, int]:
+        """(H, W) of the model's input: from the heatmaps' size, or as recorded for decoded boxes."""
+        if self.outputs == BOXES:
+            assert self.image_size is not None, "build_model records the input size"
+            return self.image_size
+        return outputs.shape[-2] * self.stride, outputs.shape[-1] * self.stride
 
     def table_line(self, prediction: dict[str, Any], top_k: int = 1) -> str:
         objects = prediction["objects"]
@@ -229,7 +267,7 @@ class Detection(Task):
         whether a true box of the same class was matched at IoU ≥ 0.5 (for a prediction: it is right;
         for a true box: it was found)."""
         header = ["kind", "label", "score", "x1", "y1", "x2", "y2", "found"]
-        size = (outputs.shape[-2] * self.stride, outputs.shape[-1] * self.stride)
+        size = self._input_size(outputs)
         table = []
         for index, ((found, scores, labels), (truth, truth_labels, flags)) in enumerate(
                 zip(self.decode(outputs), box_ops.unpad(targets))):
@@ -272,6 +310,8 @@ class Detection(Task):
     def explain_target(self, outputs: Tensor, choice: str | None = None) -> ExplainTarget:
         """The box to explain: the best one (default), `--class NAME` (that class's best box), or
         `--class N` (the N-th box, 1 for the best). Without any box, the strongest heatmap cell."""
+        if self.outputs == BOXES:
+            return self._explain_decoded(outputs, choice)
         found, scores, labels = self.decode(outputs[:1])[0]
         if not len(found):
             classes = len(self.class_names)
@@ -282,6 +322,33 @@ class Detection(Task):
         stride = self.stride
         return ExplainTarget(f"{self.class_names[label]} {float(scores[index]):.0%} (box {index + 1})",
                              lambda scores_: centernet.box_score(scores_, box.to(scores_.device), label, stride),
+                             box=tuple(float(v) for v in box.tolist()))
+
+    def _explain_decoded(self, outputs: Tensor, choice: str | None) -> ExplainTarget:
+        """A box of a model that decodes itself: its score, found again in the outputs Grad-CAM's own
+        pass gives (the same class, the best overlap), so the gradient flows through that box's
+        class score back to the backbone."""
+        found, scores, labels = self.decode(outputs[:1])[0]
+        below = ""
+        if not len(found):  # the best box below --conf, as the heatmaps' strongest cell is explained
+            found, scores, labels = self.decode(outputs[:1], conf=0.0)[0]
+            below = f", below --conf {self.conf:g}"
+        if not len(found):
+            raise ConfigError("the detector found no box at all in this image, so Grad-CAM has no score to explain")
+        index = self._chosen_box(choice, labels.tolist())
+        box, label = found[index].detach(), int(labels[index])
+
+        def score(rows: Tensor) -> Tensor:
+            from torchvision.ops import box_iou
+
+            mine = rows[0, :, 5] == label
+            if not bool(mine.any()):
+                raise ConfigError(f"Grad-CAM: the {self.class_names[label]} box was not found again in the "
+                                  f"model's outputs; use --model cnnlab-det, whose maps Grad-CAM explains directly")
+            overlaps = box_iou(box.view(1, 4).to(rows.device), rows[0, :, :4].detach().float())[0]
+            return rows[0, int(overlaps.masked_fill(~mine, -1.0).argmax()), 4]
+
+        return ExplainTarget(f"{self.class_names[label]} {float(scores[index]):.0%} (box {index + 1}{below})", score,
                              box=tuple(float(v) for v in box.tolist()))
 
     def _chosen_box(self, choice: str | None, labels: list[int]) -> int:
@@ -335,13 +402,15 @@ class Detection(Task):
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "class_names": self.class_names, "category_ids": self.category_ids,
                 "stride": self.stride, "conf": self.conf, "iou": self.iou, "max_detections": self.max_detections,
-                "fit": self.fit}
+                "fit": self.fit, "outputs": self.outputs,
+                "image_size": list(self.image_size) if self.image_size else None}
 
     @classmethod
     def from_json(cls, values: dict[str, Any]) -> "Detection":
         return cls(values["class_names"], category_ids=values.get("category_ids"), stride=int(values.get("stride", 4)),
                    conf=float(values.get("conf", 0.25)), iou=float(values.get("iou", 0.6)),
-                   max_detections=int(values.get("max_detections", 100)), fit=str(values.get("fit", "squash")))
+                   max_detections=int(values.get("max_detections", 100)), fit=str(values.get("fit", "squash")),
+                   outputs=str(values.get("outputs", HEATMAPS)), image_size=values.get("image_size"))
 
 
 class DetectionScores:
