@@ -305,7 +305,7 @@ def _file_weights(path: Path, architecture: Architecture, flag: str) -> Pretrain
     if _published_weights_name(architecture) is not None:
         # A .pth file for a zoo model is taken to be torchvision's: its ImageNet preprocessing applies.
         entry = imagenet_weights_entry(IMAGENET, architecture, flag)
-        state_dict = _without_unused_parts(state_dict, architecture)
+        state_dict = _without_unused_parts(state_dict, metadata)
         return _with_entry_preprocessing(state_dict, entry, name=str(path),
                                          description=f"weights file {path} (torchvision format)")
     return PretrainedWeights(state_dict, name=str(path), description=f"weights file {path}")
