@@ -235,6 +235,11 @@ class Task(ABC):
         not a picture (a label is shown as a caption instead)."""
         return None
 
+    def prediction_files(self, prediction: dict[str, Any]) -> dict[str, Any]:
+        """Pictures `predict --draw` writes beside the drawing, by the suffix added to its name (a
+        segmentation's mask as class indices: {".mask": PIL image}); {} for most tasks."""
+        return {}
+
     # --- explaining -------------------------------------------------------------------------
 
     @abstractmethod
