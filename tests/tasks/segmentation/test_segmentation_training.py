@@ -20,10 +20,12 @@ from tests.report.chromium import CHROMIUM, check_page
 pytestmark = requires_fashion_mnist
 
 # 320 canvases of 48 px, 3 epochs in batches of 16 (60 steps), the smaller U-Net, Adam one-cycle at 0.01,
-# cross-entropy + Dice, flips. Test mIoU (11 classes, background included) measured on the 64 test
-# canvases: see MIOU_BAND's comment. Untrained it is below 0.03 (every pixel one class).
+# cross-entropy + Dice, flips. Test mIoU (11 classes, background included) on the 64 test canvases,
+# seed 0: 0.121 with bf16 (auto on this AVX512-BF16 CPU; background IoU 0.967, three item classes above
+# 0.05), FP32_FIGURE with fp32. A model that found every item but named none would score about
+# 0.088 (the background's IoU over 11 classes), so the floor asks for some naming too.
 SHORT_RUN = ["--model", "unet-small", "--epochs", 3, "--batch-size", 16, "--lr", 0.01, "--seed", 0]
-MIOU_BAND = (0.07, 0.45)
+MIOU_BAND = (0.095, 0.40)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +48,8 @@ def test_a_short_run_learns_to_outline_and_name_the_items(trained, test_scores):
     assert test_scores["images"] == 64
     assert MIOU_BAND[0] <= test_scores["miou"] <= MIOU_BAND[1]
     assert test_scores["per_class"]["background"]["iou"] > 0.8  # where the items are is learnt first
-    assert test_scores["pixel_accuracy"] > 0.75
+    named = [name for name, values in test_scores["per_class"].items() if name != "background" and values["iou"] > 0.05]
+    assert len(named) >= 2  # and which item it is, for some (measured: 3 of the 10 above 0.05)
     assert test_scores["mean_dice"] >= test_scores["miou"]  # Dice ≥ IoU for every class
     with (trained / "metrics.csv").open() as handle:
         rows = list(csv.DictReader(handle))
