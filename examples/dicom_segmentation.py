@@ -11,8 +11,8 @@ What it does
      noise go). These masks are the "truth";
   3. writes a segmentation dataset in cnnlab's images/ + masks/ layout (train/val/test, classes.yaml
      naming background and tissue): random 64×64 views of the two slices (crops of 50–100% of the side,
-     mirrored, brightness changed), the test views from the lower third of each slice and the
-     training views from the rest;
+     mirrored, brightness changed), the test views from the lower half of each slice and the
+     training views from its upper two thirds (they overlap by a sixth);
   4. trains `unet-small` on it with `cnnlab train --task segmentation`, scores the test views and writes
      the overlays with `cnnlab predict --draw` into OUT/overlays/.
 
@@ -71,7 +71,7 @@ def _largest_filled(body: np.ndarray) -> np.ndarray:
 
 
 def write_dataset(out: Path, crops: int, seed: int = 0) -> Path:
-    """Random 64×64 views of each slice: test views from its lower third, the others from the rest."""
+    """Random 64×64 views of each slice: test views from its lower half, the others from its upper two thirds."""
     from PIL import Image
 
     rng = np.random.default_rng(seed)

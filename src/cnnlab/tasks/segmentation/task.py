@@ -45,9 +45,10 @@ class Segmentation(Task):
     moves_with_image = True
     settings = frozenset({"loss", "class_weights"})
     # What `cnnlab train --task segmentation` starts from (flags still win; docs/segmentation.md): the
-    # CPU-sized U-Net; batches of 16 (short runs need steps: 3 epochs of 320 canvases at 16 reached a
-    # validation mIoU of 0.149 where batches of 32 at 0.003 stayed at 0.015); cross-entropy + Dice for the
-    # background's weight; mirrored canvases are canvases.
+    # CPU-sized U-Net; batches of 16 (short runs need steps: unet-small, 3 epochs of 320 48-px canvases,
+    # reached a validation mIoU of 0.149 in batches of 16 at 0.01, 0.015 in batches of 32 at 0.003); a
+    # rate between the two for the larger U-Net (0.01 made its first epoch's validation loss jump);
+    # cross-entropy + Dice for the background's weight; mirrored canvases are canvases.
     defaults = {"model": "unet", "batch_size": 16, "epochs": 6, "lr": 0.006, "augment": "flip", "loss": "ce+dice"}
 
     def __init__(self, class_names: list[str], *, loss: str = "ce+dice", class_weights: list[float] | None = None,
