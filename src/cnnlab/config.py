@@ -50,6 +50,7 @@ def _option(help: str, *, flag: str | None = None, choices: tuple[str, ...] | No
 TASK_SETTINGS: dict[str, tuple[object, str]] = {
     "label_smoothing": (0.0, "softens an image's class label"),
     "class_weights": ("none", "weighs each image's loss by its class"),
+    "loss": ("ce", "chooses a segmentation's pixel loss"),
 }
 
 
@@ -81,6 +82,8 @@ class TrainConfig:
                                  "of training images (every class then counts alike: for imbalanced data such "
                                  "as X-rays), NAME=W pairs such as 'NORMAL=3,PNEUMONIA=1' (others weigh 1), or "
                                  "none", default="none")
+    loss: str = _option("segmentation: the pixel loss, cross-entropy, Dice or both [default: ce+dice]",
+                        choices=("ce", "dice", "ce+dice"), default="ce")
     seed: int = _option("random seed for splits, initialisation, shuffling and augmentation", default=0)
     device: str = _option("auto, cpu, cuda, cuda:N or mps", default="auto")
     workers: int | None = _option("data-loading processes [default: 0 for data in memory, else up to 4]",

@@ -47,14 +47,30 @@ def _canvases() -> GeneratedDataset:
     )
 
 
+def _mask_canvases() -> GeneratedDataset:
+    from cnnlab.data import mask_canvases
+
+    return GeneratedDataset(
+        "fashion-mnist-masks",
+        "Fashion-MNIST items on 64×64 canvases with a mask of their silhouettes (class per pixel, 0 = "
+        "background), 0-3 per canvas, images/ + masks/ (2,000 train / 300 val / 500 test); generated "
+        "offline (segmentation)",
+        task="segmentation",
+        splits=("train", "val", "test"),
+        fingerprint=mask_canvases.masks_fingerprint,
+        existing=mask_canvases.existing_fingerprint,
+        write=lambda root, fashion: mask_canvases.write_mask_canvases(root, fashion_mnist_dir=fashion),
+    )
+
+
 def _register() -> None:
-    for make in (_canvases,):
+    for make in (_canvases, _mask_canvases):
         spec = make()
         GENERATED.add(spec.name, spec, description=spec.description)
 
 
 GENERATED: Registry[GeneratedDataset] = Registry("generated dataset", loader=_register)
-_NAMES = ("fashion-mnist-boxes",)  # known without importing the generators (is_generated stays cheap)
+_NAMES = ("fashion-mnist-boxes", "fashion-mnist-masks")  # known without importing the generators (is_generated stays cheap)
 
 
 def is_generated(name: str) -> bool:

@@ -306,6 +306,8 @@ def draw_predictions(rows: Sequence[dict[str, Any]], folder: str | Path, task: A
         path = folder / _free_name(Path(row["file"]).stem, taken)
         picture.save(path)
         written.append(path)
+        for suffix, extra in task.prediction_files(row).items():
+            extra.save(path.with_name(f"{path.stem}{suffix}.png"))
     return written
 
 

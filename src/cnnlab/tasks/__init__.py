@@ -25,6 +25,8 @@ TASKS.add("regression", "cnnlab.tasks.regression:Regression",
           description="one or more numbers per image: mean squared error")
 TASKS.add("detection", "cnnlab.tasks.detection.task:Detection",
           description="a box and a class for every object in the image: heatmaps of object centres + box sizes")
+TASKS.add("segmentation", "cnnlab.tasks.segmentation.task:Segmentation",
+          description="a class for every pixel (U-Net): cross-entropy and/or Dice, scored by mIoU")
 
 
 def task_names() -> tuple[str, ...]:

@@ -266,6 +266,11 @@ class Task(ABC):
         raise ConfigError(f"cnnlab track follows boxes from frame to frame; a {self.name} model finds no boxes "
                           "(use cnnlab predict on the video, with --smooth K to steady its answers)")
 
+    def prediction_files(self, prediction: dict[str, Any]) -> dict[str, Any]:
+        """Pictures `predict --draw` writes beside the drawing, by the suffix added to its name (a
+        segmentation's mask as class indices: {".mask": PIL image}); {} for most tasks."""
+        return {}
+
     # --- explaining -------------------------------------------------------------------------
 
     @abstractmethod
