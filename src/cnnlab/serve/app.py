@@ -25,7 +25,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 
 from cnnlab import __version__
 from cnnlab.errors import CnnlabError, UnreadableImageError
-from cnnlab.serve.batching import Batcher, QueueFull
+from cnnlab.serve.batching import Batcher, Handover, QueueFull
 from cnnlab.serve.metrics import Metrics
 from cnnlab.serve.settings import ServeSettings
 from cnnlab.serve.uploads import LimitBody, Upload, decode, read_uploads
@@ -117,6 +117,16 @@ class _Service:
 
     def __init__(self, trained: Any, settings: ServeSettings, batcher: Batcher):
         self.trained, self.settings, self.batcher = trained, settings, batcher
+        self._answers: dict[int, Any] = {}  # top_k -> its `_predictions` function
+        self._handover = Handover()
+
+    def _predictions(self, top_k: int) -> Any:
+        """`task.predictions` at `top_k`, as (outputs, origins) -> rows: one object per top_k, so the
+        worker answers every request of a batch asking the same top_k in one call."""
+        if top_k not in self._answers:
+            task = self.trained.task
+            self._answers[top_k] = lambda outputs, origins: task.predictions(outputs, top_k=top_k, origins=origins)
+        return self._answers[top_k]
 
     def info(self) -> dict:
         spec = self.trained.input
@@ -152,8 +162,7 @@ class _Service:
         images = torch.from_numpy(np.stack([pixels for _, pixels, _ in decoded]))
         origins = [origin[:2] for _, _, origin in decoded]
         predictions = await self._on_model(
-            lambda: self.batcher.submit(images, lambda outputs: task.predictions(outputs, top_k=top_k,
-                                                                                 origins=origins)))
+            lambda: self.batcher.submit_per_image(images, self._predictions(top_k), origins))
         for (row, _, _), prediction in zip(decoded, predictions):
             row.update(prediction)
         from cnnlab.strict_json import finite_or_none
@@ -201,7 +210,7 @@ class _Service:
         except QueueFull as full:
             raise HTTPException(503, f"busy: {full}; retry later", headers={"Retry-After": str(RETRY_AFTER_S)})
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), self.settings.timeout_s)
+            return await asyncio.wait_for(self._handover.awaitable(future), self.settings.timeout_s)
         except asyncio.TimeoutError:
             future.cancel()  # dropped before its forward pass if it has not started
             raise HTTPException(504, f"no answer within --timeout {self.settings.timeout_s:g} s") from None
