@@ -126,3 +126,16 @@ def test_the_boundary_is_read_quoted_or_not():
     assert _boundary('multipart/form-data; boundary="a b"') == b"a b"
     assert _boundary("multipart/form-data; charset=utf-8; BOUNDARY=xyz") == b"xyz"
     assert _boundary("multipart/form-data") is None
+
+
+def test_predict_answered_past_fastapi_checks_top_k_in_one_line(server, test_images):
+    png = test_images[0][0].read_bytes()
+    for bad in ("0", "1001", "x", "²"):
+        response = httpx.post(f"{server}/predict", params={"top_k": bad}, content=png,
+                              headers={"Content-Type": "image/png"})
+        assert response.status_code == 422
+        assert response.json() == {"detail": f"top_k must be a whole number from 1 to 1000 (got {bad!r})"}
+    three = httpx.post(f"{server}/predict?top_k=3", files=[("file", ("a.png", png, "image/png"))])
+    assert three.status_code == 200 and len(three.json()[0]["top_k"]) == 3
+    assert httpx.get(f"{server}/predict").status_code == 405  # other methods still meet FastAPI's router
+    assert "/predict" in httpx.get(f"{server}/openapi.json").json()["paths"]
