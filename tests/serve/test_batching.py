@@ -18,7 +18,9 @@ from cnnlab.serve.uploads import _boundary, simple_form
 
 @pytest.fixture(scope="module")
 def guide(guide_run):
-    return cnnlab.load(guide_run, device="cpu")
+    # fp32 whatever the CPU: the tests compare batched with one-by-one answers, which bf16's rounding
+    # (different for different batch sizes) would blur.
+    return cnnlab.load(guide_run, device="cpu", precision="fp32")
 
 
 def _images(test_images, count: int) -> torch.Tensor:
