@@ -1,7 +1,7 @@
 """Load test of `cnnlab serve` on loopback: throughput and latency under concurrent clients.
 
 Three services answer the same request (a multipart POST /predict of one 28×28 Fashion-MNIST PNG),
-each in its own process, one after another:
+each in its own process, measured in interleaved rounds (--rounds; the median round is reported):
 
   cnnlab serve                 dynamic batching (--max-batch 64, --max-wait-ms 5)
   cnnlab serve --max-batch 1   one forward pass per request: the baseline batching is measured against
@@ -160,6 +160,11 @@ class Service:
                 return int(line.split()[1]) / 1024
         return float("nan")
 
+    def cpu_seconds(self) -> float:
+        """CPU time the service's process (all its threads) has used so far: user + system."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         self.process.terminate()
         try:
@@ -241,11 +246,25 @@ def measure(service: Service, png: bytes, args: argparse.Namespace) -> dict[str,
     load(service.port, request, 8, args.warmup_seconds, args.max_requests)  # wakes threads, fills caches
     points = []
     for clients in args.clients:
+        cpu = service.cpu_seconds()
         point = load(service.port, request, clients, args.seconds, args.max_requests)
-        print(f"  {clients:>3} clients: {point['per_second']:>8,.1f}/s  p50 {point['p50_ms']} ms  "
+        # CPU per answer: what a request costs the service, whatever share of the cores it got (the
+        # machine may be shared); on an idle machine, throughput is about the cores it can use / this.
+        point["cpu_ms_per_answer"] = round(1000 * (service.cpu_seconds() - cpu) / max(1, point["answered"]), 3)
+        print(f"  {clients:>3} clients: {point['per_second']:>8,.1f}/s  cpu {point['cpu_ms_per_answer']} ms/answer  "
+              f"p50 {point['p50_ms']} ms  "
               f"p99 {point['p99_ms']} ms  {point['statuses']}", file=sys.stderr)
         points.append(point)
     return {"label": answer_label(service.port, request), "points": points}
+
+
+def median_round(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per client count, the point of the round with the median throughput, and every round's figure."""
+    points = []
+    for index in range(len(rounds[0]["points"])):
+        these = sorted((measured["points"][index] for measured in rounds), key=lambda point: point["per_second"])
+        points.append({**these[len(these) // 2], "per_second_each_round": [point["per_second"] for point in these]})
+    return {"label": rounds[0]["label"], "points": points}
 
 
 def soak(service: Service, png: bytes, requests: int, clients: int) -> dict[str, Any]:
@@ -289,15 +308,22 @@ def report(results: dict[str, Any]) -> str:
     for key, name in NAMES.items():
         for point in results["services"][key]["points"]:
             errors = sum(count for status, count in point["statuses"].items() if status != "200")
-            rows.append([name, point["clients"], f"{point['per_second']:,.0f}", point["p50_ms"], point["p95_ms"],
-                         point["p99_ms"], errors])
-    table = markdown_table(["service", "clients", "answers/s", "p50 ms", "p95 ms", "p99 ms", "not 200"], rows)
+            rows.append([name, point["clients"], f"{point['per_second']:,.0f}", point.get("cpu_ms_per_answer"),
+                         point["p50_ms"], point["p95_ms"], point["p99_ms"], errors])
+    table = markdown_table(["service", "clients", "answers/s", "CPU ms/answer", "p50 ms", "p95 ms", "p99 ms",
+                            "not 200"], rows)
     at = {key: results["services"][key]["points"][-1] for key in NAMES}
     top = at["batching"]["clients"]
     lines = [f"- At {top} clients: dynamic batching answers **{results['ratios']['batching_vs_one_per_request']:.2f}×** "
              f"the requests per second of one forward per request, and **{results['ratios']['batching_vs_peer']:.2f}×** "
              f"those of the FastAPI + ONNX Runtime peer; p99 {at['batching']['p99_ms']} ms against "
              f"{at['one_per_request']['p99_ms']} ms and {at['peer']['p99_ms']} ms.",
+             f"- Each round's answers/s at {top} clients (median reported): "
+             + "; ".join(f"{NAMES[key]} {at[key].get('per_second_each_round')}" for key in NAMES) + ". "
+             f"CPU per answer at {top} clients: {at['batching'].get('cpu_ms_per_answer')} ms batching, "
+             f"{at['one_per_request'].get('cpu_ms_per_answer')} ms one per request, "
+             f"{at['peer'].get('cpu_ms_per_answer')} ms the peer (all the service's threads; independent of the "
+             f"share of the cores the service got).",
              f"- Labels: every service answers {results['labels']} for the test image (true class "
              f"{results['true_label']}).",
              f"- Soak: {results['soak']['requests']:,} requests at {results['soak']['clients']} clients in "
@@ -318,9 +344,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, help="a trained run to serve [default: train guide-cnn, ~20 s]")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 64])
-    parser.add_argument("--seconds", type=float, default=6.0, help="per service and client count")
+    parser.add_argument("--seconds", type=float, default=4.0, help="per service, client count and round")
     parser.add_argument("--warmup-seconds", type=float, default=1.5)
     parser.add_argument("--max-requests", type=int, default=50_000, help="per service and client count")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds over the three services")
     parser.add_argument("--max-batch", type=int, default=64)
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--soak-requests", type=int, default=4000)
@@ -339,16 +366,24 @@ def main() -> None:
         starts = {"batching": lambda: cnnlab_serve(run, *flags),
                   "one_per_request": lambda: cnnlab_serve(run, "--max-batch", 1),
                   "peer": lambda: onnx_peer(model, spec)}
-        soaked = None
-        for key, start in starts.items():
-            print(f"{NAMES[key]}:", file=sys.stderr)
-            service = start()
-            try:
-                services[key] = measure(service, png, args)
+        running = {}
+        try:
+            for key, start in starts.items():
+                running[key] = start()
+            # Rounds interleave the services (batching, one per request, peer, batching, ...), all three
+            # started and idle but for the one measured: on a machine shared with other work, a change
+            # in its load then falls on every service, and the median round of each is compared.
+            rounds: dict[str, list[dict[str, Any]]] = {key: [] for key in starts}
+            for number in range(1, args.rounds + 1):
+                for key, service in running.items():
+                    print(f"{NAMES[key]} (round {number} of {args.rounds}):", file=sys.stderr)
+                    rounds[key].append(measure(service, png, args))
+            for key in starts:
+                services[key] = median_round(rounds[key])
                 labels[key] = services[key]["label"]
-                if key == "batching":
-                    soaked = soak(service, png, args.soak_requests, 16)
-            finally:
+            soaked = soak(running["batching"], png, args.soak_requests, 16)
+        finally:
+            for service in running.values():
                 service.stop()
         burst_result = burst(run, png, args.burst, args.burst_queue)
         import cnnlab

@@ -1,6 +1,6 @@
 """The peer of benchmarks/serve_load.py: a FastAPI + ONNX Runtime endpoint written the usual way, as
 tutorials and most deployments write one — an `UploadFile`, Pillow, NumPy normalisation, one
-`session.run` per request, softmax, JSON. Started by serve_load.py as
+`session.run` per request, softmax, JSON (the rows cnnlab serve answers with). Started by serve_load.py as
 
     SERVE_PEER_MODEL=model.onnx SERVE_PEER_SPEC=spec.json uvicorn serve_peer:app --port P
 """
@@ -25,7 +25,7 @@ app = FastAPI()
 
 
 @app.post("/predict")
-async def predict(file: UploadFile = File(...)) -> dict:
+async def predict(file: UploadFile = File(...)) -> list[dict]:
     image = Image.open(io.BytesIO(await file.read())).convert("L" if spec["channels"] == 1 else "RGB")
     image = image.resize((spec["width"], spec["height"]), Image.Resampling.BILINEAR)
     pixels = np.asarray(image, np.float32).reshape(spec["height"], spec["width"], -1).transpose(2, 0, 1) / 255.0
@@ -33,4 +33,6 @@ async def predict(file: UploadFile = File(...)) -> dict:
     probabilities = np.exp(logits - logits.max())
     probabilities /= probabilities.sum()
     best = int(probabilities.argmax())
-    return {"label": spec["classes"][best], "confidence": float(probabilities[best])}
+    answer = {"label": spec["classes"][best], "confidence": float(probabilities[best])}
+    # The rows cnnlab serve answers with at top_k=1, so both services write the same JSON.
+    return [{"file": file.filename, **answer, "top_k": [answer]}]

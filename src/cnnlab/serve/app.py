@@ -25,7 +25,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 
 from cnnlab import __version__
 from cnnlab.errors import CnnlabError, UnreadableImageError
-from cnnlab.serve.batching import Batcher, QueueFull
+from cnnlab.serve.batching import Batcher, Handover, QueueFull
 from cnnlab.serve.metrics import Metrics
 from cnnlab.serve.settings import ServeSettings
 from cnnlab.serve.uploads import LimitBody, Upload, decode, read_uploads
@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 ENDPOINTS = ("/", "/predict", "/explain", "/input", "/health", "/info", "/metrics", "/docs", "/openapi.json")
 RETRY_AFTER_S = 1
+MAX_TOP_K = 1000
 INLINE_DECODE_BYTES = 64 << 10  # smaller uploads are decoded on the event loop: a thread hop costs more
 
 
@@ -55,9 +56,10 @@ def create_app(trained: Any, settings: ServeSettings) -> FastAPI:
                               f"{trained.task.name}. The page is at /.")
     app.state.batcher, app.state.metrics = batcher, metrics
     _handle_errors(app)
+    service = _Service(trained, settings, batcher)
+    app.add_middleware(_DirectPredict, service=service)
     app.add_middleware(LimitBody, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(_Observe, metrics=metrics)
-    service = _Service(trained, settings, batcher)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> HTMLResponse:
@@ -79,7 +81,7 @@ def create_app(trained: Any, settings: ServeSettings) -> FastAPI:
         return PlainTextResponse(metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.post("/predict", openapi_extra=_IMAGE_BODY)
-    async def predict(request: Request, top_k: int = Query(1, ge=1, le=1000)) -> JSONResponse:
+    async def predict(request: Request, top_k: int = Query(1, ge=1, le=MAX_TOP_K)) -> JSONResponse:
         """One row per image, as `cnnlab predict` writes them: {"file", "label", "confidence", "top_k"}
         for a classifier, {"file", "values"} for regression, {"file", "objects"} for a detector, or
         {"file", "error"} for a file that is not a readable image."""
@@ -117,6 +119,16 @@ class _Service:
 
     def __init__(self, trained: Any, settings: ServeSettings, batcher: Batcher):
         self.trained, self.settings, self.batcher = trained, settings, batcher
+        self._answers: dict[int, Any] = {}  # top_k -> its `_predictions` function
+        self._handover = Handover()
+
+    def _predictions(self, top_k: int) -> Any:
+        """`task.predictions` at `top_k`, as (outputs, origins) -> rows: one object per top_k, so the
+        worker answers every request of a batch asking the same top_k in one call."""
+        if top_k not in self._answers:
+            task = self.trained.task
+            self._answers[top_k] = lambda outputs, origins: task.predictions(outputs, top_k=top_k, origins=origins)
+        return self._answers[top_k]
 
     def info(self) -> dict:
         spec = self.trained.input
@@ -152,8 +164,7 @@ class _Service:
         images = torch.from_numpy(np.stack([pixels for _, pixels, _ in decoded]))
         origins = [origin[:2] for _, _, origin in decoded]
         predictions = await self._on_model(
-            lambda: self.batcher.submit(images, lambda outputs: task.predictions(outputs, top_k=top_k,
-                                                                                 origins=origins)))
+            lambda: self.batcher.submit_per_image(images, self._predictions(top_k), origins))
         for (row, _, _), prediction in zip(decoded, predictions):
             row.update(prediction)
         from cnnlab.strict_json import finite_or_none
@@ -201,7 +212,7 @@ class _Service:
         except QueueFull as full:
             raise HTTPException(503, f"busy: {full}; retry later", headers={"Retry-After": str(RETRY_AFTER_S)})
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), self.settings.timeout_s)
+            return await asyncio.wait_for(self._handover.awaitable(future), self.settings.timeout_s)
         except asyncio.TimeoutError:
             future.cancel()  # dropped before its forward pass if it has not started
             raise HTTPException(504, f"no answer within --timeout {self.settings.timeout_s:g} s") from None
@@ -230,6 +241,43 @@ def _handle_errors(app: FastAPI) -> None:
     async def internal(request: Request, error: Exception) -> JSONResponse:
         log.error("%s %s failed", request.method, request.url.path, exc_info=error)
         return JSONResponse({"detail": "internal error (the server's log has the details)"}, 500)
+
+
+class _DirectPredict:
+    """ASGI middleware: POST /predict answered here, past FastAPI's routing, parameter validation and
+    response encoding, which for a small model cost more than its share of the forward pass. The
+    answers are those of the route below (kept for the OpenAPI docs): the same rows, the same errors
+    as one line {"detail": reason}, 500 without a traceback for anything unexpected."""
+
+    def __init__(self, app: Any, service: "_Service"):
+        self.app, self.service = app, service
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] != "/predict" or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        try:
+            request = Request(scope, receive)
+            response = JSONResponse(await self.service.predict(request, _top_k(request)))
+        except HTTPException as error:
+            response = JSONResponse({"detail": error.detail}, error.status_code, headers=error.headers)
+        except UnreadableImageError as error:
+            response = JSONResponse({"detail": error.reason}, 422)
+        except CnnlabError as error:
+            response = JSONResponse({"detail": str(error).splitlines()[0]}, 422)
+        except Exception as error:  # noqa: BLE001  (answered as the app's handler answers it)
+            log.error("POST /predict failed", exc_info=error)
+            response = JSONResponse({"detail": "internal error (the server's log has the details)"}, 500)
+        await response(scope, receive, send)
+
+
+def _top_k(request: Request) -> int:
+    """The `top_k` query parameter (default 1), checked as the route's Query(ge=1, le=MAX_TOP_K)."""
+    given = request.query_params.get("top_k")
+    if given is None:
+        return 1
+    if not (given.strip().isascii() and given.strip().isdigit()) or not 1 <= int(given) <= MAX_TOP_K:
+        raise HTTPException(422, f"top_k must be a whole number from 1 to {MAX_TOP_K} (got {given[:40]!r})")
+    return int(given)
 
 
 class _Observe:

@@ -25,6 +25,9 @@ from typing import Any, Callable, Iterator
 from cnnlab.serve.metrics import Metrics
 
 
+GATHER_NAP_S = 0.001  # how often a gathering batch looks for more requests
+
+
 class QueueFull(Exception):
     """The service has as many requests waiting as it admits."""
 
@@ -33,6 +36,8 @@ class QueueFull(Exception):
 class _Job:
     images: Any = None  # uint8 tensor (n, C, H, W) for a forward pass; None for a call
     finish: Callable[[Any], Any] | None = None  # its outputs -> the answer, on the worker too
+    per_image: Callable[[Any, list], list] | None = None  # (outputs, contexts) -> one answer per image, per batch
+    contexts: list | None = None  # what `per_image` needs to know of each image (its size in the upload)
     call: Callable[[], Any] | None = None  # anything else that needs the model (Grad-CAM), run alone
     future: Future = field(default_factory=Future)
     waiting: bool = True  # counted in the queue's depth: admitted, neither started nor given up
@@ -79,6 +84,15 @@ class Batcher:
         """A future of `finish(forward(images))` (the outputs' first dimension: these images), `finish`
         run on the worker as well, off the event loop; QueueFull when the queue is full."""
         return self._admit(_Job(images=images, finish=finish))
+
+    def submit_per_image(self, images: Any, per_image: Callable[[Any, list], list], contexts: list) -> Future:
+        """A future of the list `per_image(forward(images), contexts)` would give, one answer per image.
+        The worker calls `per_image` ONCE for all the jobs of a batch that share it (the same object:
+        keep one per kind of answer), on all their outputs and contexts together: for a small model,
+        decoding answers per request costs more than the forward pass. QueueFull when full."""
+        if len(contexts) != len(images):
+            raise ValueError(f"{len(images)} images but {len(contexts)} contexts")
+        return self._admit(_Job(images=images, per_image=per_image, contexts=list(contexts)))
 
     @contextlib.contextmanager
     def arriving(self) -> Iterator[None]:
@@ -140,9 +154,13 @@ class Batcher:
         while images < self.max_batch:
             if self._arriving == 0 and self._jobs.empty():
                 break  # nothing more is coming now: waiting would only add latency
-            remaining = deadline - time.monotonic()
+            if self._jobs.empty() and time.monotonic() < deadline:
+                # Nap rather than block on the queue: a blocked get wakes this thread for every request
+                # put, and each wake takes the GIL from the event loop, which is reading the next ones.
+                time.sleep(min(GATHER_NAP_S, max(0.0, deadline - time.monotonic())))
+                continue
             try:
-                job = self._jobs.get(timeout=remaining) if remaining > 0 else self._jobs.get_nowait()
+                job = self._jobs.get_nowait()
             except queue.Empty:
                 break
             if job is None:
@@ -175,16 +193,85 @@ class Batcher:
             for job in live:
                 job.future.set_exception(error)
             return
-        start = 0
+        start, shared = 0, {}
         for job in live:
             mine = outputs[start:start + job.size]
             start += job.size
+            if job.per_image is not None:
+                shared.setdefault(job.per_image, []).append((job, mine))
+                continue
             try:
                 job.future.set_result(job.finish(mine) if job.finish else mine)
             except BaseException as error:
                 job.future.set_exception(error)
+        for per_image, jobs in shared.items():
+            _answer_together(per_image, jobs)
 
     def _forward(self, images: Any) -> Any:
         outputs = self.forward(images)
         self.metrics.batch_done(len(images))
         return outputs
+
+
+def _answer_together(per_image: Callable[[Any, list], list], jobs: list[tuple[_Job, Any]]) -> None:
+    """One `per_image` call over the outputs of `jobs`, each job's future given its own answers."""
+    import torch
+
+    try:
+        outputs = torch.cat([mine for _, mine in jobs]) if len(jobs) > 1 else jobs[0][1]
+        answers = per_image(outputs, [context for job, _ in jobs for context in job.contexts])
+        if len(answers) != len(outputs):
+            raise RuntimeError(f"{len(outputs)} images got {len(answers)} answers")
+    except BaseException as error:
+        for job, _ in jobs:
+            job.future.set_exception(error)
+        return
+    start = 0
+    for job, _ in jobs:
+        job.future.set_result(answers[start:start + job.size])
+        start += job.size
+
+
+class Handover:
+    """The worker's finished futures, handed to the event loop in ONE wake-up per batch rather than one
+    per request (`asyncio.wrap_future` wakes the loop, through its self-pipe, for every future)."""
+
+    def __init__(self) -> None:
+        self._finished: list[tuple[Future, Any]] = []
+        self._lock = threading.Lock()
+        self._scheduled = False
+
+    def awaitable(self, future: Future) -> Any:
+        """An asyncio future, on the running loop, that takes `future`'s outcome; cancelling it
+        cancels `future` (dropped before its forward pass if that has not started)."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        waiting = loop.create_future()
+        waiting.add_done_callback(lambda done: done.cancelled() and future.cancel())
+        future.add_done_callback(lambda done: self._finish(loop, done, waiting))
+        return waiting
+
+    def _finish(self, loop: Any, future: Future, waiting: Any) -> None:
+        with self._lock:
+            self._finished.append((future, waiting))
+            if self._scheduled:
+                return  # a wake-up is on its way and will take this one too
+            self._scheduled = True
+        try:
+            loop.call_soon_threadsafe(self._deliver)
+        except RuntimeError:  # the loop has closed (shutting down): nobody is waiting any more
+            pass
+
+    def _deliver(self) -> None:
+        with self._lock:
+            finished, self._finished, self._scheduled = self._finished, [], False
+        for future, waiting in finished:
+            if waiting.done():
+                continue
+            if future.cancelled():
+                waiting.cancel()
+            elif future.exception() is not None:
+                waiting.set_exception(future.exception())
+            else:
+                waiting.set_result(future.result())

@@ -5,6 +5,7 @@ header, as `cnnlab predict` refuses it)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,19 +83,83 @@ async def read_uploads(request: Request, *, max_files: int) -> list[Upload]:
 async def _form_uploads(request: Request, max_files: int) -> list[Upload]:
     from starlette.datastructures import UploadFile
 
+    boundary = _boundary(request.headers.get("content-type", ""))
+    if boundary is not None:
+        # The usual form (`curl -F file=@x.png`: a few parts, plain headers) is split here in one pass
+        # over bytes already in memory; anything else goes to Starlette's streaming parser below.
+        simple = simple_form(await request.body(), boundary)
+        if simple is not None and len(simple) <= max_files:
+            return _checked_uploads(simple)
     form = await request.form(max_files=max_files, max_fields=max_files + 16)
     files = [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
+    parts = [(file.filename, file.content_type, await file.read()) for file in files]
+    await form.close()
+    return _checked_uploads(parts)
+
+
+def _checked_uploads(files: list[tuple[str | None, str | None, bytes]]) -> list[Upload]:
+    """(file name, content type, bytes) of a form's files as uploads; 422 for none, 415 for a non-image."""
     if not files:
         raise HTTPException(422, "the form holds no file: send each image as a file field (e.g. -F file=@x.png)")
     uploads = []
-    for number, file in enumerate(files, start=1):
-        name = file.filename or f"file-{number}"
-        media_type = _media_type(file.content_type)
+    for number, (filename, content_type, data) in enumerate(files, start=1):
+        name = filename or f"file-{number}"
+        media_type = _media_type(content_type)
         if not _is_image_type(media_type):
             raise HTTPException(415, f"{name} is {media_type}, not an image")
-        uploads.append(Upload(name, await file.read()))
-    await form.close()
+        uploads.append(Upload(name, data))
     return uploads
+
+
+_BOUNDARY = re.compile(r';\s*boundary=(?:"([^"]{1,70})"|([^;\s"]{1,70}))', re.IGNORECASE)
+_DISPOSITION = re.compile(r'^form-data(?:;\s*(name|filename)="([^"\\]*)")*\s*$', re.IGNORECASE)
+_FILENAME = re.compile(r';\s*filename="([^"\\]*)"', re.IGNORECASE)
+_PLAIN_HEADERS = frozenset({"content-disposition", "content-type"})
+
+
+def _boundary(content_type: str) -> bytes | None:
+    found = _BOUNDARY.search(content_type)
+    return (found.group(1) or found.group(2)).encode("latin-1") if found else None
+
+
+def simple_form(body: bytes, boundary: bytes) -> list[tuple[str, str | None, bytes]] | None:
+    """The file parts of a multipart/form-data `body` as (file name, content type, bytes), when the
+    form is the usual kind: no preamble, each part with only Content-Disposition (form-data, quoted
+    name and filename without escapes) and Content-Type headers, a closing delimiter. None for any
+    other form (escapes, filename*=, other headers, a missing end), which the full parser reads."""
+    delimiter = b"--" + boundary
+    if not body.startswith(delimiter + b"\r\n"):
+        return None
+    parts = body[len(delimiter) + 2:].split(b"\r\n" + delimiter)
+    if len(parts) < 2 or not parts[-1].startswith(b"--"):
+        return None
+    files = []
+    for index, part in enumerate(parts[:-1]):
+        if index > 0:  # the CRLF after every delimiter but the first (already skipped)
+            if not part.startswith(b"\r\n"):
+                return None
+            part = part[2:]
+        head, separator, data = part.partition(b"\r\n\r\n")
+        if not separator:
+            return None
+        headers = _plain_headers(head)
+        if headers is None or not _DISPOSITION.match(headers.get("content-disposition", "")):
+            return None
+        filename = _FILENAME.search(headers["content-disposition"])
+        if filename is not None:  # a file; other fields (text) are not images and are left out, as before
+            files.append((filename.group(1), headers.get("content-type"), data))
+    return files
+
+
+def _plain_headers(head: bytes) -> dict[str, str] | None:
+    headers = {}
+    for line in head.decode("latin-1").split("\r\n"):
+        name, colon, value = line.partition(":")
+        name = name.strip().lower()
+        if not colon or name not in _PLAIN_HEADERS or name in headers:
+            return None
+        headers[name] = value.strip()
+    return headers
 
 
 def decode(upload: Upload, input_spec: Any, max_pixels: int) -> tuple[Any, tuple[int, int, bool]]:
