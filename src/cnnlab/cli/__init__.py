@@ -21,6 +21,7 @@ COMMANDS = {
     "lr-find": "cnnlab.cli.lr_find:lr_find_command",
     "evaluate": "cnnlab.cli.evaluate:evaluate_command",
     "predict": "cnnlab.cli.predict:predict_command",
+    "export": "cnnlab.cli.export:export_command",
     "tasks": "cnnlab.cli.models:tasks_command",
     "models": "cnnlab.cli.models:models_command",
     "summary": "cnnlab.cli.models:summary_command",
