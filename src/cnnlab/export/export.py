@@ -105,8 +105,9 @@ def _check_output(path: Path, format: str, force: bool) -> None:
     if format_of(path) != format:
         endings = ", ".join(ending for ending, kind in (
             (".onnx", "onnx"), (".pt", "torchscript"), (".ts", "torchscript")) if kind == format)
-        raise CnnlabError(f"--output {path}: a {format} file's name ends in {endings}, so that cnnlab predict "
-                          "and evaluate recognise it")
+        article = "an" if format == "onnx" else "a"
+        raise CnnlabError(f"--output {path}: {article} {format} file's name ends in {endings}, so that cnnlab "
+                          "predict and evaluate recognise it")
     if path.is_dir():
         raise CnnlabError(f"--output {path}: a folder is there; name the file to write")
     if (path.exists() or path.is_symlink()) and not force and (path.is_symlink() or not is_cnnlab_export(path)):
