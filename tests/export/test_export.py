@@ -280,6 +280,10 @@ def test_what_an_exported_file_cannot_do_is_said_clearly(runs, exported, test_im
     onnx.save(onnx.helper.make_model(graph), str(plain))
     with pytest.raises(CnnlabError, match="not a model cnnlab exported"):
         cnnlab.load(plain)
+    pickled = tmp_path / "weights.pt"  # torch.save's zip of pickles: refused before anything is unpickled
+    torch.save({"weight": torch.ones(2)}, pickled)
+    with pytest.raises(CnnlabError, match="not a model cnnlab exported"):
+        cnnlab.load(pickled)
 
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as on a machine without the extra
     with pytest.raises(CnnlabError, match=r"pip install 'cnnlab\[export\]'"):
