@@ -49,6 +49,12 @@ class InferenceModel:
         """The test-time augmentation this model was trained to use ("none" or "flip")."""
         return self.tta_override or self.info.config.get("tta", "none")
 
+    @property
+    def evaluation_prefix(self) -> str:
+        """What evaluate's default folder name starts with after "eval-": nothing for a run; an
+        exported file's name, so that files side by side keep their evaluations apart."""
+        return ""
+
     def outputs(self, images: Tensor) -> Tensor:
         raise NotImplementedError
 

@@ -146,14 +146,14 @@ def test_predict_and_evaluate_on_the_onnx_file_answer_as_the_run(runs, exported,
     assert max(abs(a["confidence"] - b["confidence"]) for a, b in zip(rows, file_rows)) < 1e-5
 
     scores = {}
-    for source, flags in ((run, ["--precision", "fp32"]), (path, [])):
-        outcome = run_cli("evaluate", source, "--limit", "200", "--json", "--output-dir", tmp_path / source.name,
-                          *flags)
+    for source, flags in ((run, ["--precision", "fp32", "--output-dir", tmp_path / "run"]), (path, [])):
+        outcome = run_cli("evaluate", source, "--limit", "200", "--json", *flags)
         assert outcome.exit_code == 0, outcome.stderr
         scores[source] = json.loads(outcome.stdout)
     assert scores[path]["accuracy"] == scores[run]["accuracy"] and scores[path]["images"] == 200
     assert scores[path]["checkpoint"] == str(path)
-    table, file_table = (_csv_rows(tmp_path / folder / "predictions.csv") for folder in (run.name, path.name))
+    beside_the_file = path.parent / f"eval-{path.name}-fashion-mnist-test"  # files side by side kept apart
+    table, file_table = (_csv_rows(folder / "predictions.csv") for folder in (tmp_path / "run", beside_the_file))
     assert [row["predicted_label"] for row in file_table] == [row["predicted_label"] for row in table]
     assert max(abs(float(a["confidence"]) - float(b["confidence"])) for a, b in zip(table, file_table)) < 1e-5
 

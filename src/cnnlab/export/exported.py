@@ -50,8 +50,13 @@ class ExportedModel(InferenceModel):
 
     @property
     def run_dir(self) -> Path:
-        """Where results about this file go by default (evaluate's eval-*/): the file's own folder."""
+        """Where results about this file go by default: the file's own folder (evaluate writes
+        eval-<file name>-<data>-<split>/ there)."""
         return self.path.parent
+
+    @property
+    def evaluation_prefix(self) -> str:
+        return f"{self.path.name}-"
 
     @property
     def model(self) -> Any:
