@@ -30,7 +30,7 @@ _LAZY = {
     "summarize": "cnnlab.models.summary:summarize",
     "CnnlabError": "cnnlab.errors:CnnlabError",
 }
-# `cnnlab.train`, `.evaluate`, `.explain`, `.report`, `.export`: packages that can be called (_callable_module).
+# `cnnlab.train`, `.evaluate`, `.explain`, `.report`, `.export`: callable packages (_callable_module).
 _CALLABLE_PACKAGES = ("train", "evaluate", "explain", "report", "export")
 
 __all__ = [*_LAZY, *_CALLABLE_PACKAGES, "__version__"]

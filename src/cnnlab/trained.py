@@ -152,5 +152,5 @@ def refuse_exported(run: str | Path, command: str) -> None:
     """A CnnlabError when `run` is an exported file: `command` needs the network's gradients or its
     layers, which only the run folder has."""
     if is_exported_file(run):
-        raise CnnlabError(f"{run}: an exported model has no gradients or layers to look into; {command} needs "
-                          "the run folder it was exported from (cnnlab " + command + " RUN ...)")
+        raise CnnlabError(f"{run}: an exported model has no gradients or layers to look into; {command} "
+                          f"needs the run folder it was exported from (cnnlab {command} RUN ...)")

@@ -81,6 +81,10 @@ def pixels_of(paths: list[Path], size: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrays)[:, None])
 
 
+def max_difference(outputs: torch.Tensor, reference: torch.Tensor) -> float:
+    return float((outputs - reference).abs().max())
+
+
 def pytorch_outputs(run: Path, images: torch.Tensor) -> torch.Tensor:
     trained = cnnlab.load(run, device="cpu", precision="fp32", tta="none")
     with torch.inference_mode():
@@ -120,7 +124,8 @@ def test_the_metadata_alone_rebuilds_the_model_info_and_task(runs, exported):
     trained = cnnlab.load(runs["guide-cnn"], device="cpu")
     props = {entry.key: entry.value for entry in onnx.load(str(path)).metadata_props}
     assert json.loads(props["class_names"]) == trained.class_names
-    assert json.loads(props["input_size"]) == [28, 28] and props["channels"] == "1" and props["fit"] == "squash"
+    assert json.loads(props["input_size"]) == [28, 28]
+    assert props["channels"] == "1" and props["fit"] == "squash"
     assert json.loads(props["mean"]) == pytest.approx(list(trained.input.mean))
     assert json.loads(props["std"]) == pytest.approx(list(trained.input.std))
     assert props["architecture"] == "guide-cnn" and props["cnnlab_version"] == cnnlab.__version__
@@ -129,14 +134,16 @@ def test_the_metadata_alone_rebuilds_the_model_info_and_task(runs, exported):
     assert metadata.info.to_json() == trained.info.to_json()
     assert metadata.export["input"] == {"name": "images", "dtype": "uint8", "layout": "NCHW",
                                         "normalized_in_graph": True, "dynamic_axes": ["batch"]}
-    assert metadata.export["weights"] == "fp32" and metadata.export["exporter"] == "torch.onnx.export(dynamo=True)"
+    assert metadata.export["weights"] == "fp32"
+    assert metadata.export["exporter"] == "torch.onnx.export(dynamo=True)"
     assert isinstance(metadata.export["opset"], int) and metadata.export["opset"] >= 18
 
 
 def test_predict_and_evaluate_on_the_onnx_file_answer_as_the_run(runs, exported, test_images, tmp_path):
     path, _ = exported("guide-cnn")
     run = runs["guide-cnn"]
-    from_run = run_cli("predict", run, *test_images, "--precision", "fp32", "--top-k", "3", "-o", tmp_path / "r.json")
+    from_run = run_cli("predict", run, *test_images, "--precision", "fp32", "--top-k", "3",
+                       "-o", tmp_path / "r.json")
     from_file = run_cli("predict", path, *test_images, "--top-k", "3", "-o", tmp_path / "f.json")
     assert from_run.exit_code == from_file.exit_code == 0, from_file.stderr
     rows, file_rows = (json.loads((tmp_path / name).read_text()) for name in ("r.json", "f.json"))
@@ -153,7 +160,8 @@ def test_predict_and_evaluate_on_the_onnx_file_answer_as_the_run(runs, exported,
     assert scores[path]["accuracy"] == scores[run]["accuracy"] and scores[path]["images"] == 200
     assert scores[path]["checkpoint"] == str(path)
     beside_the_file = path.parent / f"eval-{path.name}-fashion-mnist-test"  # files side by side kept apart
-    table, file_table = (_csv_rows(folder / "predictions.csv") for folder in (tmp_path / "run", beside_the_file))
+    table, file_table = (_csv_rows(folder / "predictions.csv")
+                         for folder in (tmp_path / "run", beside_the_file))
     assert [row["predicted_label"] for row in file_table] == [row["predicted_label"] for row in table]
     assert max(abs(float(a["confidence"]) - float(b["confidence"])) for a, b in zip(table, file_table)) < 1e-5
 
@@ -180,7 +188,7 @@ def test_torchscript_export_agrees_and_predicts(runs, exported, test_images):
     loaded = cnnlab.load(path)
     assert loaded.format == "torchscript" and loaded.class_names == cnnlab.load(runs["yaml"]).class_names
     reference = pytorch_outputs(runs["yaml"], images)
-    assert float((loaded.outputs(images) - reference).abs().max()) <= 1e-4 * max(1.0, float(reference.abs().max()))
+    assert max_difference(loaded.outputs(images), reference) <= 1e-4 * max(1.0, float(reference.abs().max()))
     assert read_metadata(path).info.architecture.short_name == "fast3"
     rows = cnnlab.predict(path, test_images)
     assert [row["label"] for row in rows] == [row["label"] for row in
@@ -214,7 +222,8 @@ def test_fp16_and_optimized_files_work(runs, exported, test_images):
     assert "Relu" in {node.op_type for node in onnx.load(str(plain)).graph.node}
     optimized_model = cnnlab.load(optimized)
     assert optimized_model.export["optimized"] is True
-    assert float((optimized_model.outputs(images) - reference).abs().max()) <= 1e-4 * max(1.0, float(reference.abs().max()))
+    scale = max(1.0, float(reference.abs().max()))
+    assert max_difference(optimized_model.outputs(images), reference) <= 1e-4 * scale
 
 
 def test_an_export_that_disagrees_fails_the_check_and_leaves_no_file(runs, exported, tmp_path):
@@ -268,7 +277,8 @@ def test_what_an_exported_file_cannot_do_is_said_clearly(runs, exported, test_im
 
     path, _ = exported("guide-cnn")
     explained = run_cli("explain", path, test_images[0])
-    assert explained.exit_code == 2 and "explain needs the run folder it was exported from" in explained.stderr
+    assert explained.exit_code == 2
+    assert "explain needs the run folder it was exported from" in explained.stderr
     assert "--precision bf16" in run_cli("predict", path, test_images[0], "--precision", "bf16").stderr
     assert "export takes the run folder" in run_cli("export", path).stderr
 

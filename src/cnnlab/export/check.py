@@ -96,13 +96,14 @@ def check_images(trained: TrainedModel, count: int, *, check_data: Sequence[str]
     try:
         _, _, source = own_data(trained, "val", data_dir)
     except CnnlabError as error:
-        raise CnnlabError(f"the export check needs real images and the run's own cannot be read ({error}); pass "
-                          "--check-data with image files or a folder of them like those the model will see") from None
+        raise CnnlabError(f"the export check needs real images and the run's own cannot be read ({error}); "
+                          "pass --check-data with image files or a folder of them like those the model will "
+                          "see") from None
     source = limit_source(source, count, seed=0)
     imageset, _ = load_images(source, trained.input.geometry, cache="memory", workers=0)
     images = [item[0] for item in (imageset[index] for index in range(len(imageset))) if item is not None]
     if not images:
-        raise CnnlabError(f"none of the run's validation images could be read for the export check; pass "
+        raise CnnlabError("none of the run's validation images could be read for the export check; pass "
                           "--check-data with image files")
     return torch.stack(images), f"the run's validation images, {trained.info.config.get('data')}"
 

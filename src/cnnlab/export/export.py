@@ -56,8 +56,9 @@ class PixelsToOutputs(nn.Module):
 
 
 def export(run: str | Path, *, format: str = "onnx", output: str | Path | None = None, fp16: bool = False,
-           optimize: bool = False, opset: int | None = None, force: bool = False, check_images_count: int = 32,
-           check_data: Sequence[str] | None = None, tolerance: float | None = None, data_dir: str | None = None,
+           optimize: bool = False, opset: int | None = None, force: bool = False,
+           check_images_count: int = 32, check_data: Sequence[str] | None = None,
+           tolerance: float | None = None, data_dir: str | None = None,
            runs_dir: str | Path = "runs") -> ExportResult:
     """Export `run`'s best model to `output` (default RUN/export/model.onnx, or model.pt for
     TorchScript) and check it on `check_images_count` of the run's validation images (or the files
@@ -89,7 +90,8 @@ def _check_options(run: str | Path, format: str, fp16: bool, optimize: bool, ops
     if is_exported_file(run):
         raise CnnlabError(f"{run}: already an exported file; export takes the run folder it came from")
     if format != "onnx":
-        given = [flag for flag, value in (("--fp16", fp16), ("--optimize", optimize), ("--opset", opset)) if value]
+        flags = (("--fp16", fp16), ("--optimize", optimize), ("--opset", opset))
+        given = [flag for flag, value in flags if value]
         if given:
             raise CnnlabError(f"{', '.join(given)}: options of --format onnx, not {format}")
     if opset is not None and opset < 7:
@@ -106,14 +108,15 @@ def _check_output(path: Path, format: str, force: bool) -> None:
         endings = ", ".join(ending for ending, kind in (
             (".onnx", "onnx"), (".pt", "torchscript"), (".ts", "torchscript")) if kind == format)
         article = "an" if format == "onnx" else "a"
-        raise CnnlabError(f"--output {path}: {article} {format} file's name ends in {endings}, so that cnnlab "
-                          "predict and evaluate recognise it")
+        raise CnnlabError(f"--output {path}: {article} {format} file's name ends in {endings}, so that "
+                          "cnnlab predict and evaluate recognise it")
     if path.is_dir():
         raise CnnlabError(f"--output {path}: a folder is there; name the file to write")
-    if (path.exists() or path.is_symlink()) and not force and (path.is_symlink() or not is_cnnlab_export(path)):
+    taken = path.exists() or path.is_symlink()
+    if taken and not force and (path.is_symlink() or not is_cnnlab_export(path)):
         what = "a link" if path.is_symlink() else "a file cnnlab did not export"
-        raise CnnlabError(f"--output {path}: {what} is there; refusing to replace it: choose another --output, "
-                          "or add --force to replace it")
+        raise CnnlabError(f"--output {path}: {what} is there; refusing to replace it: choose another "
+                          "--output, or add --force to replace it")
 
 
 def _write(format: str, network: nn.Module, example: Tensor, path: Path, trained: TrainedModel, *,
@@ -123,7 +126,8 @@ def _write(format: str, network: nn.Module, example: Tensor, path: Path, trained
         from cnnlab.export.torchscript_file import write_torchscript
 
         exporter = "torch.jit.trace"
-        return write_torchscript(network, example, path, _metadata(trained, format, "fp32", False, None, exporter))
+        metadata = _metadata(trained, format, "fp32", False, None, exporter)
+        return write_torchscript(network, example, path, metadata)
     from cnnlab.export import onnx_file
 
     exporter = onnx_file.write_onnx(network, example, path, opset=opset)
@@ -132,16 +136,16 @@ def _write(format: str, network: nn.Module, example: Tensor, path: Path, trained
     if optimize:
         onnx_file.optimize(path)
     written_opset = _onnx_opset(path)
-    onnx_file.write_metadata(path, _metadata(trained, format, "fp16" if fp16 else "fp32", optimize, written_opset,
-                                             exporter))
+    precision = "fp16" if fp16 else "fp32"
+    onnx_file.write_metadata(path, _metadata(trained, format, precision, optimize, written_opset, exporter))
     return exporter
 
 
 def _metadata(trained: TrainedModel, format: str, precision: str, optimized: bool, opset: int | None,
               exporter: str) -> ExportMetadata:
-    return ExportMetadata(trained.info, describe_export(model_format=format, precision=precision, optimized=optimized,
-                                                        opset=opset, exporter=exporter,
-                                                        source=str(trained.checkpoint)))
+    facts = describe_export(model_format=format, precision=precision, optimized=optimized, opset=opset,
+                            exporter=exporter, source=str(trained.checkpoint))
+    return ExportMetadata(trained.info, facts)
 
 
 def _onnx_opset(path: Path) -> int | None:

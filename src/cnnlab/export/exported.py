@@ -104,8 +104,9 @@ def load_exported(path: str | Path, *, device: str = "auto", tta: str | None = N
 def _check_precision(precision: str, export: dict[str, Any], path: Path) -> None:
     weights = export.get("weights", "fp32")
     if precision not in ("auto", weights):
-        raise CnnlabError(f"--precision {precision}: {path} computes in {weights}, the precision it was exported "
-                          f"in; leave --precision out (or export again{' with --fp16' if precision == 'fp16' else ''})")
+        again = " with --fp16" if precision == "fp16" else ""
+        raise CnnlabError(f"--precision {precision}: {path} computes in {weights}, the precision it was "
+                          f"exported in; leave --precision out (or export again{again})")
 
 
 def onnx_runner(path: Path, device: str = "auto") -> Runner:
@@ -115,8 +116,8 @@ def onnx_runner(path: Path, device: str = "auto") -> Runner:
     available = onnxruntime.get_available_providers()
     wants_gpu = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
     if device not in ("auto", "cpu") and not (wants_gpu and "CUDAExecutionProvider" in available):
-        raise CnnlabError(f"--device {device}: this ONNX Runtime runs on {', '.join(available)}; use --device cpu "
-                          "(or install onnxruntime-gpu for cuda)")
+        raise CnnlabError(f"--device {device}: this ONNX Runtime runs on {', '.join(available)}; use "
+                          "--device cpu (or install onnxruntime-gpu for cuda)")
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if wants_gpu and \
         "CUDAExecutionProvider" in available else ["CPUExecutionProvider"]
     try:

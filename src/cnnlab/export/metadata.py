@@ -125,7 +125,8 @@ def _torchscript_documents(path: Path) -> dict[str, str]:
     """The extra files of a TorchScript archive (a zip: <archive>/extra/NAME), read as a zip."""
     try:
         with zipfile.ZipFile(path) as archive:
-            extra = {Path(name).name: name for name in archive.namelist() if Path(name).parent.name == "extra"}
+            names = archive.namelist()
+            extra = {Path(name).name: name for name in names if Path(name).parent.name == "extra"}
             return {key: archive.read(extra[f"{key}.json"]).decode("utf-8")
                     for key in (MODEL_KEY, EXPORT_KEY) if f"{key}.json" in extra}
     except (zipfile.BadZipFile, OSError, UnicodeDecodeError) as error:
@@ -141,9 +142,10 @@ def _parse(documents: dict[str, str], path: Path) -> ExportMetadata:
     try:
         model, export = json.loads(documents[MODEL_KEY]), json.loads(documents[EXPORT_KEY])
     except ValueError as error:
-        raise CnnlabError(f"{path}: its cnnlab metadata is not valid JSON ({error}); export it again") from None
+        raise CnnlabError(f"{path}: its cnnlab metadata is not valid JSON ({error}); export it "
+                          "again") from None
     if not isinstance(export, dict) or export.get("format") != FORMAT:
         found = export.get("format") if isinstance(export, dict) else type(export).__name__
-        raise CnnlabError(f"{path}: its export metadata is {found!r}, not {FORMAT!r}; export it again with this "
-                          "cnnlab")
+        raise CnnlabError(f"{path}: its export metadata is {found!r}, not {FORMAT!r}; export it again "
+                          "with this cnnlab")
     return ExportMetadata(ModelInfo.from_json(model, origin=str(path)), export)

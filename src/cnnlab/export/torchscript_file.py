@@ -9,6 +9,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import torch
 from torch import Tensor, nn
 
 from cnnlab.export.metadata import ExportMetadata
@@ -17,8 +18,6 @@ from cnnlab.export.metadata import ExportMetadata
 def write_torchscript(network: nn.Module, example: Tensor, path: Path, metadata: ExportMetadata) -> str:
     """`network` traced on `example` (a batch of two images, so no size is frozen at one) and saved
     with the metadata; returns the exporter's name."""
-    import torch
-
     extra_files = {f"{key}.json": text for key, text in metadata.documents().items()}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -27,9 +26,7 @@ def write_torchscript(network: nn.Module, example: Tensor, path: Path, metadata:
     return "torch.jit.trace"
 
 
-def load_torchscript(path: Path, device: "torch.device") -> nn.Module:  # noqa: F821
-    import torch
-
+def load_torchscript(path: Path, device: torch.device) -> nn.Module:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return torch.jit.load(str(path), map_location=device).eval()
