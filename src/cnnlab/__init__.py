@@ -7,6 +7,7 @@
     cnnlab.explain(result.run_dir, ["shoe.png"])    # filters, feature maps, Grad-CAM
     cnnlab.report(result.run_dir)                   # one HTML page
     trained = cnnlab.load(result.run_dir)          # model + class names + preprocessing
+    cnnlab.export(result.run_dir)                   # runs/NAME/export/model.onnx, checked
 
 Names are imported on first use, so `import cnnlab` (and `cnnlab --help`) stays instant.
 """
@@ -29,8 +30,8 @@ _LAZY = {
     "summarize": "cnnlab.models.summary:summarize",
     "CnnlabError": "cnnlab.errors:CnnlabError",
 }
-# `cnnlab.train`, `.evaluate`, `.explain` and `.report` are packages that can be called (see _callable_module).
-_CALLABLE_PACKAGES = ("train", "evaluate", "explain", "report")
+# `cnnlab.train`, `.evaluate`, `.explain`, `.report`, `.export`: callable packages (_callable_module).
+_CALLABLE_PACKAGES = ("train", "evaluate", "explain", "report", "export")
 
 __all__ = [*_LAZY, *_CALLABLE_PACKAGES, "__version__"]
 

@@ -11,6 +11,7 @@
       weights/last.safetensors + last.json     the latest epoch
       weights/train-state.safetensors          model + optimizer + schedule, for --resume
       eval-<split>/          written by `cnnlab evaluate`
+      export/model.onnx      written by `cnnlab export` (model.pt for TorchScript)
 """
 
 from __future__ import annotations
@@ -44,8 +45,9 @@ _OWN_FILES = (
     "eval-*/metrics.json", "eval-*/predictions.csv", "eval-*/confusion_matrix.png", "eval-*/confusion_matrix.json",
     "eval-*/roc_curves.png", "eval-*/predicted_vs_true.png",
     "explain/*/filters.png", "explain/*/gradcam.png", "explain/*/feature-maps/[0-9][0-9]-*.png",
+    "export/model.onnx", "export/model.pt",
 )
-_OWN_FOLDERS = ("weights", "eval-*", "explain", "explain/*", "explain/*/feature-maps")
+_OWN_FOLDERS = ("weights", "eval-*", "explain", "explain/*", "explain/*/feature-maps", "export")
 
 
 def _slug(text: str) -> str:

@@ -22,6 +22,7 @@ COMMANDS = {
     "evaluate": "cnnlab.cli.evaluate:evaluate_command",
     "predict": "cnnlab.cli.predict:predict_command",
     "track": "cnnlab.cli.track:track_command",
+    "export": "cnnlab.cli.export:export_command",
     "tasks": "cnnlab.cli.models:tasks_command",
     "models": "cnnlab.cli.models:models_command",
     "summary": "cnnlab.cli.models:summary_command",

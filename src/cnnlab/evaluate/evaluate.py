@@ -87,7 +87,8 @@ def evaluate(run: str | Path, data: str | None = None, *, split: str = "test", b
     _flag_overlap(overlap, split, console)
     batches = Batches(imageset, batch_size=batch_size, device=trained.device, shuffle=False, workers=workers)
     at = "-" + re.sub(r"[^A-Za-z0-9._]+", "-", threshold).strip("-") if threshold else ""  # eval-x-test-PNEUMONIA-0.3
-    folder = Path(output_dir) if output_dir else trained.run_dir / f"eval-{_slug(data)}-{split}{at}"
+    default = f"eval-{trained.evaluation_prefix}{_slug(data)}-{split}{at}"  # eval-model.onnx-x-test for a file
+    folder = Path(output_dir) if output_dir else trained.run_dir / default
     folder.mkdir(parents=True, exist_ok=True)
     meter, table = _score(trained, batches, imageset)
     metrics = meter.compute()

@@ -29,7 +29,7 @@ from cnnlab.data.prepare import Geometry, decode_files, decodes_in_process
 from cnnlab.device import intra_op_threads
 from cnnlab.errors import CnnlabError, UnreadableImageError
 from cnnlab.io import write_text_atomic
-from cnnlab.trained import TrainedModel, load
+from cnnlab.trained import InferenceModel, load
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def _not_a_file(path: Path) -> str:
     return f"{describe_non_regular(path, mode)}, not a regular file; cnnlab reads images only from regular files"
 
 
-def predict(run: str | Path | TrainedModel, paths: Sequence[str | Path], *, top_k: int = 1,
+def predict(run: str | Path | InferenceModel, paths: Sequence[str | Path], *, top_k: int = 1,
             device: str = "auto", batch_size: int = 256, workers: int | None = None,
             runs_dir: str | Path = "runs", tta: str | None = None,
             precision: str = "auto", threshold: str | None = None,
@@ -114,7 +114,7 @@ def predict(run: str | Path | TrainedModel, paths: Sequence[str | Path], *, top_
     if top_k < 1:
         raise CnnlabError(f"--top-k must be at least 1 (got {top_k})")
     check_max_image_pixels(max_image_pixels)
-    if not isinstance(run, TrainedModel):
+    if not isinstance(run, InferenceModel):
         run = load(run, device=device, runs_dir=runs_dir, tta=tta, precision=precision, conf=conf, iou=iou)
         run.set_threshold(threshold)
         run.task.check_top_k(top_k)
@@ -130,7 +130,7 @@ def predict(run: str | Path | TrainedModel, paths: Sequence[str | Path], *, top_
         run.task = original
 
 
-def _predict(trained: TrainedModel, paths: Sequence[str | Path], top_k: int, batch_size: int,
+def _predict(trained: InferenceModel, paths: Sequence[str | Path], top_k: int, batch_size: int,
              workers: int | None, max_image_pixels: int) -> list[dict[str, Any]]:
     found = expand_paths(paths)
     rows: list[dict[str, Any]] = [{"file": name} if error is None else {"file": name, "error": error}

@@ -25,7 +25,7 @@ from cnnlab.errors import ConfigError
 from cnnlab.explain.feature_maps import feature_maps, find_stages, plot_feature_maps
 from cnnlab.explain.filters import first_conv_weights, plot_filters
 from cnnlab.explain.gradcam import GradCam, grad_cam, plot_grad_cam
-from cnnlab.trained import TrainedModel, load
+from cnnlab.trained import TrainedModel, load, refuse_exported
 
 
 @dataclass
@@ -116,6 +116,7 @@ def explain(run: str | Path, images: Sequence[str | Path], *, target: str | None
         raise ConfigError(f"--max-maps {max_maps}: show at least 1 map per stage")
     if max_image_pixels is not None:
         check_max_image_pixels(max_image_pixels)
+    refuse_exported(run, "explain")
     trained = load(run, device=device, runs_dir=runs_dir, precision=precision, tta=tta, conf=conf, iou=iou)
     trained.set_threshold(threshold)
     root = Path(output_dir) if output_dir else trained.run_dir / "explain"

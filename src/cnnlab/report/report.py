@@ -29,7 +29,7 @@ from cnnlab.report.data import (Evaluation, RunRecord, find_or_run_evaluation, i
 from cnnlab.report.sections import short_name
 from cnnlab.tasks.base import ReportContext
 from cnnlab.io import write_text_atomic
-from cnnlab.trained import TrainedModel, load
+from cnnlab.trained import TrainedModel, load, refuse_exported
 
 
 def report(run: str | Path, *, output: str | Path | None = None, data: str | None = None,
@@ -42,6 +42,7 @@ def report(run: str | Path, *, output: str | Path | None = None, data: str | Non
 
     console = Console(quiet=quiet)
     budget = check_max_image_pixels(max_image_pixels or DEFAULT_MAX_IMAGE_PIXELS)
+    refuse_exported(run, "report")
     trained = load(run, device=device, runs_dir=runs_dir)
     record = read_run(trained.run_dir)
     evaluation = find_or_run_evaluation(trained, data=data, split=split, limit=limit, data_dir=data_dir,

@@ -271,6 +271,13 @@ class Task(ABC):
         segmentation's mask as class indices: {".mask": PIL image}); {} for most tasks."""
         return {}
 
+    def output_agreement(self, reference: Tensor, exported: Tensor) -> dict[str, float]:
+        """For the check at export time: the shares of images (0-1) on which an exported model's
+        outputs give the same answer as the PyTorch model's, by the task's own measures (a
+        classifier: top-1), each of which must be 1. The check always compares the raw outputs by
+        max |Δ| as well; a task with nothing more to compare returns {} (the default)."""
+        return {}
+
     # --- explaining -------------------------------------------------------------------------
 
     @abstractmethod

@@ -196,6 +196,10 @@ class Classification(VectorTask):
             })
         return rows
 
+    def output_agreement(self, reference: Tensor, exported: Tensor) -> dict[str, float]:
+        same = reference.float().argmax(dim=1) == exported.float().argmax(dim=1)
+        return {"top-1 agreement": float(same.float().mean())}
+
     def table_line(self, prediction: dict[str, Any], top_k: int = 1) -> str:
         # Labels padded to the longest class name, so the confidences line up in columns.
         width = max(len(name) for name in self.class_names)
