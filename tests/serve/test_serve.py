@@ -181,3 +181,21 @@ def test_models_load_only_from_local_paths():
     outcome = run_cli("serve", "https://example.com/model.onnx")
     assert outcome.exit_code == 2
     assert "loads a model only from a local path" in outcome.stderr and "Traceback" not in outcome.stderr
+
+
+def test_an_exported_onnx_file_is_served_with_the_runs_answers(guide_run, test_images, tmp_path):
+    """`cnnlab serve model.onnx`: the file alone (cnnlab.load reads its metadata) answers as the run
+    does; Grad-CAM, which needs the PyTorch network, is refused with a reason instead of a crash."""
+    exported = tmp_path / "model.onnx"
+    outcome = run_cli("export", guide_run, "--output", exported, "--check-images", 4)
+    assert outcome.exit_code == 0, outcome.stderr
+    paths = [path for path, _ in test_images[:4]]
+    expected = cnnlab.predict(guide_run, paths, precision="fp32")
+    with running_server(exported, log=tmp_path / "server.log") as url:
+        files = [("file", (path.name, path.read_bytes(), "image/png")) for path in paths]
+        rows = httpx.post(f"{url}/predict", files=files).json()
+        assert [row["label"] for row in rows] == [row["label"] for row in expected]
+        assert [row["confidence"] for row in rows] == pytest.approx([row["confidence"] for row in expected],
+                                                                     abs=1e-4)
+        refused = httpx.post(f"{url}/explain", content=paths[0].read_bytes(), headers={"Content-Type": "image/png"})
+        assert refused.status_code == 501 and "serve the run folder" in _one_line_reason(refused)

@@ -222,7 +222,13 @@ def _can_explain(trained: Any) -> bool:
     """Grad-CAM differentiates the network: only a PyTorch model (not an exported file's session) can."""
     import torch
 
-    return isinstance(getattr(trained, "model", None), torch.nn.Module)
+    from cnnlab.errors import CnnlabError
+
+    try:
+        model = trained.model
+    except (AttributeError, CnnlabError):  # an ExportedModel says why it has no network to differentiate
+        return False
+    return isinstance(model, torch.nn.Module)
 
 
 def _handle_errors(app: FastAPI) -> None:
