@@ -31,6 +31,10 @@ COMMANDS = {
     "augment": "cnnlab.cli.augment:augment_command",
     "explain": "cnnlab.cli.explain:explain_command",
     "report": "cnnlab.cli.explain:report_command",
+    "embed": "cnnlab.cli.embed:embed_command",
+    "verify": "cnnlab.cli.verify:verify_command",
+    "enroll": "cnnlab.cli.enroll:enroll_command",
+    "identify": "cnnlab.cli.identify:identify_command",
 }
 
 

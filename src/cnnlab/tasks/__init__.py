@@ -25,6 +25,8 @@ TASKS.add("regression", "cnnlab.tasks.regression:Regression",
           description="one or more numbers per image: mean squared error")
 TASKS.add("detection", "cnnlab.tasks.detection.task:Detection",
           description="a box and a class for every object in the image: heatmaps of object centres + box sizes")
+TASKS.add("embedding", "cnnlab.tasks.embedding.task:Embedding",
+          description="a unit vector per image, near for one identity: verification, identification, search")
 
 
 def task_names() -> tuple[str, ...]:
