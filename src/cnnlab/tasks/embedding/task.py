@@ -8,6 +8,7 @@ the headline) and chooses that threshold at `--verify-far`; it is saved with the
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -201,7 +202,7 @@ class Embedding(Task):
         paths = []
         if meter.roc is not None:
             paths.append(plot_roc(meter.roc, metrics, folder / "verification_roc.png"))
-        if meter.count >= 3:
+        if meter.count >= 3 and importlib.util.find_spec("sklearn") is not None:  # t-SNE: pip install cnnlab[embeddings]
             paths.append(plot_embedding_map(*meter.map_sample(), folder / "embedding_map.png"))
         return paths
 
