@@ -59,3 +59,28 @@ def test_gallery_holds_one_image_per_identity_and_the_rest_probe():
     gallery, probes = gallery_and_probes(labels, seed=0)
     assert sorted(labels[gallery].tolist()) == [0, 1]
     assert sorted(np.concatenate([gallery, probes]).tolist()) == [0, 1, 2, 3, 4]
+
+
+def test_a_face_crop_is_the_square_around_the_box_with_a_margin_clipped_to_the_image():
+    from cnnlab.tasks.embedding.faces import square_crop
+
+    pixels = np.arange(100 * 80).reshape(100, 80)  # height 100, width 80
+    crop = square_crop(pixels, (30, 40, 50, 50), margin=0.25)  # 20 × 10 box: a 30-pixel square at (40, 45)
+    assert crop.shape == (30, 30) and crop[0, 0] == pixels[30, 25]
+    assert square_crop(pixels, (0, 0, 40, 40), margin=0.5).shape == (60, 60)  # cut at the top-left corner
+
+
+def test_the_haar_face_finder_finds_the_astronauts_face_or_says_why_it_cannot(tmp_path):
+    import cv2
+    from PIL import Image
+    from skimage import data
+
+    from cnnlab.tasks.embedding.faces import FaceFinderMissing, haar_face_box
+
+    Image.fromarray(data.astronaut()).save(tmp_path / "astronaut.png")
+    if not hasattr(cv2, "CascadeClassifier"):  # OpenCV 5 dropped the bundled cascades
+        with pytest.raises(FaceFinderMissing, match="--detector"):
+            haar_face_box(tmp_path / "astronaut.png")
+        return
+    x1, y1, x2, y2 = haar_face_box(tmp_path / "astronaut.png")
+    assert 150 < (x1 + x2) / 2 < 260 and 50 < (y1 + y2) / 2 < 160  # Eileen Collins's face, top middle
