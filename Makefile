@@ -105,6 +105,13 @@ VIDEO_ARGS ?= --threads 2
 bench-video: $(BENCH_VENV)/.installed fashion-mnist
 	$(BENCH_VENV)/bin/python benchmarks/video_throughput.py $(VIDEO_ARGS) $(BENCH_ARGS)
 
+# Embeddings: Fashion-MNIST classes 0–6 → unseen 7–9, embedding vs classifier features vs raw pixels,
+# and identify's search over 100,000 vectors (docs/embeddings.md); EMB_ARGS='--epochs 10' for others.
+.PHONY: bench-embedding
+EMB_ARGS ?= --threads 2
+bench-embedding: $(VENV)/.installed fashion-mnist
+	$(BIN)/python benchmarks/embedding_open_set.py $(EMB_ARGS) $(BENCH_ARGS)
+
 # The GPU benchmarks and the CUDA tests (a machine with a CUDA GPU; benchmarks/README.md, "On a GPU"):
 # results in benchmarks/results/gpu/. GPU_NOTE='...' is stored with them.
 .PHONY: bench-gpu

@@ -51,7 +51,13 @@ TASK_SETTINGS: dict[str, tuple[object, str]] = {
     "label_smoothing": (0.0, "softens an image's class label"),
     "class_weights": ("none", "weighs each image's loss by its class"),
     "loss": ("ce", "chooses a segmentation's pixel loss"),
+    "embedding_dim": (128, "sets the length of an embedding"),
+    "metric_loss": ("arcface", "chooses an embedding's margin loss"),
+    "margin": (None, "sets an embedding loss's margin"),
+    "scale": (30.0, "sets ArcFace's and CosFace's logit scale"),
+    "verify_far": (0.01, "sets the false accept rate of an embedding's verification threshold"),
 }
+METRIC_LOSSES = ("arcface", "cosface", "triplet")  # --task embedding (cnnlab.tasks.embedding.losses)
 
 
 @dataclass
@@ -84,6 +90,14 @@ class TrainConfig:
                                  "none", default="none")
     loss: str = _option("segmentation: the pixel loss, cross-entropy, Dice or both [default: ce+dice]",
                         choices=("ce", "dice", "ce+dice"), default="ce")
+    embedding_dim: int = _option("--task embedding: length of the (normalised) embedding vector", default=128)
+    metric_loss: str = _option("--task embedding: arcface or cosface (an angular margin over a weight per training "
+                               "identity) or triplet (batch-hard mining)", choices=METRIC_LOSSES, default="arcface")
+    margin: float | None = _option("--task embedding: the loss's margin [default: 0.5 rad for arcface, 0.35 for "
+                                   "cosface, 0.2 for triplet]", default=None)
+    scale: float = _option("--task embedding: ArcFace/CosFace logit scale s", default=30.0)
+    verify_far: float = _option("--task embedding: false accept rate at which the verification threshold is chosen "
+                                "on the validation pairs and saved with the model", default=0.01)
     seed: int = _option("random seed for splits, initialisation, shuffling and augmentation", default=0)
     device: str = _option("auto, cpu, cuda, cuda:N or mps", default="auto")
     workers: int | None = _option("data-loading processes [default: 0 for data in memory, else up to 4]",

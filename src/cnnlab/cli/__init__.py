@@ -34,6 +34,10 @@ COMMANDS = {
     "explain": "cnnlab.cli.explain:explain_command",
     "report": "cnnlab.cli.explain:report_command",
     "serve": "cnnlab.cli.serve:serve_command",
+    "embed": "cnnlab.cli.embed:embed_command",
+    "verify": "cnnlab.cli.verify:verify_command",
+    "enroll": "cnnlab.cli.enroll:enroll_command",
+    "identify": "cnnlab.cli.identify:identify_command",
 }
 
 

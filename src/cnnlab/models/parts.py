@@ -5,9 +5,9 @@ classifier (for a different number of classes); Grad-CAM hooks the last convolut
 addressed by dotted module paths, the same names that appear in `model.named_modules()` and in
 `state_dict` keys ("layer4.1.conv2", "classifier.6").
 
-Where a part lives comes from, in this order: the model's registry entry (`first_conv` and
-`classifier` metadata), then the model itself (a `first_conv_path` / `classifier_path` attribute, as
-YAML-built networks have), then the model's structure (the first `nn.Conv2d`, the last `nn.Linear`).
+Where a part lives comes from, in this order: the model itself (a `first_conv_path` / `classifier_path`
+attribute, as YAML-built networks and networks wrapping a registry model have), then the model's registry
+entry (`first_conv` and `classifier` metadata), then the model's structure (the first `nn.Conv2d`, the last `nn.Linear`).
 """
 
 from __future__ import annotations
@@ -59,11 +59,14 @@ def set_module(model: nn.Module, dotted_path: str, new_module: nn.Module) -> Non
 
 
 def _declared_path(model: nn.Module, entry_or_name: EntryOrName, part: str) -> str | None:
+    own = getattr(model, f"{part}_path", None)
+    if own:  # a network wrapping a registry model (a detector, an embedding net) knows where its parts went
+        return own
     if entry_or_name is not None:
         entry = model_entry(entry_or_name) if isinstance(entry_or_name, str) else entry_or_name
         if entry.metadata.get(part):
             return entry.metadata[part]
-    return getattr(model, f"{part}_path", None)
+    return None
 
 
 def _find_path(model: nn.Module, module_type: type[nn.Module], *, last: bool) -> str:

@@ -120,7 +120,8 @@ def fit_run(setup: RunSetup, state: FitState, console: Console, user_callbacks: 
 def _saver(setup: RunSetup, performance: Performance):
     def save(path: Path, kind: str, state: FitState) -> None:
         row = finite_or_none(state.history[-1])  # a run without validation images has no val_loss: null
-        info = replace(setup.info, epoch=state.epoch, metrics=row)
+        # The task as validation left it: a task may learn from it (an embedding's threshold).
+        info = replace(setup.info, epoch=state.epoch, metrics=row, task=setup.task.to_json())
         if kind == "model":
             save_model_checkpoint(path, setup.model.state_dict(), info)
         else:

@@ -1,0 +1,221 @@
+"""The embedding task end to end on Fashion-MNIST: train on classes 0–6, verify on the unseen 7–9.
+
+One small run (module-scoped) serves every test: the open-set margin over raw pixels, the threshold
+saved with the model, the commands (embed, verify, enroll, identify), the report's embedding map in
+Chromium; --resume is checked on a run of its own, tinier still."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import requires_fashion_mnist
+from tests.helpers import run_cli
+
+pytestmark = requires_fashion_mnist
+
+TRAIN_PER_CLASS = 300  # 2,100 images of 7 identities
+UNSEEN_PER_CLASS = 150  # 450 test images of the 3 identities never trained on
+
+
+def _write_class_folders(root: Path, source, classes, per_class: int, seed: int) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for label in classes:
+        folder = root / source.class_names[label].replace("/", "-")
+        folder.mkdir(parents=True)
+        for index in rng.permutation(np.flatnonzero(source.targets == label))[:per_class]:
+            Image.fromarray(source.pixels[index]).save(folder / f"{index}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def fashion_identities(tmp_path_factory) -> tuple[Path, Path]:
+    """(seen/: classes 0–6 of the training set, unseen/: classes 7–9 of the test set), as class folders."""
+    from cnnlab.data.named import open_named
+
+    root = tmp_path_factory.mktemp("identities")
+    train = open_named("fashion-mnist", split="train", download=False)
+    test = open_named("fashion-mnist", split="test", download=False)
+    return (_write_class_folders(root / "seen", train, range(7), TRAIN_PER_CLASS, seed=0),
+            _write_class_folders(root / "unseen", test, range(7, 10), UNSEEN_PER_CLASS, seed=0))
+
+
+TRAIN_FLAGS = ["--task", "embedding", "--embedding-dim", 64, "--epochs", 3, "--batch-size", 64, "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def embedding_run(fashion_identities, tmp_path_factory) -> Path:
+    seen, _ = fashion_identities
+    runs = tmp_path_factory.mktemp("runs")
+    outcome = run_cli("train", "--data", seen, *TRAIN_FLAGS, "--name", "embed", "--runs-dir", runs)
+    assert outcome.exit_code == 0, outcome.stderr
+    return runs / "embed"
+
+
+@pytest.fixture(scope="module")
+def unseen_evaluation(embedding_run, fashion_identities) -> dict:
+    _, unseen = fashion_identities
+    outcome = run_cli("evaluate", embedding_run, "--data", unseen, "--json")
+    assert outcome.exit_code == 0, outcome.stderr
+    return json.loads(outcome.stdout)
+
+
+def _raw_pixel_metrics(folder: Path) -> dict:
+    """The same seeded pairs, scored by the cosine of the raw pixel vectors."""
+    from PIL import Image
+
+    from cnnlab.data.sources import open_labelled_images
+    from cnnlab.tasks.embedding.meter import pair_metrics
+    from cnnlab.tasks.embedding.task import unit_rows
+
+    source = open_labelled_images(folder)
+    pixels = np.stack([np.asarray(Image.open(path), dtype=np.float32).ravel() for path in source.paths])
+    return pair_metrics(unit_rows(pixels), np.asarray(source.targets))
+
+
+def test_the_open_set_protocol_scores_unseen_identities_well_above_chance(unseen_evaluation, fashion_identities):
+    """Pairs of the 3 classes never trained on, scored as the evaluation scores them. NOT YET the issue's
+    target: at this size (2,100 images, 3 epochs) the embedding does not beat raw pixels by TAR at
+    FAR 1e-2 (measured 7–14% against 12.6% for pixels, docs/embeddings.md); it is checked against
+    chance (EER 50%, rank-1 33%) and the raw-pixel figure is shown beside it."""
+    _, unseen = fashion_identities
+    raw = _raw_pixel_metrics(unseen)
+    assert unseen_evaluation["identities"] == 3 and unseen_evaluation["images"] == 3 * UNSEEN_PER_CLASS
+    assert unseen_evaluation["genuine_pairs"] == unseen_evaluation["impostor_pairs"] == 3000
+    shown = {name: (metrics["tar_at_far_1e-2"], metrics["eer"], metrics["rank_1"])
+             for name, metrics in (("embedding", unseen_evaluation), ("raw pixels", raw))}
+    assert 0.02 <= unseen_evaluation["tar_at_far_1e-2"] <= 0.6, shown
+    assert unseen_evaluation["eer"] <= 0.42, shown
+    assert unseen_evaluation["rank_1"] >= 0.55, shown
+    assert unseen_evaluation["ten_fold_accuracy"]["mean"] >= 0.58, shown
+
+
+def test_the_threshold_chosen_on_validation_is_saved_with_the_model(embedding_run, unseen_evaluation):
+    from cnnlab.trained import load
+
+    task = load(embedding_run).task
+    assert task.threshold is not None and -1.0 < task.threshold < 1.0
+    assert unseen_evaluation["at_model_threshold"]["threshold"] == pytest.approx(task.threshold)
+    # chosen at FAR 1e-2 on the validation pairs of the best epoch, and written in its metadata
+    from cnnlab.checkpoint import load_model_checkpoint
+
+    _, info = load_model_checkpoint(embedding_run / "weights/best.safetensors")
+    assert info.task["threshold"] == task.threshold and info.task["verify_far"] == 0.01
+
+
+def test_the_model_saves_its_margin_layer_but_answers_with_the_unit_embedding(embedding_run):
+    from safetensors.torch import load_file
+
+    from cnnlab.trained import load
+
+    weights = load_file(embedding_run / "weights/best.safetensors")
+    assert weights["margin.weight"].shape == (7, 64)
+    trained = load(embedding_run)
+    outputs = trained.outputs(torch.zeros(3, 1, 28, 28, dtype=torch.uint8))
+    assert outputs.shape == (3, 64)
+    assert torch.allclose(outputs.norm(dim=1), torch.ones(3), atol=1e-3)
+
+
+def test_embed_verify_enroll_identify_round_trip(embedding_run, fashion_identities, tmp_path):
+    from cnnlab.tasks.embedding.search import Index
+
+    _, unseen = fashion_identities
+    # A gallery of the unseen identities (20 images each) and probes that are not in it.
+    gallery, probes = tmp_path / "gallery", {}
+    for person in sorted(unseen.iterdir()):
+        files = sorted(person.iterdir())
+        (gallery / person.name).mkdir(parents=True)
+        for file in files[:20]:
+            (gallery / person.name / file.name).write_bytes(file.read_bytes())
+        probes[person.name] = files[20:23]
+    enrolled = run_cli("enroll", embedding_run, gallery, "--output", tmp_path / "index.npz")
+    assert enrolled.exit_code == 0, enrolled.stderr
+    index = Index.load(tmp_path / "index.npz")
+    assert index.vectors.shape == (60, 64) and index.identities == sorted(probes)
+    assert set(np.load(tmp_path / "index.npz").files) == {"format", "vectors", "labels", "identities", "checkpoint"}
+
+    right = 0
+    for person, files in probes.items():
+        found = run_cli("identify", embedding_run, tmp_path / "index.npz", *files, "--top-k", 2, "--threshold", -1)
+        assert found.exit_code == 0, found.stderr
+        lines = found.stdout.strip().splitlines()
+        assert len(lines) == 3 and all(line.count(" ") >= 4 for line in lines)  # answer + two identities, scores
+        right += sum(line.split(": ")[1].split("  ")[0] == person for line in lines)
+    assert right >= 6  # of 9 probes; rank-1 on these identities is measured at 0.8–0.9
+    unknown = run_cli("identify", embedding_run, tmp_path / "index.npz", probes["Bag"][0], "--threshold", 1)
+    assert ": unknown  (" in unknown.stdout
+
+    a, b = probes["Bag"][0], probes["Bag"][1]
+    verdict = run_cli("verify", embedding_run, a, b, "--threshold", -1)
+    assert verdict.exit_code == 0 and "same identity" in verdict.stdout
+    embedded = run_cli("embed", embedding_run, a, b, "--output", tmp_path / "x.npy")
+    assert embedded.exit_code == 0, embedded.stderr
+    vectors = np.load(tmp_path / "x.npy")
+    similarity = float(verdict.stdout.split()[1].rstrip(","))
+    assert vectors.shape == (2, 64) and float(vectors[0] @ vectors[1]) == pytest.approx(similarity, abs=1e-4)
+    assert (tmp_path / "x.csv").read_text().splitlines()[1:] == [f"0,{a}", f"1,{b}"]
+
+
+def test_a_pairs_file_is_scored_as_the_evaluation_scores_pairs(embedding_run, fashion_identities, tmp_path):
+    _, unseen = fashion_identities
+    files = {person.name: sorted(person.iterdir())[:4] for person in sorted(unseen.iterdir())}
+    lines = ["a,b,same"]
+    for person, images in files.items():
+        lines += [f"{images[0]},{images[1]},1", f"{images[2]},{images[3]},1"]
+    names = list(files)
+    for one, two in zip(names, names[1:] + names[:1]):
+        lines += [f"{files[one][0]},{files[two][1]},0", f"{files[one][2]},{files[two][3]},0"]
+    (tmp_path / "pairs.csv").write_text("\n".join(lines) + "\n")
+    scored = run_cli("verify", embedding_run, "--pairs", tmp_path / "pairs.csv")
+    assert scored.exit_code == 0, scored.stderr
+    metrics = json.loads(scored.stdout)
+    assert metrics["genuine_pairs"] == 6 and metrics["impostor_pairs"] == 6
+    assert 0.0 <= metrics["eer"] <= 1.0 and len(metrics["ten_fold_accuracy"]["folds"]) == 10
+
+
+def test_resume_of_an_embedding_run_is_exact(fashion_identities, tmp_path):
+    """Stopped after epoch 1 and resumed: the same weights — the margin layer's included — bit for bit,
+    and the same threshold, as a run that went straight through."""
+    from safetensors.torch import load_file
+
+    from cnnlab.checkpoint import load_model_checkpoint
+
+    seen, _ = fashion_identities
+    runs = tmp_path / "runs"
+    flags = ["--data", seen, "--task", "embedding", "--embedding-dim", 16, "--limit", 256, "--batch-size", 32,
+             "--schedule", "constant", "--runs-dir", runs, "--quiet"]
+    assert run_cli("train", *flags, "--epochs", 2, "--name", "straight").exit_code == 0
+    assert run_cli("train", *flags, "--epochs", 1, "--name", "resumed").exit_code == 0
+    resumed = run_cli("train", "--resume", runs / "resumed", "--epochs", 2)
+    assert resumed.exit_code == 0, resumed.stderr
+    straight_weights = load_file(runs / "straight/weights/last.safetensors")
+    resumed_weights = load_file(runs / "resumed/weights/last.safetensors")
+    assert "margin.weight" in straight_weights and straight_weights.keys() == resumed_weights.keys()
+    assert all(torch.equal(straight_weights[name], resumed_weights[name]) for name in straight_weights)
+    thresholds = [load_model_checkpoint(runs / name / "weights/last.safetensors")[1].task["threshold"]
+                  for name in ("straight", "resumed")]
+    assert thresholds[0] is not None and thresholds[0] == thresholds[1]
+
+
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists() and not __import__("shutil").which("chromium"),
+                    reason="Chromium not installed: apt-get install chromium")
+def test_the_reports_embedding_map_renders_in_chromium(embedding_run, fashion_identities, unseen_evaluation):
+    from tests.report.chromium import check_page
+
+    _, unseen = fashion_identities
+    outcome = run_cli("report", embedding_run, "--data", unseen, "--max-maps", 4, "--samples", 2)
+    assert outcome.exit_code == 0, outcome.stderr
+    page = check_page(embedding_run / "report.html")
+    assert page.console_errors == []
+    assert "evaluation" in page.sections
+    shown = {image["alt"]: image for image in page.images}
+    assert shown["t-SNE map of the embeddings"]["width"] > 300 and shown["verification ROC"]["width"] > 300
+    assert all(image["complete"] and image["width"] > 0 for image in page.images)
+    html = (embedding_run / "report.html").read_text(encoding="utf-8")
+    assert "TAR at FAR 1e-2" in html and "rank-1 identification" in html
