@@ -15,11 +15,14 @@ from tests.helpers import run_cli
 # The command runs under a cap on its heap, so that a check that fails to refuse ends in a MemoryError
 # here instead of the machine's out-of-memory killer; cnnlab's own figure comes from /proc/meminfo.
 CAP_BYTES = 3 * 1024**3
-# It reports its own peak memory at exit: RUSAGE_CHILDREN would also count this test process's
-# other children (under pytest-xdist, whatever else the worker ran before).
-LAUNCH = ("import atexit, resource, runpy, sys; resource.setrlimit(resource.RLIMIT_DATA, ({cap}, {cap})); "
-          "atexit.register(lambda: print('peak-rss-kib', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
-          "file=sys.stdout)); sys.argv[0] = 'cnnlab'; runpy.run_module('cnnlab', run_name='__main__')")
+# It reports its own peak memory at exit, VmHWM of /proc/self/status: the high-water mark of the
+# command's own address space. Neither RUSAGE_CHILDREN (this test process's other children too) nor the
+# command's RUSAGE_SELF will do: Linux carries ru_maxrss across exec, so a command started from a
+# pytest-xdist worker holding 2.4 GiB reported 2.4 GiB.
+LAUNCH = ("import atexit, re, resource, runpy, sys; resource.setrlimit(resource.RLIMIT_DATA, ({cap}, {cap})); "
+          "atexit.register(lambda: print('peak-rss-kib', re.search(r'VmHWM:\\s+(\\d+) kB', "
+          "open('/proc/self/status').read()).group(1), file=sys.stdout)); "
+          "sys.argv[0] = 'cnnlab'; runpy.run_module('cnnlab', run_name='__main__')")
 
 
 def _capped(*args: object, cwd: Path) -> subprocess.CompletedProcess:

@@ -96,7 +96,8 @@ def imagenet_weights_entry(spec: str, architecture: Architecture, flag: str = "-
         from cnnlab.models.registry import list_models
 
         model = "a YAML network" if architecture.name == YAML_ARCHITECTURE else architecture.name
-        having = ", ".join(entry.name for entry in list_models() if entry.metadata.get("weights"))
+        having = ", ".join(entry.name for entry in list_models() if entry.metadata.get("weights")
+                           and entry.metadata.get("task", "classification") == _model_task(architecture))
         raise ConfigError(f"{flag} {spec}: {model} has no published ImageNet weights; the models that have "
                           f"them are {having}. Train it from scratch (--weights none), or start from one of "
                           f"your runs with --weights RUN or --init-from RUN")
@@ -176,6 +177,12 @@ def _without_unused_parts(state_dict: dict[str, "Tensor"], metadata: dict[str, A
     weights and built here without)."""
     prefixes = tuple(metadata.get("unused_weights", ()))
     return {key: value for key, value in state_dict.items() if not (prefixes and key.startswith(prefixes))}
+
+
+def _model_task(architecture: Architecture) -> str:
+    """The task a registered model is built for ("classification" unless its entry says otherwise): the
+    models to suggest weights from are those of the same task."""
+    return str(_registry_metadata(architecture).get("task", "classification"))
 
 
 def _registry_metadata(architecture: Architecture) -> dict[str, Any]:
