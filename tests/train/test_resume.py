@@ -111,11 +111,14 @@ def test_ctrl_c_says_what_the_run_kept_and_how_to_continue(digits_split_folder, 
               "sys.argv[0] = 'cnnlab'; runpy.run_module('cnnlab', run_name='__main__')")
     process = subprocess.Popen([sys.executable, "-c", launch, *map(str, args)], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
-    # The sidecar is the last file of an epoch's save: with it on disk, epoch 1 is kept.
-    state, deadline = run / "weights" / "train-state.json", time.monotonic() + 300
+    state, deadline = run / "weights" / "train-state.safetensors", time.monotonic() + 300
     while not state.exists():
         assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
         time.sleep(0.02)
+    # The file takes its name before the save returns (the folder is synced after the rename): a Ctrl-C
+    # in between rightly says epoch 1 was not yet saved. A moment later it has been; the run's other 19
+    # epochs take seconds, so the signal still lands mid-run.
+    time.sleep(0.3)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr

@@ -23,7 +23,12 @@ MARGIN = 0.2  # of the box's larger side, added on every side
 
 def haar_face_box(path: Path) -> tuple[float, float, float, float]:
     """The largest frontal face OpenCV's Haar cascade finds in `path`, as x1, y1, x2, y2 pixels."""
-    import cv2
+    try:
+        import cv2
+    except ImportError:
+        raise FaceFinderMissing("finding faces without a detection run needs OpenCV's Haar cascade: "
+                                "pip install 'opencv-python-headless<5', or pass --detector with a cnnlab "
+                                "detection run") from None
 
     image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
     if image is None:
