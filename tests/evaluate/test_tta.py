@@ -33,7 +33,7 @@ def test_explain_quotes_the_prediction_predict_makes(digits_split_folder, tmp_pa
 
     result = cnnlab.train(data=str(digits_split_folder), model="fast-cnn-v2", image_size="16", epochs=2,
                           tta="flip", runs_dir=str(tmp_path), quiet=True)
-    files = sorted((digits_split_folder / "test").rglob("*.png"))[:12]
+    files = sorted((digits_split_folder / "test").rglob("*.png"))[:4]
     predicted = {row["file"]: row for row in cnnlab.predict(result.run_dir, [str(f) for f in files], device="cpu")}
     explained = explain(result.run_dir, files, output_dir=tmp_path / "explain", device="cpu")
     for file, explanation in zip(files, explained):
