@@ -20,12 +20,15 @@ import csv
 import io
 import json
 import logging
+import signal
 import sys
+import threading
 import time
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -142,15 +145,16 @@ def run_frames(trained: Any, reader: Any, options: VideoOptions, sinks: Sequence
     recent: deque = deque(maxlen=options.smooth)
     bar = _progress_bar(options.sampling().expected(reader.info) if not reader.live else None, options.progress)
     started = time.perf_counter()
-    with _core_for_decoding(trained):
+    with _core_for_decoding(trained), _CtrlC.installed() as ctrl_c:
         try:
             feeder.start()
             for batch in batches(queue, options.batch_size, whole=not reader.live):
                 for frame, prediction in zip(batch, _predict(trained, batch, recent, options.top_k)):
                     row = {"frame": frame.index, "time": round(frame.time, 4), **prediction}
-                    for sink in sinks:
-                        sink(frame, row)
-                    result.rows.append(row)  # after the sinks: Ctrl-C in one leaves the rows and the video alike
+                    with ctrl_c.held():  # a frame is drawn, encoded and given its row, or none of these
+                        for sink in sinks:
+                            sink(frame, row)
+                        result.rows.append(row)
                 bar.update(len(batch))
                 if reader.live:
                     bar.set_postfix(dropped=queue.dropped, refresh=False)
@@ -165,6 +169,48 @@ def run_frames(trained: Any, reader: Any, options: VideoOptions, sinks: Sequence
             result.decoded, result.dropped = feeder.produced, queue.dropped
             result.queue_high_water = queue.high_water
     return result
+
+
+class _CtrlC:
+    """Ctrl-C between frames, never inside one: a SIGINT that arrives while a frame is being drawn,
+    encoded and recorded is held until that frame is complete, so the video and the rows end alike.
+    Anywhere else (waiting for frames, running the model) it interrupts at once, as usual."""
+
+    def __init__(self) -> None:
+        self.holding = False
+        self.pending = False
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self.holding:
+            self.pending = True
+        else:
+            raise KeyboardInterrupt
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        self.holding = True
+        try:
+            yield
+        finally:
+            self.holding = False
+        if self.pending:
+            self.pending = False
+            raise KeyboardInterrupt
+
+    @classmethod
+    @contextmanager
+    def installed(cls) -> Iterator["_CtrlC"]:
+        """Python's own Ctrl-C handler replaced while frames run (only in the main thread, and only
+        where the handler is Python's: a handler of the caller's own is left alone)."""
+        guard = cls()
+        ours = (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+        previous = signal.signal(signal.SIGINT, guard._on_signal) if ours else None
+        try:
+            yield guard
+        finally:
+            if ours:
+                signal.signal(signal.SIGINT, previous)
 
 
 def _core_for_decoding(trained: Any) -> Any:
