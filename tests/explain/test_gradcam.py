@@ -80,6 +80,8 @@ def test_grad_cam_works_for_every_family(name):
 @pytest.mark.parametrize("name, side, expected", [
     ("guide-cnn", 28, "features.relu2"), ("guide-cnn", 64, "features.relu3"), ("resnet18", 32, "layer1"),
     ("resnet18", 224, "layer4"), ("mobilenet_v3_small", 224, "features.12"), ("alexnet", 224, "features.11"),
+    # a segmenter's 1×1 head holds the class scores themselves: its last decoder stage is used instead
+    ("unet-small", 64, "up3"), ("unet", 64, "up4"),
 ])
 def test_default_layer_is_the_last_stage_with_7x7_maps(name, side, expected):
     torch.manual_seed(0)

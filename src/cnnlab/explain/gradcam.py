@@ -75,7 +75,9 @@ def default_target_layer(model: nn.Module, images: Tensor) -> str:
     move it to an earlier, finer stage. Stages are `feature_maps.find_stages`: a convolution's stage
     ends after its activation (the rectified maps, as in the paper), a block's is the block's output
     (ResNet's layer4, EfficientNet's features.8). Without any stage that large: the last stage with
-    maps larger than 1×1, else the last convolution.
+    maps larger than 1×1, else the last convolution. A model's own output layer (a segmenter's 1×1
+    `head`, its `classifier_path`) is never the default: its maps are the class scores themselves, so
+    their gradient is a constant and the heatmap would only repeat the prediction.
     """
     from cnnlab.explain.feature_maps import feature_maps, find_stages
     from cnnlab.models.parts import last_conv_layer
@@ -83,8 +85,10 @@ def default_target_layer(model: nn.Module, images: Tensor) -> str:
     declared = getattr(model, "gradcam_layer_path", None)  # a model whose parts pass dicts (a torchvision detector)
     if declared:
         return declared
+    output_layer = getattr(model, "classifier_path", None)
     stages = [stage for stage in find_stages(model)
-              if any(isinstance(module, nn.Conv2d) for module in get_module(model, stage.path).modules())]
+              if stage.path != output_layer
+              and any(isinstance(module, nn.Conv2d) for module in get_module(model, stage.path).modules())]
     sides = [(stage, min(maps.shape[2:])) for stage, maps in feature_maps(model, images, stages)]
     for smallest in (MIN_SIDE, 2):
         large = [stage for stage, side in sides if side >= smallest]
