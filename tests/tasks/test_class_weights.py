@@ -138,5 +138,5 @@ def test_the_report_says_the_classes_are_imbalanced_and_how_the_run_dealt_with_i
         html = report(result.run_dir, data=str(imbalanced_digits / "test"), device="cpu", quiet=True).read_text()
         assert "The classes are imbalanced: 3 has 129 training images, 8 7." in html
         notes[weights] = html
-    assert "trained without class weights, so accuracy favours the large classes" in notes["none"]
+    assert "trained without class weights, so scores over all images favour the large classes" in notes["none"]
     assert "trained with --class-weights balanced" in notes["balanced"]

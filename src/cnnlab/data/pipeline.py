@@ -189,13 +189,16 @@ def imbalanced_classes(counts: dict[str, int]) -> tuple[tuple[str, int], tuple[s
 def _note_if_imbalanced(config: TrainConfig, train: Source, console: Console) -> None:
     """Say when one class has many times the images of another: a model that favours the large
     class then scores a high accuracy while missing most of the small one (the X-ray case)."""
+    from cnnlab.tasks import task_class
+
     imbalance = imbalanced_classes(train.class_counts())
     if config.class_weights != "none" or imbalance is None:
         return
     (largest, most), (smallest, fewest) = imbalance
-    console.warn(f"the classes are imbalanced: {largest} has {most:,} training images, {smallest} "
-                 f"{fewest:,}. Accuracy then favours the large classes: look at each class's recall "
-                 f"and the macro F1 (cnnlab evaluate), or train with --class-weights balanced")
+    counted = task_class(config.task).counted
+    console.warn(f"the classes are imbalanced: {largest} has {most:,} training {counted}, {smallest} "
+                 f"{fewest:,}. Scores over all {counted} then favour the large classes: look at each class's "
+                 f"own score (cnnlab evaluate), or train with --class-weights balanced")
 
 
 def _classes_without_images(train: Source) -> list[str]:

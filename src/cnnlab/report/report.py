@@ -83,11 +83,12 @@ def _imbalance_note(counts: dict[str, int], trained: TrainedModel) -> str | None
         return None
     (largest, most), (smallest, fewest) = imbalance
     weighting = getattr(trained.task, "weighting", "none")
-    how = (f"It was trained with --class-weights {weighting}, so every image of a rarer class weighed more in the "
-           "loss." if weighting != "none" else
-           "It was trained without class weights, so accuracy favours the large classes: read each class's recall "
-           "and the macro F1 in the evaluation (or train with --class-weights balanced).")
-    return f"The classes are imbalanced: {largest} has {most:,} training images, {smallest} {fewest:,}. {how}"
+    counted = trained.task.counted
+    how = (f"It was trained with --class-weights {weighting}, so each of a rarer class's {counted} weighed more in "
+           "the loss." if weighting != "none" else
+           f"It was trained without class weights, so scores over all {counted} favour the large classes: read "
+           "each class's own score in the evaluation (or train with --class-weights balanced).")
+    return f"The classes are imbalanced: {largest} has {most:,} training {counted}, {smallest} {fewest:,}. {how}"
 
 
 def _config_section(record: RunRecord) -> Section:
@@ -134,7 +135,8 @@ def _data_section(record: RunRecord, trained: TrainedModel, samples: int, data_d
         rows = [(escape(name), f"{count:,}", f"{counts['val'].get(name, 0):,}",
                  f'<span class="bar" style="width:{int(200 * count / top)}px"></span>')
                 for name, count in counts["train"].items()]
-        parts.append(table(["class", "train images", "validation images", ""], rows,
+        counted = trained.task.counted
+        parts.append(table(["class", f"train {counted}", f"validation {counted}", ""], rows,
                            numeric=[False, True, True, False], raw=True))
         imbalance = _imbalance_note(counts["train"], trained)
         if imbalance:

@@ -92,6 +92,8 @@ class Task(ABC):
     # than a score of the whole set (mAP: known after validation).
     per_image_headline: ClassVar[bool] = False
     class_names: list[str] | None = None  # the classes it tells apart, where it has classes
+    # What the data's class counts count (Source.class_counts): "images", "objects", "pixels".
+    counted: ClassVar[str] = "images"
     # Training settings this task starts from where the user sets none (e.g. a detector's model).
     defaults: ClassVar[dict[str, Any]] = {}
     # The training settings only some tasks read (cnnlab.config.TASK_SETTINGS) that this one does;

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,13 @@ def trained(mask_canvases, tmp_path_factory) -> Path:
     outcome = run_cli("train", "--task", "segmentation", "--data", mask_canvases, *SHORT_RUN, "--runs-dir", runs,
                       "--name", "seg", "--quiet")
     assert outcome.exit_code == 0, outcome.stderr
+    (runs / "train-stderr.txt").write_text(outcome.stderr)
     return runs / "seg"
+
+
+def test_the_imbalance_warning_counts_pixels(trained):
+    said = (trained.parent / "train-stderr.txt").read_text()
+    assert re.search(r"the classes are imbalanced: background has [\d,]+ training pixels, \S.* [\d,]+\. ", said), said
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +99,7 @@ def test_explain_shows_seg_grad_cam_for_a_class(trained, mask_canvases, tmp_path
     outcome = run_cli("explain", trained, image, "--class", "background", "--output-dir", tmp_path, "--max-maps", 4)
     assert outcome.exit_code == 0, outcome.stderr
     assert "Grad-CAM for background (" in outcome.stdout
+    assert "up3" in outcome.stdout and "head" not in outcome.stdout  # the last decoder stage, not the 1×1 scores
     assert (tmp_path / image.stem / "gradcam.png").is_file()
     assert len(list((tmp_path / image.stem / "feature-maps").glob("*.png"))) >= 4
 
@@ -103,6 +111,7 @@ def test_the_segmentation_report_opens_in_chromium_with_every_image(trained, tes
     page = check_page(trained / "report.html")
     assert page.console_errors == []
     assert {"evaluation", "images", "training"} <= set(page.sections)
+    assert "train pixels" in (trained / "report.html").read_text()  # the class table counts what the task counts
     alts = [image["alt"] for image in page.images]
     assert sum(alt.startswith("image, true mask, predicted mask and errors") for alt in alts) == 2  # worst + best
     assert {"IoU and Dice per class", "pixel confusion matrix"} <= set(alts)

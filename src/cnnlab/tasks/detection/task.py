@@ -54,6 +54,7 @@ class Detection(Task):
     headline_higher_is_better = True
     loss_name = "focal (centres) + GIoU (boxes)"
     moves_with_image = True
+    counted = "objects"
     # What `cnnlab train --task detection` starts from (flags still win), measured on fashion-mnist-boxes
     # on 2 CPU cores (docs/speed.md): batches of 64 let each core train half a batch on its own thread
     # (batch_threads.py), 3× the images a second of batches of 32 on a busy machine; mirrored items

@@ -43,6 +43,7 @@ class Segmentation(Task):
     headline_higher_is_better = True
     loss_name = "pixel loss"
     moves_with_image = True
+    counted = "pixels"
     settings = frozenset({"loss", "class_weights"})
     # What `cnnlab train --task segmentation` starts from (flags still win; docs/segmentation.md): the
     # CPU-sized U-Net; batches of 16 (short runs need steps: unet-small, 3 epochs of 320 48-px canvases,
