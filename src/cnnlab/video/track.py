@@ -122,7 +122,7 @@ def track_video(run: Any, source: Any, *, output: str | Path | None = None, trac
             sinks.append(annotated)
         if window is not None:
             sinks.append(lambda frame, row: window.show(draw_tracks(trained.task, frame, row, line)))
-        result = run_frames(trained, reader, options, sinks)
+        result = run_frames(trained, reader, options, sinks, pictures=annotated is not None or window is not None)
     finally:
         if annotated is not None:
             annotated.close()
