@@ -301,8 +301,9 @@ def picture_of(task: Any, frame: Frame, row: dict[str, Any]) -> Any:
 
 
 class Annotated:
-    """The annotated video: each frame drawn (`draw(frame, row)` → a PIL image) and encoded, at the
-    source's frame rate over the sampling; the file is finished by `close`, also after Ctrl-C."""
+    """The annotated video: each frame drawn (`draw(frame, row)` → a PIL image) and encoded at its
+    source time, at the source's frame rate over the sampling (frames a live source dropped leave
+    the frame before on screen); the file is finished by `close`, also after Ctrl-C."""
 
     def __init__(self, path: Path, fps: float, codec: str | None, draw: Callable[[Frame, dict], Any]):
         from cnnlab.video.encode import VideoWriter
@@ -311,7 +312,7 @@ class Annotated:
         self.draw = draw
 
     def __call__(self, frame: Frame, row: dict[str, Any]) -> None:
-        self.writer.write(self.draw(frame, row))
+        self.writer.write(self.draw(frame, row), time=frame.time)  # frames dropped leave their time
 
     def close(self) -> None:
         self.writer.close()
