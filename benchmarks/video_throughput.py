@@ -1,5 +1,6 @@
 """Frames a second through `cnnlab predict` on a video, at the video's resolution, next to the
-decode-only rate (the limit: the model cannot predict frames faster than they are decoded), for
+decode-only rate (the limit: the model cannot predict frames faster than they are decoded: the
+reader's frames as RGB pictures; and FFmpeg's decoding alone, no frame turned into pixels), for
 guide-cnn and the from-scratch detector cnnlab-det; and Ultralytics YOLOv8n's `predict` on the same
 video as the peer (bench venv only; built from yolov8n.yaml: random weights, nothing downloaded).
 
@@ -87,6 +88,23 @@ def decode_rate(video: Path, repeats: int, count: int) -> dict[str, float]:
     return _best_rate(once, repeats, count)
 
 
+def bare_decode_rate(video: Path, repeats: int, count: int) -> dict[str, float]:
+    """FFmpeg's decoding alone, as the reader sets it up (frame threads), no frame turned into pixels."""
+    from cnnlab.video.engine import pyav
+
+    av = pyav()
+
+    def once() -> float:
+        with av.open(str(video)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            started = time.perf_counter()
+            frames = sum(1 for _ in container.decode(stream))
+            return frames / (time.perf_counter() - started)
+
+    return _best_rate(once, repeats, count)
+
+
 def model_rate(run: Path, video: Path, repeats: int, batch_size: int, count: int) -> dict[str, Any]:
     from cnnlab.trained import load
     from cnnlab.video.run import VideoOptions, predict_video
@@ -137,7 +155,8 @@ def main() -> None:
         guide = _train(runs, "guide", "--data", "fashion-mnist", "--model", "guide-cnn", "--epochs", 1, "--limit", 512)
         detector = _train(runs, "det", "--task", "detection", "--data", canvases, "--epochs", 1)
         count = arguments.frames
-        rates = {"decode-only": decode_rate(video, arguments.repeats, count),
+        rates = {"decode, no pixels": bare_decode_rate(video, arguments.repeats, count),
+                 "decode-only": decode_rate(video, arguments.repeats, count),
                  "guide-cnn": model_rate(guide, video, arguments.repeats, arguments.batch_size, count),
                  "cnnlab-det": model_rate(detector, video, arguments.repeats, arguments.batch_size, count)}
         peer = yolo_rate(video, arguments.size, arguments.threads, arguments.repeats, arguments.yolo_python)
