@@ -165,7 +165,7 @@ def main() -> None:
     decode = rates["decode-only"]["frames_per_s"]
     cores = arguments.threads
     rows = [[name, f"{values['frames_per_s']:.1f}", f"{values['frames_per_s'] / decode:.2f}",
-             f"{values['cpu_ms_per_frame']:.1f}", f"{1000 * cores / values['cpu_ms_per_frame']:.0f}"]
+             f"{values['cpu_ms_per_frame']:.2f}", f"{1000 * cores / values['cpu_ms_per_frame']:.0f}"]
             for name, values in rates.items()]
     command = "python benchmarks/video_throughput.py " + " ".join(sys.argv[1:])
     body = (f"`{command}`: a {arguments.size}×{arguments.size} H.264 video of {arguments.frames} frames, "
