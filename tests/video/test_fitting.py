@@ -43,7 +43,7 @@ def _differences(path, fitting, count=12):
 
 @requires_fashion_mnist
 @pytest.mark.parametrize("channels, height, width", [(1, 28, 28), (3, 28, 28), (1, 32, 48)])
-def test_the_model_input_from_libswscale_is_within_levels_of_the_still_image_path(clip, channels, height, width):
+def test_libswscales_model_input_is_within_levels_of_the_still_image_path(clip, channels, height, width):
     from cnnlab.video.convert import Fitting
 
     mean, largest = _differences(clip.path, Fitting(channels, height, width))

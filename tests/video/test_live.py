@@ -46,7 +46,7 @@ def test_a_slow_model_on_a_live_source_drops_the_oldest_frames_and_says_how_many
 
 
 @requires_fashion_mnist
-def test_the_annotated_video_of_a_live_source_that_dropped_frames_lasts_as_long_as_the_source(classifier, tmp_path):
+def test_the_annotated_video_of_a_live_source_with_drops_lasts_as_long_as_the_source(classifier, tmp_path):
     """Each kept frame is shown at its source time (the frame before stays on screen over a gap),
     not played back to back: 1.2 s of camera make ~1.2 s of video, not a sped-up ~0.4 s."""
     import av

@@ -7,6 +7,7 @@
     convert.py       decoded frames → the model's input (libswscale) and, where an output draws, pictures
     frames.py        FrameQueue (bounded; live sources drop the oldest frame) and the decoding thread
     run.py           predict_video(): the loop (model batched over frames, --smooth), rows, annotated video
+    annotate.py      a frame with its prediction drawn (the annotated video, --show)
     encode.py        VideoWriter: the annotated video, the input's codec and rate kept where possible
     window.py        --show
     tracking.py      Tracker (ByteTrack-style association), idf1;  kalman.py: the motion model

@@ -60,13 +60,14 @@ class Fitting:
         return self.fit == "squash" and self.width <= width and self.height <= height
 
     def from_picture(self, picture: np.ndarray) -> np.ndarray:
-        """The still-image path: an RGB picture (H, W, 3) → (C, H, W) uint8, as `cnnlab predict` fits a PNG."""
+        """The still-image path: an RGB picture (H, W, 3) → (C, H, W) uint8, as `cnnlab predict`
+        fits a PNG."""
         from PIL import Image
 
         from cnnlab.data.images import image_to_array
 
-        return image_to_array(Image.fromarray(picture), channels=self.channels, size=(self.height, self.width),
-                              fit=self.fit)
+        return image_to_array(Image.fromarray(picture), channels=self.channels,
+                              size=(self.height, self.width), fit=self.fit)
 
 
 class FrameConverter:
@@ -79,7 +80,8 @@ class FrameConverter:
         self.fitting, self.pictures = fitting, pictures
         self._for_pictures = VideoReformatter()
         self._for_model = VideoReformatter()
-        self._scaling = functools.reduce(operator.or_, (getattr(Interpolation, flag) for flag in _MODEL_INPUT_SCALING))
+        self._scaling = functools.reduce(operator.or_,
+                                         (getattr(Interpolation, flag) for flag in _MODEL_INPUT_SCALING))
 
     def __call__(self, decoded: Any, index: int, time: float) -> Frame:
         width, height = decoded.width, decoded.height
@@ -95,8 +97,9 @@ class FrameConverter:
         return Frame(index, time, picture if self.pictures else None, model_input, size=(width, height))
 
     def _model_input(self, decoded: Any, fitting: Fitting) -> np.ndarray:
-        fitted = self._for_model.reformat(decoded, fitting.width, fitting.height,
-                                          "gray" if fitting.channels == 1 else "rgb24", interpolation=self._scaling)
+        form = "gray" if fitting.channels == 1 else "rgb24"
+        fitted = self._for_model.reformat(decoded, fitting.width, fitting.height, form,
+                                          interpolation=self._scaling)
         pixels = fitted.to_ndarray()
         if fitting.channels == 1:
             return np.ascontiguousarray(pixels[None])  # (1, H, W)

@@ -209,8 +209,8 @@ class VideoReader:
                     return
                 last_time = frame_time
                 if sampling.keeps(frame_time):
-                    yield converter(frame, _index_at(frame_time, self.info.fps) if sampling.start > 0 else index,
-                                    frame_time)
+                    number = _index_at(frame_time, self.info.fps) if sampling.start > 0 else index
+                    yield converter(frame, number, frame_time)
                 if self.stopping.is_set():
                     return
         except ffmpeg_errors() as error:

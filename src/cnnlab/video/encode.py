@@ -4,7 +4,8 @@
 gives an H.264 file), else the container's usual codec; the frame rate is the one it is given (the
 source's, divided by the sampling). Frames written with their source time are placed at that time on
 the rate's grid, so a video whose frames were dropped (a live source faster than the model) lasts as
-long as its source did, each frame shown until the next, instead of playing its frames back to back. Closing it (also on Ctrl-C: it is a context manager, and
+long as its source did, each frame shown until the next, instead of playing its frames back to
+back. Closing it (also on Ctrl-C: it is a context manager, and
 `close` may be called twice) flushes the encoder and writes the container's index, so the file
 plays to its last frame.
 """

@@ -7,7 +7,7 @@ the model always works on recent frames and memory stays bounded, as real-time s
 
     >>> queue = FrameQueue(capacity=2, drop_oldest=True)
     >>> for number in range(5):
-    ...     queue.put(number)
+    ...     _ = queue.put(number)
     >>> queue.take(10), queue.dropped, queue.high_water
     ([3, 4], 3, 2)
 """
@@ -56,10 +56,13 @@ class FrameQueue:
         the producer has finished; [] once the queue is finished and empty (or after `timeout` s).
         An error the producer ended with is raised here, after the frames before it. Waiting for a
         whole batch at once wakes the consumer once a batch, not once a frame (a thread switch each)."""
+        def enough() -> bool:
+            return len(self._items) >= self._wanted or self._closed
+
         with self._changed:
             self._wanted = max(1, min(least, most, self.capacity))
             try:
-                if not self._changed.wait_for(lambda: len(self._items) >= self._wanted or self._closed, timeout):
+                if not self._changed.wait_for(enough, timeout):
                     return []
             finally:
                 self._wanted = 1

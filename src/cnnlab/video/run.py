@@ -17,7 +17,6 @@ which task it runs.
 from __future__ import annotations
 
 import csv
-import functools
 import io
 import json
 import logging
@@ -35,6 +34,7 @@ import numpy as np
 
 from cnnlab.errors import CnnlabError
 from cnnlab.io import write_text_atomic
+from cnnlab.video.annotate import picture_of
 from cnnlab.video.decode import Frame, Sampling, VideoInfo
 from cnnlab.video.frames import Feeder, FrameQueue, batches
 
@@ -291,36 +291,6 @@ def _progress_bar(total: int | None, enabled: bool) -> Any:
 # --- the outputs ----------------------------------------------------------------------------------
 
 
-def picture_of(task: Any, frame: Frame, row: dict[str, Any]) -> Any:
-    """The frame with its prediction drawn as the task draws one (boxes), else captioned (a label)."""
-    picture = task.draw(frame.image.transpose(2, 0, 1), row)
-    return picture if picture is not None else captioned_frame(frame.image, task.caption(row))
-
-
-def captioned_frame(image: np.ndarray, text: str) -> Any:
-    """The frame (H, W, 3) at its own size, `text` in white on a black band across its top. Not the
-    still pictures' caption (a copy enlarged to 256 pixels over a white band): a 160×160 video then
-    became 512×542, four times the pixels to encode, and its font was loaded again for every frame."""
-    from PIL import Image, ImageDraw
-
-    picture = Image.fromarray(image)  # a copy: the frame itself is not drawn on
-    font = label_font(max(10, round(min(picture.size) / 14)))
-    draw = ImageDraw.Draw(picture)
-    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-    pad = max(1, (bottom - top) // 4)
-    draw.rectangle((0, 0, picture.width, bottom - top + 2 * pad), fill=(0, 0, 0))
-    draw.text((pad - left, pad - top), text, fill=(255, 255, 255), font=font)
-    return picture
-
-
-@functools.lru_cache(maxsize=8)
-def label_font(size: int) -> Any:
-    """Pillow's own font at `size` pixels, loaded once per size (loading it took longer than drawing)."""
-    from PIL import ImageFont
-
-    return ImageFont.load_default(size=size)
-
-
 class Annotated:
     """The annotated video: each frame drawn (`draw(frame, row)` → a PIL image) and encoded at its
     source time, at the source's frame rate over the sampling (frames a live source dropped leave
@@ -394,7 +364,8 @@ def predict_video(run: Any, source: Any, *, output: str | Path | None = None, dr
             sinks.append(annotated)
         if window is not None:
             sinks.append(lambda frame, row: window.show(picture_of(trained.task, frame, row)))
-        result = run_frames(trained, reader, options, sinks, pictures=annotated is not None or window is not None)
+        pictures = annotated is not None or window is not None  # only drawing needs the RGB frames
+        result = run_frames(trained, reader, options, sinks, pictures=pictures)
     finally:
         if annotated is not None:
             annotated.close()

@@ -20,8 +20,9 @@ from cnnlab.errors import ConfigError
 from cnnlab.io import write_text_atomic
 from cnnlab.video.counting import LineCounter, parse_line
 from cnnlab.video.decode import Frame
+from cnnlab.video.annotate import label_font, picture_of
 from cnnlab.video.run import (Annotated, VideoOptions, VideoResult, _trained, _window, finish, open_source,
-                              label_font, output_fps, picture_of, run_frames, video_path_for)
+                              output_fps, run_frames, video_path_for)
 from cnnlab.video.tracking import TrackedBox, Tracker
 
 TRACK_COLUMNS = ["id", "class", "first_frame", "last_frame", "frames_seen", "first_time", "last_time", "crossed"]
@@ -122,7 +123,8 @@ def track_video(run: Any, source: Any, *, output: str | Path | None = None, trac
             sinks.append(annotated)
         if window is not None:
             sinks.append(lambda frame, row: window.show(draw_tracks(trained.task, frame, row, line)))
-        result = run_frames(trained, reader, options, sinks, pictures=annotated is not None or window is not None)
+        pictures = annotated is not None or window is not None  # only drawing needs the RGB frames
+        result = run_frames(trained, reader, options, sinks, pictures=pictures)
     finally:
         if annotated is not None:
             annotated.close()
