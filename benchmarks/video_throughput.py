@@ -141,6 +141,7 @@ def main() -> None:
                         help="the Python that has ultralytics [default: this one]")
     arguments = parser.parse_args()
     use_threads(arguments.threads)
+    machine = machine_info()  # here, so that its load average is the one at the start
     from cnnlab.data.canvases import write_fashion_canvases
     from cnnlab.video.moving_items import write_moving_items
 
@@ -176,7 +177,7 @@ def main() -> None:
             + markdown_table(["pipeline", "frames/s", "× decode-only", "CPU ms/frame", f"frames/s if {cores} idle cores"],
                              rows))
     print(body)
-    write_results(arguments.output, "Video throughput", {"machine": machine_info(), "note": arguments.note,
+    write_results(arguments.output, "Video throughput", {"machine": machine, "note": arguments.note,
                                                            "command": command, "rates": rates}, body)
 
 
