@@ -1,5 +1,6 @@
 """Frames a second through `cnnlab predict` on a video, at the video's resolution, next to the
-decode-only rate (the limit: the model cannot predict frames faster than they are decoded), for
+decode-only rate (the limit: the model cannot predict frames faster than they are decoded: the
+reader's frames as RGB pictures; and FFmpeg's decoding alone, no frame turned into pixels), for
 guide-cnn and the from-scratch detector cnnlab-det; and Ultralytics YOLOv8n's `predict` on the same
 video as the peer (bench venv only; built from yolov8n.yaml: random weights, nothing downloaded).
 
@@ -87,6 +88,23 @@ def decode_rate(video: Path, repeats: int, count: int) -> dict[str, float]:
     return _best_rate(once, repeats, count)
 
 
+def bare_decode_rate(video: Path, repeats: int, count: int) -> dict[str, float]:
+    """FFmpeg's decoding alone, as the reader sets it up (frame threads), no frame turned into pixels."""
+    from cnnlab.video.engine import pyav
+
+    av = pyav()
+
+    def once() -> float:
+        with av.open(str(video)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            started = time.perf_counter()
+            frames = sum(1 for _ in container.decode(stream))
+            return frames / (time.perf_counter() - started)
+
+    return _best_rate(once, repeats, count)
+
+
 def model_rate(run: Path, video: Path, repeats: int, batch_size: int, count: int) -> dict[str, Any]:
     from cnnlab.trained import load
     from cnnlab.video.run import VideoOptions, predict_video
@@ -123,6 +141,7 @@ def main() -> None:
                         help="the Python that has ultralytics [default: this one]")
     arguments = parser.parse_args()
     use_threads(arguments.threads)
+    machine = machine_info()  # here, so that its load average is the one at the start
     from cnnlab.data.canvases import write_fashion_canvases
     from cnnlab.video.moving_items import write_moving_items
 
@@ -137,7 +156,8 @@ def main() -> None:
         guide = _train(runs, "guide", "--data", "fashion-mnist", "--model", "guide-cnn", "--epochs", 1, "--limit", 512)
         detector = _train(runs, "det", "--task", "detection", "--data", canvases, "--epochs", 1)
         count = arguments.frames
-        rates = {"decode-only": decode_rate(video, arguments.repeats, count),
+        rates = {"decode, no pixels": bare_decode_rate(video, arguments.repeats, count),
+                 "decode-only": decode_rate(video, arguments.repeats, count),
                  "guide-cnn": model_rate(guide, video, arguments.repeats, arguments.batch_size, count),
                  "cnnlab-det": model_rate(detector, video, arguments.repeats, arguments.batch_size, count)}
         peer = yolo_rate(video, arguments.size, arguments.threads, arguments.repeats, arguments.yolo_python)
@@ -146,7 +166,7 @@ def main() -> None:
     decode = rates["decode-only"]["frames_per_s"]
     cores = arguments.threads
     rows = [[name, f"{values['frames_per_s']:.1f}", f"{values['frames_per_s'] / decode:.2f}",
-             f"{values['cpu_ms_per_frame']:.1f}", f"{1000 * cores / values['cpu_ms_per_frame']:.0f}"]
+             f"{values['cpu_ms_per_frame']:.2f}", f"{1000 * cores / values['cpu_ms_per_frame']:.0f}"]
             for name, values in rates.items()]
     command = "python benchmarks/video_throughput.py " + " ".join(sys.argv[1:])
     body = (f"`{command}`: a {arguments.size}×{arguments.size} H.264 video of {arguments.frames} frames, "
@@ -157,7 +177,7 @@ def main() -> None:
             + markdown_table(["pipeline", "frames/s", "× decode-only", "CPU ms/frame", f"frames/s if {cores} idle cores"],
                              rows))
     print(body)
-    write_results(arguments.output, "Video throughput", {"machine": machine_info(), "note": arguments.note,
+    write_results(arguments.output, "Video throughput", {"machine": machine, "note": arguments.note,
                                                            "command": command, "rates": rates}, body)
 
 

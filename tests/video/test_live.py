@@ -46,6 +46,28 @@ def test_a_slow_model_on_a_live_source_drops_the_oldest_frames_and_says_how_many
 
 
 @requires_fashion_mnist
+def test_the_annotated_video_of_a_live_source_with_drops_lasts_as_long_as_the_source(classifier, tmp_path):
+    """Each kept frame is shown at its source time (the frame before stays on screen over a gap),
+    not played back to back: 1.2 s of camera make ~1.2 s of video, not a sped-up ~0.4 s."""
+    import av
+
+    trained = load(classifier, device="cpu")
+    trained.model = SlowDown(trained.model, 0.1)
+    camera = SimulatedCamera(count=120, rate=100.0)
+    result = predict_video(trained, camera, draw=tmp_path / "live.mp4",
+                           options=VideoOptions(batch_size=4, queue_size=4, progress=False))
+    assert result.dropped > 40
+    with av.open(str(tmp_path / "live.mp4")) as container:
+        stream = container.streams.video[0]
+        shown = [float(frame.time) for frame in container.decode(stream)]
+        duration = container.duration / 1_000_000
+    kept = [row["time"] for row in result.rows]
+    assert len(shown) == len(kept)
+    assert max(abs(a - (b - kept[0])) for a, b in zip(shown, kept)) <= 0.0051  # on the 100 frames/s grid
+    assert abs(duration - (kept[-1] - kept[0] + 0.01)) <= 0.011  # measured: 1.2 s (was 0.41 s)
+
+
+@requires_fashion_mnist
 def test_a_model_that_keeps_up_drops_nothing(classifier):
     camera = SimulatedCamera(count=30, rate=30.0)
     result = predict_video(load(classifier, device="cpu"), camera, options=VideoOptions(progress=False))

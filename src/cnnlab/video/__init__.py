@@ -4,8 +4,10 @@
     engine.py        PyAV, the optional library that decodes and encodes (pip install 'cnnlab[video]')
     decode.py        VideoReader: frames with their index and time, sampled; timeouts, reconnection,
                      damaged files named
+    convert.py       decoded frames → the model's input (libswscale) and, where an output draws, pictures
     frames.py        FrameQueue (bounded; live sources drop the oldest frame) and the decoding thread
     run.py           predict_video(): the loop (model batched over frames, --smooth), rows, annotated video
+    annotate.py      a frame with its prediction drawn (the annotated video, --show)
     encode.py        VideoWriter: the annotated video, the input's codec and rate kept where possible
     window.py        --show
     tracking.py      Tracker (ByteTrack-style association), idf1;  kalman.py: the motion model

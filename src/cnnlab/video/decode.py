@@ -1,7 +1,8 @@
 """Frames out of a video file, a camera or a stream, through PyAV.
 
-`VideoReader.frames()` yields `Frame`s (index in the source, time in seconds, RGB pixels), sampled by
-`Sampling` (--stride, --fps, --start, --end). It never hangs and never fails silently:
+`VideoReader.frames()` yields `Frame`s (index in the source, time in seconds, RGB pixels and/or the
+model's input, as a `convert.FrameConverter` makes them), sampled by `Sampling` (--stride, --fps,
+--start, --end). It never hangs and never fails silently:
 
 * opening and reading a stream have timeouts (FFmpeg's own, given to `av.open`);
 * a live source that stalls or ends is reopened with growing waits (`reconnects` times, 0.5 s, 1 s,
@@ -44,8 +45,13 @@ class StreamLostError(DataError):
 class Frame:
     index: int  # in the source: 0 is the video's (or the stream's) first frame
     time: float  # seconds from the source's start (a live source: from when cnnlab started reading)
-    image: np.ndarray  # (H, W, 3) uint8 RGB
+    image: np.ndarray | None  # (H, W, 3) uint8 RGB; None where no output asked for pictures
     model_input: Any = None  # (C, H, W) uint8 at the model's input, made on the decoding thread
+    size: tuple[int, int] = (0, 0)  # (width, height) of the frame as decoded (set from `image` if given)
+
+    def __post_init__(self) -> None:
+        if self.image is not None and self.size == (0, 0):
+            self.size = (self.image.shape[1], self.image.shape[0])
 
 
 @dataclass
@@ -163,14 +169,21 @@ class VideoReader:
 
     # --- reading ------------------------------------------------------------------------------
 
-    def frames(self, sampling: Sampling | None = None) -> Iterator[Frame]:
-        """The sampled frames, in order; see the module docstring for how it ends."""
+    converts_frames = True  # `frames` takes a `converter` (run.py asks for the model's input at decoding)
+
+    def frames(self, sampling: Sampling | None = None, converter: Any = None) -> Iterator[Frame]:
+        """The sampled frames, in order; see the module docstring for how it ends. `converter`
+        (a `cnnlab.video.convert.FrameConverter`, used on this thread) makes each frame's pixels:
+        by default the RGB picture only."""
+        from cnnlab.video.convert import FrameConverter
+
         sampling = sampling or Sampling()
+        converter = converter or FrameConverter()
         try:
             if self.live:
-                yield from self._live_frames(sampling)
+                yield from self._live_frames(sampling, converter)
             else:
-                yield from self._file_frames(sampling)
+                yield from self._file_frames(sampling, converter)
         finally:
             self.close()  # on the thread that decodes: never while another thread is inside FFmpeg
 
@@ -179,7 +192,7 @@ class VideoReader:
             self._container.close()
             self._container = None
 
-    def _file_frames(self, sampling: Sampling) -> Iterator[Frame]:
+    def _file_frames(self, sampling: Sampling, converter: Any) -> Iterator[Frame]:
         container = self._container
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"  # FFmpeg's frame threads: decoding keeps up with the model
@@ -196,8 +209,8 @@ class VideoReader:
                     return
                 last_time = frame_time
                 if sampling.keeps(frame_time):
-                    yield Frame(_index_at(frame_time, self.info.fps) if sampling.start > 0 else index,
-                                frame_time, frame.to_ndarray(format="rgb24"))
+                    number = _index_at(frame_time, self.info.fps) if sampling.start > 0 else index
+                    yield converter(frame, number, frame_time)
                 if self.stopping.is_set():
                     return
         except ffmpeg_errors() as error:
@@ -223,7 +236,7 @@ class VideoReader:
                 f"{self.name}: damaged or cut short: decoding stopped at {_seconds(reached)} of its "
                 f"{duration:.2f} s; the frames before were kept")
 
-    def _live_frames(self, sampling: Sampling) -> Iterator[Frame]:
+    def _live_frames(self, sampling: Sampling, converter: Any) -> Iterator[Frame]:
         started = time.monotonic()
         index = -1
         failures = 0
@@ -237,7 +250,7 @@ class VideoReader:
                     if sampling.end is not None and frame_time >= sampling.end:
                         return
                     if frame_time >= sampling.start and sampling.keeps(frame_time):
-                        yield Frame(index, frame_time, frame.to_ndarray(format="rgb24"))
+                        yield converter(frame, index, frame_time)
                     if self.stopping.is_set():
                         return
                 reason = "it ended"

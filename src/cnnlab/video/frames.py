@@ -7,7 +7,7 @@ the model always works on recent frames and memory stays bounded, as real-time s
 
     >>> queue = FrameQueue(capacity=2, drop_oldest=True)
     >>> for number in range(5):
-    ...     queue.put(number)
+    ...     _ = queue.put(number)
     >>> queue.take(10), queue.dropped, queue.high_water
     ([3, 4], 3, 2)
 """
@@ -33,6 +33,7 @@ class FrameQueue:
         self._changed = threading.Condition()
         self._closed = False
         self._error: BaseException | None = None
+        self._wanted = 1  # frames the consumer waits for: `put` wakes it only when they are there
 
     def put(self, item: Any) -> bool:
         """Add `item`; False when the queue was closed meanwhile (the reader has stopped)."""
@@ -46,16 +47,25 @@ class FrameQueue:
                 self.dropped += 1
             self._items.append(item)
             self.high_water = max(self.high_water, len(self._items))
-            self._changed.notify_all()
+            if len(self._items) >= self._wanted:
+                self._changed.notify_all()
             return True
 
-    def take(self, most: int, timeout: float | None = None) -> list[Any]:
-        """Up to `most` frames, oldest first, waiting for at least one; [] once the queue is finished
-        and empty (or after `timeout` s). An error the producer ended with is raised here, after the
-        frames before it."""
+    def take(self, most: int, timeout: float | None = None, *, least: int = 1) -> list[Any]:
+        """Up to `most` frames, oldest first, waiting until `least` (at most the capacity) are there or
+        the producer has finished; [] once the queue is finished and empty (or after `timeout` s).
+        An error the producer ended with is raised here, after the frames before it. Waiting for a
+        whole batch at once wakes the consumer once a batch, not once a frame (a thread switch each)."""
+        def enough() -> bool:
+            return len(self._items) >= self._wanted or self._closed
+
         with self._changed:
-            if not self._changed.wait_for(lambda: self._items or self._closed, timeout):
-                return []
+            self._wanted = max(1, min(least, most, self.capacity))
+            try:
+                if not self._changed.wait_for(enough, timeout):
+                    return []
+            finally:
+                self._wanted = 1
             taken = [self._items.popleft() for _ in range(min(most, len(self._items)))]
             self._changed.notify_all()
             if not taken and self._error is not None:
@@ -125,12 +135,12 @@ def batches(queue: FrameQueue, size: int, *, whole: bool) -> Iterator[list[Any]]
     runs on `size` frames at once); otherwise whatever has arrived (a live source: no frame waits for
     later ones)."""
     while True:
-        batch = queue.take(size)
+        batch = queue.take(size, least=size if whole else 1)
         if not batch:
             return
         try:
-            while whole and len(batch) < size:
-                more = queue.take(size - len(batch))
+            while whole and len(batch) < size:  # the queue holds fewer than a batch (--queue-size)
+                more = queue.take(size - len(batch), least=size - len(batch))
                 if not more:
                     break
                 batch += more

@@ -34,6 +34,7 @@ import numpy as np
 
 from cnnlab.errors import CnnlabError
 from cnnlab.io import write_text_atomic
+from cnnlab.video.annotate import picture_of
 from cnnlab.video.decode import Frame, Sampling, VideoInfo
 from cnnlab.video.frames import Feeder, FrameQueue, batches
 
@@ -130,18 +131,21 @@ class VideoOptions:
 FrameSink = Callable[[Frame, dict[str, Any]], None]  # called for every predicted frame, in order
 
 
-def run_frames(trained: Any, reader: Any, options: VideoOptions, sinks: Sequence[FrameSink] = ()) -> VideoResult:
+def run_frames(trained: Any, reader: Any, options: VideoOptions, sinks: Sequence[FrameSink] = (), *,
+               pictures: bool = True) -> VideoResult:
     """The loop: `reader` (a VideoReader, or any object with `frames(sampling)`, `info`, `live`, `name`,
-    `stopping`) → model → rows and `sinks`. Ctrl-C and a source that fails (a damaged file, a lost
-    stream) end it with the frames so far kept: `interrupted`, `error`."""
+    `stopping`) → model → rows and `sinks`. `pictures`: whether the sinks need each frame's RGB picture
+    (`frame.image`: to draw on); without, a VideoReader makes only the model's input. Ctrl-C and a
+    source that fails (a damaged file, a lost stream) end it with the frames so far kept:
+    `interrupted`, `error`."""
     options.check()
     if options.smooth > 1:
         trained.task.check_smoothing(options.smooth)
     result = VideoResult(reader.name, reader.info, trained.task, reader.live)
     queue = FrameQueue(options.queue_size or (options.batch_size if reader.live else 2 * options.batch_size),
                        drop_oldest=reader.live)
-    feeder = Feeder(reader.frames(options.sampling()), queue, prepare=model_input_maker(trained),
-                    on_stop=reader.stopping.set)
+    feeder = Feeder(_frames_of(reader, options.sampling(), trained, pictures), queue,
+                    prepare=model_input_maker(trained), on_stop=reader.stopping.set)
     recent: deque = deque(maxlen=options.smooth)
     bar = _progress_bar(options.sampling().expected(reader.info) if not reader.live else None, options.progress)
     started = time.perf_counter()
@@ -149,12 +153,17 @@ def run_frames(trained: Any, reader: Any, options: VideoOptions, sinks: Sequence
         try:
             feeder.start()
             for batch in batches(queue, options.batch_size, whole=not reader.live):
-                for frame, prediction in zip(batch, _predict(trained, batch, recent, options.top_k)):
-                    row = {"frame": frame.index, "time": round(frame.time, 4), **prediction}
-                    with ctrl_c.held():  # a frame is drawn, encoded and given its row, or none of these
-                        for sink in sinks:
-                            sink(frame, row)
-                        result.rows.append(row)
+                predictions = _predict(trained, batch, recent, options.top_k)
+                rows = [{"frame": frame.index, "time": round(frame.time, 4), **prediction}
+                        for frame, prediction in zip(batch, predictions)]
+                if sinks:
+                    for frame, row in zip(batch, rows):
+                        with ctrl_c.held():  # a frame is drawn, encoded and given its row, or none of these
+                            for sink in sinks:
+                                sink(frame, row)
+                            result.rows.append(row)
+                else:
+                    result.rows += rows  # one step: Ctrl-C comes before or after the whole batch
                 bar.update(len(batch))
                 if reader.live:
                     bar.set_postfix(dropped=queue.dropped, refresh=False)
@@ -169,6 +178,17 @@ def run_frames(trained: Any, reader: Any, options: VideoOptions, sinks: Sequence
             result.decoded, result.dropped = feeder.produced, queue.dropped
             result.queue_high_water = queue.high_water
     return result
+
+
+def _frames_of(reader: Any, sampling: Any, trained: Any, pictures: bool) -> Iterator[Frame]:
+    """The reader's frames; a VideoReader makes each one's model input as it decodes it (libswscale,
+    cnnlab.video.convert), and its RGB picture only when `pictures`. Other readers (a simulated
+    camera) give pictures, fitted by `model_input_maker` on the decoding thread."""
+    if not getattr(reader, "converts_frames", False):
+        return reader.frames(sampling)
+    from cnnlab.video.convert import FrameConverter, Fitting
+
+    return reader.frames(sampling, converter=FrameConverter(Fitting.of(trained.input), pictures=pictures))
 
 
 class _CtrlC:
@@ -243,22 +263,19 @@ def _predict(trained: Any, batch: list[Frame], recent: deque, top_k: int) -> lis
             recent.append(output)
             steadied.append(trained.task.smooth(list(recent)))
         outputs = torch.cat(steadied)
-    origins = [(frame.image.shape[1], frame.image.shape[0]) for frame in batch]
-    return trained.task.predictions(outputs, top_k=top_k, origins=origins)
+    return trained.task.predictions(outputs, top_k=top_k, origins=[frame.size for frame in batch])
 
 
 def model_input_maker(trained: Any) -> Callable[[Frame], Frame]:
-    """Fits each frame to the model's input as training fitted its images (channels, size, --fit),
-    on the decoding thread."""
-    from PIL import Image
+    """Fits each frame that comes without its model input (from a reader that does not convert) to
+    the model's input as training fitted its images (channels, size, --fit), on the decoding thread."""
+    from cnnlab.video.convert import Fitting
 
-    from cnnlab.data.images import image_to_array
-
-    spec = trained.input
-    channels, size, fit = spec.channels, (spec.height, spec.width), getattr(spec, "fit", "squash")
+    fitting = Fitting.of(trained.input)
 
     def prepare(frame: Frame) -> Frame:
-        frame.model_input = image_to_array(Image.fromarray(frame.image), channels=channels, size=size, fit=fit)
+        if frame.model_input is None:
+            frame.model_input = fitting.from_picture(frame.image)
         return frame
 
     return prepare
@@ -274,19 +291,10 @@ def _progress_bar(total: int | None, enabled: bool) -> Any:
 # --- the outputs ----------------------------------------------------------------------------------
 
 
-def picture_of(task: Any, frame: Frame, row: dict[str, Any]) -> Any:
-    """The frame with its prediction drawn as the task draws one (boxes), else captioned (a label)."""
-    from PIL import Image
-
-    from cnnlab.evaluate.predict import _captioned
-
-    picture = task.draw(frame.image.transpose(2, 0, 1), row)
-    return picture if picture is not None else _captioned(Image.fromarray(frame.image), task.caption(row))
-
-
 class Annotated:
-    """The annotated video: each frame drawn (`draw(frame, row)` → a PIL image) and encoded, at the
-    source's frame rate over the sampling; the file is finished by `close`, also after Ctrl-C."""
+    """The annotated video: each frame drawn (`draw(frame, row)` → a PIL image) and encoded at its
+    source time, at the source's frame rate over the sampling (frames a live source dropped leave
+    the frame before on screen); the file is finished by `close`, also after Ctrl-C."""
 
     def __init__(self, path: Path, fps: float, codec: str | None, draw: Callable[[Frame, dict], Any]):
         from cnnlab.video.encode import VideoWriter
@@ -295,7 +303,7 @@ class Annotated:
         self.draw = draw
 
     def __call__(self, frame: Frame, row: dict[str, Any]) -> None:
-        self.writer.write(self.draw(frame, row))
+        self.writer.write(self.draw(frame, row), time=frame.time)  # frames dropped leave their time
 
     def close(self) -> None:
         self.writer.close()
@@ -356,7 +364,8 @@ def predict_video(run: Any, source: Any, *, output: str | Path | None = None, dr
             sinks.append(annotated)
         if window is not None:
             sinks.append(lambda frame, row: window.show(picture_of(trained.task, frame, row)))
-        result = run_frames(trained, reader, options, sinks)
+        pictures = annotated is not None or window is not None  # only drawing needs the RGB frames
+        result = run_frames(trained, reader, options, sinks, pictures=pictures)
     finally:
         if annotated is not None:
             annotated.close()

@@ -20,8 +20,9 @@ from cnnlab.errors import ConfigError
 from cnnlab.io import write_text_atomic
 from cnnlab.video.counting import LineCounter, parse_line
 from cnnlab.video.decode import Frame
+from cnnlab.video.annotate import label_font, picture_of
 from cnnlab.video.run import (Annotated, VideoOptions, VideoResult, _trained, _window, finish, open_source,
-                              output_fps, picture_of, run_frames, video_path_for)
+                              output_fps, run_frames, video_path_for)
 from cnnlab.video.tracking import TrackedBox, Tracker
 
 TRACK_COLUMNS = ["id", "class", "first_frame", "last_frame", "frames_seen", "first_time", "last_time", "crossed"]
@@ -71,12 +72,12 @@ class Tracking:
 def draw_tracks(task: Any, frame: Frame, row: dict[str, Any], line: tuple[float, ...] | None) -> Any:
     """The frame as the task draws its prediction, with each tracked box's id ("#3") at its top-left
     corner and the counting line, if any."""
-    from PIL import ImageDraw, ImageFont
+    from PIL import ImageDraw
 
     picture = picture_of(task, frame, row).convert("RGB")
     scale = picture.width / frame.image.shape[1]  # the task may draw on an enlarged copy
     draw = ImageDraw.Draw(picture)
-    font = ImageFont.load_default(size=max(11, round(12 * scale)))
+    font = label_font(max(11, round(12 * scale)))
     for item in row.get("tracks", []):
         x1, y1, x2, y2 = (v * scale for v in item["box"])
         text = f"#{item['id']}"
@@ -122,7 +123,8 @@ def track_video(run: Any, source: Any, *, output: str | Path | None = None, trac
             sinks.append(annotated)
         if window is not None:
             sinks.append(lambda frame, row: window.show(draw_tracks(trained.task, frame, row, line)))
-        result = run_frames(trained, reader, options, sinks)
+        pictures = annotated is not None or window is not None  # only drawing needs the RGB frames
+        result = run_frames(trained, reader, options, sinks, pictures=pictures)
     finally:
         if annotated is not None:
             annotated.close()
