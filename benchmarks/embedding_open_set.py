@@ -1,7 +1,8 @@
 """Open-set verification on Fashion-MNIST, and the speed of `identify` over a large gallery.
 
     python benchmarks/embedding_open_set.py                      # make bench-embedding
-    python benchmarks/embedding_open_set.py --train-per-class 500 --epochs 3 --output /tmp/quick
+    python benchmarks/embedding_open_set.py --train-per-class 500 --epochs 3 --seeds 0 --output /tmp/quick
+    python benchmarks/embedding_open_set.py --skip-open-set       # identify's speed only
 
 Protocol: the identities are Fashion-MNIST's classes. Training sees classes 0–6 only
 (--train-per-class images of each from the training split); verification is scored on every test
@@ -9,15 +10,20 @@ image of the unseen classes 7–9 (Sneaker, Bag, Ankle boot), on the same seeded
 contender (3,000 genuine and 3,000 impostor pairs, `cnnlab.tasks.embedding.meter.pair_metrics`):
 
     embedding    `cnnlab train --task embedding` with its defaults (ArcFace, 128 values) + --epochs
+                 (+ --embedding-flags)
     classifier   `cnnlab train` (classification, guide-cnn) on the same images and epochs; its
                  penultimate layer (the 64 values before the classifier) as the embedding
     pixels       the raw pixels, 784 values
 
-each compared by cosine similarity: TAR at FAR 1e-2 and 1e-3, EER, 10-fold accuracy and rank-1.
+each compared by cosine similarity: TAR at FAR 1e-2 and 1e-3, EER, 10-fold accuracy and rank-1, for
+each of --seeds (the seed of the training images chosen, the initialisation and the shuffling; the
+unseen images and their pairs stay the same), then their mean.
 
-Search: `cnnlab.tasks.embedding.search.search` of one probe over --gallery random unit vectors
-(128 values, 10 per identity), the median of --repeats timings on --threads threads (target: ≤ 50 ms
-for 100,000 vectors on 2 cores).
+Speed: `identify` (`cnnlab.tasks.embedding.search.identify`: embed the probe file, then search) and
+`search` alone, of one probe over --gallery random unit vectors (of the run's length, 10 per
+identity), the median of --repeats timings on --threads threads (target: ≤ 50 ms for 100,000 vectors
+on 2 cores). The run is the first seed's embedding run; with --skip-open-set, a tiny run trained for
+the purpose (64 images, 1 epoch: its speed is that of any guide-cnn embedding run).
 """
 
 from __future__ import annotations
@@ -108,88 +114,147 @@ def _penultimate(run: Path, pixels: np.ndarray) -> np.ndarray:
     return torch.cat(captured).float().numpy()
 
 
-def open_set(arguments: argparse.Namespace, work: Path) -> dict[str, Any]:
+def open_set(arguments: argparse.Namespace, work: Path, seed: int) -> dict[str, Any]:
     from cnnlab.tasks.embedding.search import embed_files
 
-    seen, unseen = _data(work / "data", arguments.train_per_class, arguments.seed)
+    seen, unseen = _data(work / f"data-{seed}", arguments.train_per_class, seed)
     pixels, labels, paths = _unseen_images(unseen)
     runs = work / "runs"
-    common = ["--data", seen, "--epochs", arguments.epochs, "--seed", arguments.seed, "--precision",
+    common = ["--data", seen, "--epochs", arguments.epochs, "--seed", seed, "--precision",
               arguments.precision, "--runs-dir", runs, "--quiet"]
     seconds = {"embedding": _cnnlab("train", "--task", "embedding", *arguments.embedding_flags.split(), *common,
-                                    "--name", "embedding"),
-               "classifier": _cnnlab("train", "--model", "guide-cnn", *common, "--name", "classifier")}
-    embedded = embed_files(runs / "embedding", paths, precision="fp32")
+                                    "--name", f"embedding-{seed}"),
+               "classifier": _cnnlab("train", "--model", "guide-cnn", *common, "--name", f"classifier-{seed}")}
+    embedded = embed_files(runs / f"embedding-{seed}", paths, precision="fp32")
     assert embedded.names == [str(path) for path in paths]
     results = {"embedding": _scores(embedded.vectors, labels),
-               "classifier penultimate": _scores(_penultimate(runs / "classifier", pixels), labels),
+               "classifier penultimate": _scores(_penultimate(runs / f"classifier-{seed}", pixels), labels),
                "raw pixels": _scores(pixels.reshape(len(pixels), -1).astype(np.float32), labels)}
-    for name in ("embedding", "classifier"):
-        results["embedding" if name == "embedding" else "classifier penultimate"]["train_seconds"] = seconds[name]
+    results["embedding"]["train_seconds"] = seconds["embedding"]
+    results["classifier penultimate"]["train_seconds"] = seconds["classifier"]
     return results
 
 
-def search_speed(gallery: int, dimensions: int, repeats: int, threads: int) -> dict[str, Any]:
-    import torch
+def _means(per_seed: dict[int, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    contenders = next(iter(per_seed.values()))
+    return {name: {key: statistics.fmean(seed[name][key] for seed in per_seed.values())
+                   for key in contenders[name] if key != "pairs"} for name in contenders}
 
-    from cnnlab.tasks.embedding.search import Index, search
 
-    torch.set_num_threads(threads)
+def _random_index(gallery: int, dimensions: int) -> tuple[Any, np.ndarray]:
+    from cnnlab.tasks.embedding.search import Index
+
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(gallery, dimensions)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     identities = max(1, gallery // 10)
-    index = Index(vectors, np.arange(gallery) % identities, [f"person{i}" for i in range(identities)])
-    probe = vectors[123] + 0.05 * rng.normal(size=dimensions).astype(np.float32)
-    search(index, probe[None], 5)  # warm-up: first-call allocation and thread start
+    return Index(vectors, np.arange(gallery) % identities, [f"person{i}" for i in range(identities)]), vectors
+
+
+def _timed(call: Any, repeats: int) -> list[float]:
+    call()  # warm-up: first-call allocation and thread start
     timings = []
     for _ in range(repeats):
         started = time.perf_counter()
-        scores, found = search(index, probe[None], 5)
+        call()
         timings.append((time.perf_counter() - started) * 1000)
-    assert int(found[0, 0]) == 123 % identities
-    return {"gallery_vectors": gallery, "identities": identities, "dimensions": dimensions, "threads": threads,
-            "median_ms": statistics.median(timings), "p90_ms": sorted(timings)[int(0.9 * len(timings))],
-            "repeats": repeats}
+    return timings
+
+
+def search_speed(run: Path, probe: Path, gallery: int, repeats: int, threads: int) -> dict[str, Any]:
+    import os
+
+    import torch
+
+    from cnnlab.tasks.embedding.search import identify, load_embedding_run, search
+
+    torch.set_num_threads(threads)
+    trained = load_embedding_run(run, precision="auto")
+    dimensions = trained.task.embedding_dim
+    index, vectors = _random_index(gallery, dimensions)
+    rng = np.random.default_rng(1)
+    query = vectors[123] + 0.05 * rng.normal(size=dimensions).astype(np.float32)
+    load_before = os.getloadavg()[0]
+    searched = _timed(lambda: search(index, query[None], 5), repeats)
+    _, found = search(index, query[None], 5)
+    assert int(found[0, 0]) == 123 % len(index.identities)
+    identified = _timed(lambda: identify(trained, index, probe, top_k=5), repeats)
+    load_after = os.getloadavg()[0]
+
+    def summary(timings: list[float]) -> dict[str, float]:
+        return {"median_ms": statistics.median(timings), "p90_ms": sorted(timings)[int(0.9 * len(timings))]}
+
+    return {"gallery_vectors": gallery, "identities": len(index.identities), "dimensions": dimensions,
+            "threads": threads, "repeats": repeats, "search": summary(searched), "identify": summary(identified),
+            "model": trained.info.architecture.name, "load_average_1m": [round(load_before, 2), round(load_after, 2)]}
+
+
+def _timing_run(work: Path, precision: str) -> tuple[Path, Path]:
+    """A tiny guide-cnn embedding run (64 images of 7 classes, 1 epoch) and a probe image: its speed is
+    any guide-cnn embedding run's, whatever it learnt."""
+    images, labels = _common.fashion_mnist("test", limit=64)
+    from cnnlab.data.named import dataset_spec
+
+    folder = _save_pngs(work / "tiny", images, labels, list(dataset_spec("fashion-mnist").class_names))
+    _cnnlab("train", "--task", "embedding", "--data", folder, "--epochs", 1, "--precision", precision,
+            "--runs-dir", work / "runs", "--name", "timing", "--quiet")
+    return work / "runs" / "timing", next(iter(sorted(folder.rglob("*.png"))))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train-per-class", type=int, default=2000)
     parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", default="0,1", help="comma-separated training seeds [default: %(default)s]")
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--embedding-flags", default="", help="extra flags for the embedding run, in one string")
     parser.add_argument("--gallery", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=50)
-    parser.add_argument("--skip-open-set", action="store_true", help="time the search only")
+    parser.add_argument("--skip-open-set", action="store_true", help="time identify and the search only")
     _common.common_arguments(parser, default_output="embedding_open_set")
     arguments = parser.parse_args()
     import tempfile
 
+    seeds = [int(seed) for seed in arguments.seeds.split(",")]
     results: dict[str, Any] = {"machine": _common.machine_info(), "note": arguments.note,
                                "command": " ".join(sys.argv), "arguments": {k: str(v) for k, v in vars(arguments).items()}}
     body = []
-    if not arguments.skip_open_set:
-        with tempfile.TemporaryDirectory(prefix="cnnlab-embedding-") as work:
-            results["open_set"] = open_set(arguments, Path(work))
-        rows = [[name, f"{m['tar_at_far_1e-2']:.2%}", f"{m['tar_at_far_1e-3']:.2%}", f"{m['eer']:.2%}",
-                 f"{m['ten_fold_accuracy']:.2%}", f"{m['rank_1']:.2%}"] for name, m in results["open_set"].items()]
-        body.append(f"Trained on Fashion-MNIST classes 0–6 ({arguments.train_per_class} images each, "
-                    f"{arguments.epochs} epochs, seed {arguments.seed}, precision {arguments.precision}); verified on "
-                    f"all 3,000 test images of the unseen classes 7–9, "
-                    f"{results['open_set']['embedding']['pairs']:,} seeded pairs.\n")
-        body.append(_common.markdown_table(["", "TAR @ FAR 1e-2", "TAR @ FAR 1e-3", "EER", "10-fold accuracy",
-                                            "rank-1"], rows))
-    speed = search_speed(arguments.gallery, 128, arguments.repeats, arguments.threads)
+    with tempfile.TemporaryDirectory(prefix="cnnlab-embedding-") as work_folder:
+        work = Path(work_folder)
+        if not arguments.skip_open_set:
+            per_seed = {seed: open_set(arguments, work, seed) for seed in seeds}
+            results["open_set"] = {"per_seed": {str(seed): values for seed, values in per_seed.items()},
+                                   "mean": _means(per_seed)}
+            rows = []
+            for name in results["open_set"]["mean"]:
+                for label, metrics in [*((f"seed {seed}", per_seed[seed][name]) for seed in seeds),
+                                       *([("mean", results["open_set"]["mean"][name])] if len(seeds) > 1 else [])]:
+                    rows.append([f"{name}, {label}" if label != "mean" else f"**{name}, mean**",
+                                 *(f"{metrics[key]:.2%}" for key in ("tar_at_far_1e-2", "tar_at_far_1e-3", "eer",
+                                                                      "ten_fold_accuracy", "rank_1"))])
+            body.append(f"Trained on Fashion-MNIST classes 0–6 ({arguments.train_per_class} images each, "
+                        f"{arguments.epochs} epochs, seeds {', '.join(map(str, seeds))}, precision "
+                        f"{arguments.precision}); verified on all 3,000 test images of the unseen classes 7–9, "
+                        f"{per_seed[seeds[0]]['embedding']['pairs']:,} seeded pairs (the same for every "
+                        f"contender and seed).\n")
+            body.append(_common.markdown_table(["", "TAR @ FAR 1e-2", "TAR @ FAR 1e-3", "EER", "10-fold accuracy",
+                                                "rank-1"], rows))
+            run = work / "runs" / f"embedding-{seeds[0]}"
+            probe = next(iter(sorted((work / f"data-{seeds[0]}" / "unseen").rglob("*.png"))))
+        else:
+            run, probe = _timing_run(work, arguments.precision)
+        speed = search_speed(run, probe, arguments.gallery, arguments.repeats, arguments.threads)
     results["search"] = speed
-    body.append(f"\n`identify`'s search (`search.search`, exact, torch) of one probe over {speed['gallery_vectors']:,} "
-                f"vectors of {speed['dimensions']} values ({speed['identities']:,} identities) on {speed['threads']} "
-                f"thread(s): median {speed['median_ms']:.1f} ms, 90th percentile {speed['p90_ms']:.1f} ms "
-                f"({speed['repeats']} repeats).")
+    body.append(f"\n`identify` of one probe file (embed it with {speed['model']}, then search) over "
+                f"{speed['gallery_vectors']:,} enrolled vectors of {speed['dimensions']} values "
+                f"({speed['identities']:,} identities) on {speed['threads']} thread(s): median "
+                f"{speed['identify']['median_ms']:.1f} ms, 90th percentile {speed['identify']['p90_ms']:.1f} ms; "
+                f"the search alone (`search.search`, exact, torch): median {speed['search']['median_ms']:.1f} ms, "
+                f"90th percentile {speed['search']['p90_ms']:.1f} ms ({speed['repeats']} repeats each; load "
+                f"average {speed['load_average_1m'][0]} before, {speed['load_average_1m'][1]} after).")
     body.append(f"\nCommand: `python {' '.join(sys.argv)}`")
     print("\n".join(body))
-    _common.write_results(arguments.output, "Embeddings: open-set verification and search speed", results,
+    _common.write_results(arguments.output, "Embeddings: open-set verification and identify's speed", results,
                           "\n".join(body))
 
 

@@ -80,20 +80,27 @@ def _raw_pixel_metrics(folder: Path) -> dict:
 
 
 def test_the_open_set_protocol_scores_unseen_identities_well_above_chance(unseen_evaluation, fashion_identities):
-    """Pairs of the 3 classes never trained on, scored as the evaluation scores them. NOT YET the issue's
-    target: at this size (2,100 images, 3 epochs) the embedding does not beat raw pixels by TAR at
-    FAR 1e-2 (measured 7–14% against 12.6% for pixels, docs/embeddings.md); it is checked against
-    chance (EER 50%, rank-1 33%) and the raw-pixel figure is shown beside it."""
+    """Pairs of the 3 classes never trained on, scored as the evaluation scores them (ArcFace, the default).
+
+    Measured (seed 0), bf16 (auto on this AVX512-BF16 CPU) / --precision fp32 (the AVX2 path): TAR at
+    FAR 1e-2 14.0% / 12.6%, EER 31.2% / 32.7%, rank-1 80.5% / 74.5%, 10-fold accuracy 72.4% / 71.6%;
+    raw pixels on the same pairs: 18.5%, 24.9%, 79.4%, so 0.76× / 0.68× of the pixels' TAR.
+    NOT the issue's target: at this size (2,100 images, 3 epochs) the embedding does not beat raw
+    pixels at FAR 1e-2 (docs/embeddings.md, section 5, has the seeds and losses tried). So it is
+    checked against chance (EER 50%, rank-1 33%, 10-fold 50%) and against half the pixels' TAR, in
+    bands around both measurements."""
     _, unseen = fashion_identities
     raw = _raw_pixel_metrics(unseen)
     assert unseen_evaluation["identities"] == 3 and unseen_evaluation["images"] == 3 * UNSEEN_PER_CLASS
     assert unseen_evaluation["genuine_pairs"] == unseen_evaluation["impostor_pairs"] == 3000
     shown = {name: (metrics["tar_at_far_1e-2"], metrics["eer"], metrics["rank_1"])
              for name, metrics in (("embedding", unseen_evaluation), ("raw pixels", raw))}
-    assert 0.02 <= unseen_evaluation["tar_at_far_1e-2"] <= 0.6, shown
-    assert unseen_evaluation["eer"] <= 0.42, shown
-    assert unseen_evaluation["rank_1"] >= 0.55, shown
-    assert unseen_evaluation["ten_fold_accuracy"]["mean"] >= 0.58, shown
+    assert raw["tar_at_far_1e-2"] == pytest.approx(0.1847, abs=1e-3), shown  # the same seeded pairs every time
+    assert 0.05 <= unseen_evaluation["tar_at_far_1e-2"] <= 0.4, shown
+    assert unseen_evaluation["tar_at_far_1e-2"] >= 0.5 * raw["tar_at_far_1e-2"], shown
+    assert unseen_evaluation["eer"] <= 0.40, shown
+    assert unseen_evaluation["rank_1"] >= 0.6, shown
+    assert unseen_evaluation["ten_fold_accuracy"]["mean"] >= 0.62, shown
 
 
 def test_the_threshold_chosen_on_validation_is_saved_with_the_model(embedding_run, unseen_evaluation):

@@ -84,6 +84,29 @@ def write_embeddings(embedded: Embedded, output: str | Path) -> list[Path]:
     return [output, names]
 
 
+def _embed_one(trained: Any, path: str | Path) -> np.ndarray:
+    """The embedding of one image file, on one CPU thread.
+
+    Why one: a single small image gives each of PyTorch's intra-op threads a sliver of work, and they
+    meet at a barrier after every layer; on a busy machine one of them is often descheduled and the
+    others spin waiting for it. Measured on 2 shared cores (load average ~9, guide-cnn, 28×28):
+    embedding one probe took a median 250–300 ms on 2 threads and 2 ms on one; the search over the
+    gallery (a large matrix product) keeps every thread."""
+    import torch
+
+    from cnnlab.device import intra_op_threads
+
+    on_cpu = getattr(getattr(trained, "device", None), "type", "cpu") == "cpu"
+    with intra_op_threads(1) if on_cpu and torch.get_num_threads() > 1 else _no_change():
+        return _one_vector(embed_files(trained, [path]), path)
+
+
+def _no_change() -> Any:
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
 def _one_vector(embedded: Embedded, path: str | Path) -> np.ndarray:
     if embedded.errors or len(embedded.vectors) != 1:
         reason = "; ".join(f"{name}: {error}" for name, error in embedded.errors.items()) or "not one image"
@@ -109,8 +132,7 @@ def verify(run: Any, first: str | Path, second: str | Path, *, threshold: float 
     """Whether two image files show one identity: their cosine similarity against `threshold` (default:
     the threshold saved with the model, chosen on its validation pairs)."""
     trained = load_embedding_run(run, **load_options)
-    one = _one_vector(embed_files(trained, [first]), first)
-    two = _one_vector(embed_files(trained, [second]), second)
+    one, two = _embed_one(trained, first), _embed_one(trained, second)
     return decide(float(one @ two), threshold if threshold is not None else trained.task.threshold)
 
 
@@ -155,6 +177,15 @@ class Index:
     labels: np.ndarray
     identities: list[str]
     checkpoint: str = ""
+
+    def __post_init__(self) -> None:
+        # Once, here, rather than per probe in `search`: over 100,000 vectors a float64 or strided
+        # array would be converted (copied, 51+ MB) on every query, which costs ten times the search.
+        self.vectors = np.ascontiguousarray(self.vectors, dtype=np.float32)
+        self.labels = np.ascontiguousarray(self.labels, dtype=np.int64)
+        if self.vectors.ndim != 2 or self.labels.shape != (len(self.vectors),):
+            raise DataError(f"an index needs vectors (N, D) and one label each; got {self.vectors.shape} "
+                            f"and {self.labels.shape}")
 
     def save(self, path: str | Path) -> Path:
         path = Path(path).expanduser()
@@ -221,7 +252,7 @@ def identify(run: Any, index: Index | str | Path, probe: str | Path, *, top_k: i
     if index.vectors.shape[1] != trained.task.embedding_dim:
         raise CnnlabError(f"the index holds {index.vectors.shape[1]}-value vectors but the model makes "
                           f"{trained.task.embedding_dim}: enroll the gallery again with this run")
-    vector = _one_vector(embed_files(trained, [probe]), probe)
+    vector = _embed_one(trained, probe)
     scores, found = search(index, vector[None], top_k)
     ranked = [{"identity": index.identities[int(i)], "score": float(s)} for s, i in zip(scores[0], found[0])]
     limit = threshold if threshold is not None else trained.task.threshold
