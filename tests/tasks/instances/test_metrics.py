@@ -47,7 +47,8 @@ def _random_images(seed: int, images: int = 12, classes: int = 3):
         found = []
         for mask, label in zip(truth_masks, labels):
             for _ in range(random.randint(0, 3)):  # misses, duplicates
-                found.append((_blob(random, size, near=mask), label if random.rand() < 0.8 else random.randint(classes)))
+                blob = _blob(random, size, near=mask)
+                found.append((blob, label if random.rand() < 0.8 else random.randint(classes)))  # some mislabelled
         found += [(_blob(random, size), random.randint(classes)) for _ in range(random.randint(0, 3))]
         if image % 7 == 3:
             found = []  # an image without detections

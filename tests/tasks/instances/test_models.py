@@ -25,7 +25,8 @@ def test_coco_weights_load_with_only_the_class_layers_replaced():
     coco = torchvision.models.get_model("maskrcnn_resnet50_fpn", weights=None, weights_backbone=None, num_classes=91)
     model = build_maskrcnn("maskrcnn_resnet50_fpn", in_channels=3, num_classes=2, image_size=(64, 64))
     report = model.transfer_pretrained(coco.state_dict(), source="COCO-format file")
-    assert sorted(report.names(REINITIALISED)) == ["roi_heads.box_predictor.bbox_pred", "roi_heads.box_predictor.cls_score",
+    assert sorted(report.names(REINITIALISED)) == ["roi_heads.box_predictor.bbox_pred",
+                                                   "roi_heads.box_predictor.cls_score",
                                                    "roi_heads.mask_predictor.mask_fcn_logits"]
     assert torch.equal(model.state_dict()["roi_heads.mask_head.0.0.weight"],
                        coco.state_dict()["roi_heads.mask_head.0.0.weight"])

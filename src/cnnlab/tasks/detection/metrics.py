@@ -269,7 +269,8 @@ def coco_iou(boxes: np.ndarray, truth_boxes: np.ndarray, crowd: np.ndarray) -> n
 
 def match_detections(boxes: np.ndarray, groups: np.ndarray, truth_boxes: np.ndarray, truth_groups: np.ndarray,
                      thresholds: np.ndarray, *, crowd: np.ndarray, ignored: np.ndarray,
-                     reusable: np.ndarray, pair_iou: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None
+                     reusable: np.ndarray,
+                     pair_iou: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None
                      ) -> tuple[np.ndarray, np.ndarray]:
     """COCOeval.evaluateImg's greedy matching for every (image, class) group at once.
 

@@ -63,7 +63,8 @@ class InstanceMeter(DetectionMeter):
             truth_packed.append(_pack(truth_masks))
         super().update(predictions, ground_truth)  # checks the boxes, labels and counts
         for index, (masks, truth_masks) in enumerate(zip(packed, truth_packed)):
-            boxes_given = len(_field_length(predictions[index], "scores")), len(_field_length(ground_truth[index], "labels"))
+            boxes_given = (len(_field_length(predictions[index], "scores")),
+                           len(_field_length(ground_truth[index], "labels")))
             if (len(masks), len(truth_masks)) != boxes_given:
                 raise DataError(f"image {index} of the batch: {len(masks)} predicted masks for {boxes_given[0]} boxes, "
                                 f"{len(truth_masks)} true masks for {boxes_given[1]} objects; give one mask per box")

@@ -275,7 +275,8 @@ class InstanceSegmentation(Detection):
 
     def summary_line(self, metrics: dict[str, Any]) -> str:
         images = metrics.get("images", 0)
-        return (f"mask mAP@[.5:.95] {_score(metrics.get('mask_map'))}, mask mAP@.5 {_score(metrics.get('mask_map50'))}; "
+        return (f"mask mAP@[.5:.95] {_score(metrics.get('mask_map'))}, "
+                f"mask mAP@.5 {_score(metrics.get('mask_map50'))}; "
                 f"box mAP@[.5:.95] {_score(metrics.get('box_map'))}, box mAP@.5 {_score(metrics.get('box_map50'))} "
                 f"on {images:,} image{'s' if images != 1 else ''} ({metrics.get('objects', 0):,} objects)")
 
@@ -324,8 +325,9 @@ class InstanceScores:
     def update(self, outputs: Tensor, targets: Tensor) -> None:
         from cnnlab.tasks.instances.targets import unpack
 
+        decoded = self.task.decode_instances(outputs, EVALUATION_CONF)
         predictions = [{"boxes": b.cpu().numpy(), "scores": s.cpu().numpy(), "labels": l.cpu().numpy(),
-                        "masks": m.cpu().numpy()} for b, s, l, m in self.task.decode_instances(outputs, EVALUATION_CONF)]
+                        "masks": m.cpu().numpy()} for b, s, l, m in decoded]
         truth = [{"masks": m.cpu().numpy(), "boxes": b.cpu().numpy(), "labels": l.cpu().numpy(),
                   "flags": f.cpu().numpy()} for m, b, l, f in unpack(targets)]
         self.meter.update(predictions, truth)
