@@ -75,6 +75,8 @@ def instance_targets(targets: Tensor) -> list[dict[str, Tensor]]:
     >>> found["boxes"].tolist(), found["labels"].tolist(), int(found["masks"].sum())
     ([[2.0, 1.0, 4.0, 3.0]], [3], 4)
     """
+    from torchvision.ops import masks_to_boxes
+
     result = []
     for planes in targets:
         ids, classes = planes[0].long(), planes[1].long()
@@ -82,19 +84,10 @@ def instance_targets(targets: Tensor) -> list[dict[str, Tensor]]:
         present = present[present > 0]
         masks = ids.unsqueeze(0) == present.view(-1, 1, 1)  # (k, H, W)
         labels = torch.stack([classes[mask].max() for mask in masks]) if len(present) else present.new_zeros(0)
-        rows, columns = masks.any(dim=2), masks.any(dim=1)  # (k, H), (k, W)
-        result.append({"boxes": torch.stack([_first(columns), _first(rows), _last(columns) + 1, _last(rows) + 1],
-                                            dim=1).float().reshape(-1, 4),
-                       "labels": labels.long(), "masks": masks.to(torch.uint8)})
+        boxes = masks_to_boxes(masks) + masks.new_tensor([0, 0, 1, 1], dtype=torch.float32) if len(present) else \
+            torch.zeros(0, 4, device=targets.device)
+        result.append({"boxes": boxes, "labels": labels.long(), "masks": masks.to(torch.uint8)})
     return result
-
-
-def _first(along: Tensor) -> Tensor:
-    return along.float().argmax(dim=1)
-
-
-def _last(along: Tensor) -> Tensor:
-    return along.shape[1] - 1 - along.flip(1).float().argmax(dim=1)
 
 
 def pack_instances(detections: list[dict[str, Tensor]], max_detections: int, size: tuple[int, int]) -> Tensor:

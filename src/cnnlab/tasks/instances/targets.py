@@ -172,14 +172,10 @@ def mask_boxes(masks: "torch.Tensor") -> "torch.Tensor":
     """(k, H, W) masks → (k, 4) tight boxes x1, y1, x2, y2 (x2, y2 one past the last pixel); zeros for
     an empty mask."""
     import torch
+    from torchvision.ops import masks_to_boxes
 
-    if not len(masks):
-        return torch.zeros(0, 4)
-    rows, columns = masks.any(dim=2), masks.any(dim=1)
-    width, height = masks.shape[2], masks.shape[1]
-    x1 = columns.float().argmax(dim=1)
-    x2 = width - columns.flip(1).float().argmax(dim=1)
-    y1 = rows.float().argmax(dim=1)
-    y2 = height - rows.flip(1).float().argmax(dim=1)
-    boxes = torch.stack([x1, y1, x2, y2], dim=1).float()
-    return torch.where(masks.flatten(1).any(dim=1, keepdim=True), boxes, torch.zeros_like(boxes))
+    boxes = torch.zeros(len(masks), 4)
+    present = masks.flatten(1).any(dim=1)
+    if present.any():  # torchvision's boxes end at the last pixel; cnnlab's one past it
+        boxes[present] = masks_to_boxes(masks[present]).float().cpu() + torch.tensor([0.0, 0.0, 1.0, 1.0])
+    return boxes.to(masks.device)
