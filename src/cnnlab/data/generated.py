@@ -63,14 +63,30 @@ def _mask_canvases() -> GeneratedDataset:
     )
 
 
+def _instance_canvases() -> GeneratedDataset:
+    from cnnlab.data import instance_canvases
+
+    return GeneratedDataset(
+        "fashion-mnist-instances",
+        "Fashion-MNIST items on 64×64 canvases (fashion-mnist-masks' canvases), a mask per item (its silhouette), "
+        "0-3 per canvas, COCO layout with RLE masks (2,000 train / 300 val / 500 test); generated offline "
+        "(instance-segmentation)",
+        task="instance-segmentation",
+        splits=("train", "val", "test"),
+        fingerprint=instance_canvases.instances_fingerprint,
+        existing=instance_canvases.existing_fingerprint,
+        write=lambda root, fashion: instance_canvases.write_instance_canvases(root, fashion_mnist_dir=fashion),
+    )
+
+
 def _register() -> None:
-    for make in (_canvases, _mask_canvases):
+    for make in (_canvases, _mask_canvases, _instance_canvases):
         spec = make()
         GENERATED.add(spec.name, spec, description=spec.description)
 
 
 GENERATED: Registry[GeneratedDataset] = Registry("generated dataset", loader=_register)
-_NAMES = ("fashion-mnist-boxes", "fashion-mnist-masks")  # known without importing the generators (is_generated stays cheap)
+_NAMES = ("fashion-mnist-boxes", "fashion-mnist-masks", "fashion-mnist-instances")  # known without importing the generators (is_generated stays cheap)
 
 
 def is_generated(name: str) -> bool:

@@ -69,6 +69,7 @@ def export(run: str | Path, *, format: str = "onnx", output: str | Path | None =
     unless `force`."""
     _check_options(run, format, fp16, optimize, opset, tolerance)
     trained = load(run, device="cpu", precision="fp32", tta="none", runs_dir=runs_dir)
+    trained.task.check_export(format)
     path = Path(output) if output else trained.run_dir / "export" / DEFAULT_NAMES[format]
     _check_output(path, format, force)
     images, source = check_images(trained, check_images_count, check_data=check_data, data_dir=data_dir)

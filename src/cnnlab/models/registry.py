@@ -31,6 +31,7 @@ def _load_builtin_models() -> None:
     from cnnlab.models import segmenters  # noqa: F401
     from cnnlab.models import segmentation_zoo  # noqa: F401
     from cnnlab.models import torchvision_detectors  # noqa: F401
+    from cnnlab.models import torchvision_maskrcnn  # noqa: F401
 
 
 MODELS: Registry[ModelBuilder] = Registry("model", loader=_load_builtin_models)

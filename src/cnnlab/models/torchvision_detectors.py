@@ -167,7 +167,7 @@ class TorchvisionDetector(nn.Module):
     def _losses(self, images: Tensor, targets: Tensor) -> dict[str, Tensor]:
         """{part: loss}; in eval mode (validation) computed as in training but with batch norm on its
         running statistics and nothing updated."""
-        wanted = torchvision_targets(targets.to(images.device))
+        wanted = self._wanted(targets.to(images.device))
         if self.training:
             return self._named(self.detector(list(images.float()), wanted))
         normalisation = [module for module in self.modules() if isinstance(module, nn.modules.batchnorm._NormBase)]
@@ -178,6 +178,10 @@ class TorchvisionDetector(nn.Module):
             return self._named(self.detector(list(images.float()), wanted))
         finally:
             self.detector.eval()
+
+    def _wanted(self, targets: Tensor) -> list[dict[str, Tensor]]:
+        """The run's dense targets as torchvision's list of dicts (Mask R-CNN's adds the masks)."""
+        return torchvision_targets(targets)
 
     @staticmethod
     def _named(losses: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -261,9 +265,11 @@ def backbone_weights(name: str, entry: Any) -> dict[str, Tensor]:
     builds the detector with them (`weights_backbone`), and the backbone's tensors are taken."""
     import torchvision
 
-    spec = SPECS[name]
+    from cnnlab.models.registry import model_entry
+
+    backbone = model_entry(name).metadata["backbone"]  # Mask R-CNN's entries (torchvision_maskrcnn.py) too
     detector = torchvision.models.get_model(name, weights=None, weights_backbone=entry, num_classes=91)
-    return {key: value for key, value in detector.state_dict().items() if key.startswith(spec.backbone + ".")}
+    return {key: value for key, value in detector.state_dict().items() if key.startswith(backbone + ".")}
 
 
 def _register(spec: _Spec) -> None:

@@ -27,6 +27,8 @@ TASKS.add("detection", "cnnlab.tasks.detection.task:Detection",
           description="a box and a class for every object in the image: heatmaps of object centres + box sizes")
 TASKS.add("segmentation", "cnnlab.tasks.segmentation.task:Segmentation",
           description="a class for every pixel (U-Net): cross-entropy and/or Dice, scored by mIoU")
+TASKS.add("instance-segmentation", "cnnlab.tasks.instances.task:InstanceSegmentation",
+          description="a class, a box and a mask for every object (Mask R-CNN), scored by COCO's mask mAP")
 TASKS.add("embedding", "cnnlab.tasks.embedding.task:Embedding",
           description="a unit vector per image, near for one identity: verification, identification, search")
 

@@ -273,6 +273,10 @@ class Task(ABC):
         segmentation's mask as class indices: {".mask": PIL image}); {} for most tasks."""
         return {}
 
+    def check_export(self, format: str) -> None:
+        """Refuse `cnnlab export --format FORMAT` where this task's model cannot be exported yet (a
+        ConfigError saying so); by default every task's can."""
+
     def output_agreement(self, reference: Tensor, exported: Tensor) -> dict[str, float]:
         """For the check at export time: the shares of images (0-1) on which an exported model's
         outputs give the same answer as the PyTorch model's, by the task's own measures (a

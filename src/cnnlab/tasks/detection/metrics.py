@@ -36,7 +36,7 @@ can differ from a one-process run only where two images' detections have exactly
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -50,6 +50,7 @@ RECALL_POINTS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, e
 _AREA_ALL = (0.0, 1e5 ** 2)  # COCO's area range "all": only absurd boxes fall outside it
 _FIELDS = ("boxes", "scores", "labels", "detections_per_image", "truth_boxes", "truth_labels", "flags",
            "truths_per_image")  # what the meter keeps, flat over its images
+PairIou = Callable[[dict, np.ndarray, np.ndarray, np.ndarray], np.ndarray]  # (kept data, detections, truths, crowd)
 _DTYPES = {"boxes": np.float64, "scores": np.float64, "truth_boxes": np.float64}
 
 
@@ -150,18 +151,20 @@ class DetectionMeter:
 
     # ---- results -----------------------------------------------------------------------------
 
-    def evaluated(self) -> dict[str, np.ndarray]:
+    def evaluated(self, pair_iou: PairIou | None = None) -> dict[str, np.ndarray]:
         """The matching, as COCOeval.evaluateImg leaves it: the detections kept (each image's in
         score order), their "scores", "labels", and at each IoU threshold whether each was
         "matched" and whether that was to an "ignored" box; and per class the count of normal
-        "truths" and of "ignored_truths"."""
+        "truths" and of "ignored_truths". `pair_iou(data, detections, truths, crowd)` gives the IoU of
+        index pairs into `_kept()`'s data where it is not the boxes' (masks: tasks/instances/metrics.py)."""
         data, classes = self._kept(), len(self.class_names)
         boxes, labels, truth_labels = data["boxes"], data["labels"], data["truth_labels"]
         truth_ignored = (data["flags"] != NORMAL) | _outside_area(data["truth_boxes"])
         groups, truth_groups = data["image"] * classes + labels, data["truth_image"] * classes + truth_labels
         matched, on_ignored = match_detections(
             boxes, groups, data["truth_boxes"], truth_groups, self.iou_thresholds,
-            crowd=data["flags"] == CROWD, ignored=truth_ignored, reusable=data["flags"] != NORMAL)
+            crowd=data["flags"] == CROWD, ignored=truth_ignored, reusable=data["flags"] != NORMAL,
+            pair_iou=None if pair_iou is None else (lambda box, truth, crowd: pair_iou(data, box, truth, crowd)))
         return {"scores": data["scores"], "labels": labels, "matched": matched,
                 "ignored": on_ignored | (~matched & _outside_area(boxes)[:, None]),
                 "truths": np.bincount(truth_labels[~truth_ignored], minlength=classes),
@@ -171,11 +174,12 @@ class DetectionMeter:
         """All images' data with each box's "image" index, and of the detections only those COCO
         evaluates, grouped by image and class, by score within a group."""
         data = self._gathered()
+        data["index"] = np.arange(len(data["scores"]))  # each kept detection's place among all of them
         data["image"] = np.repeat(np.arange(len(data["detections_per_image"])), data["detections_per_image"])
         data["truth_image"] = np.repeat(np.arange(len(data["truths_per_image"])), data["truths_per_image"])
         groups = data["image"] * len(self.class_names) + data["labels"]
         kept = _score_order_kept(groups, data["scores"], self.max_detections)
-        for field in ("boxes", "scores", "labels", "image"):
+        for field in ("boxes", "scores", "labels", "image", "index"):
             data[field] = data[field][kept]
         return data
 
@@ -203,12 +207,13 @@ class DetectionMeter:
             data["image"][confident], data["truth_boxes"], data["truth_labels"], data["truth_image"],
             data["flags"], len(self.class_names), iou_threshold=self.confusion_iou)
 
-    def compute(self) -> dict[str, Any]:
+    def compute(self, pair_iou: PairIou | None = None) -> dict[str, Any]:
         """The metrics, JSON-ready: "map", "map50", "map75", "mar" (COCO's AR@max_detections),
         "per_class" {name: {"ap", "ap50", "ap75", "gt", "gt_ignored", "detections"}}, "images",
         "objects", "detections", "iou_thresholds", "max_detections", "precision_recall" (curves for
-        the plots) and "confusion_matrix" {"labels", "counts", "iou", "score"}. Undefined: None."""
-        evaluated = self.evaluated()
+        the plots) and "confusion_matrix" {"labels", "counts", "iou", "score"}. Undefined: None.
+        `pair_iou`: as for `evaluated` (the confusion matrix stays the boxes')."""
+        evaluated = self.evaluated(pair_iou)
         precision, recall = self.precision_table(evaluated)
         at_50, at_75 = self._threshold_index(0.5), self._threshold_index(0.75)
         curve_index = at_50 if at_50 is not None else 0
@@ -264,16 +269,22 @@ def coco_iou(boxes: np.ndarray, truth_boxes: np.ndarray, crowd: np.ndarray) -> n
 
 def match_detections(boxes: np.ndarray, groups: np.ndarray, truth_boxes: np.ndarray, truth_groups: np.ndarray,
                      thresholds: np.ndarray, *, crowd: np.ndarray, ignored: np.ndarray,
-                     reusable: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                     reusable: np.ndarray,
+                     pair_iou: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
     """COCOeval.evaluateImg's greedy matching for every (image, class) group at once.
 
     Detections come grouped, each group's in score order; a detection can only take a true box of
-    its own group. Returns (matched, on_ignored), each (detections, thresholds)."""
+    its own group. `pair_iou(detections, truths, crowd)` gives the IoU of index pairs where it is not
+    the boxes' `coco_iou` (masks). Returns (matched, on_ignored), each (detections, thresholds)."""
     matched = np.zeros((len(boxes), len(thresholds)), dtype=bool)
     on_ignored = np.zeros_like(matched)
     floors = np.minimum(thresholds, 1 - 1e-10)  # pycocotools caps the thresholds below 1
     pair_box, pair_truth = _same_group_pairs(groups, truth_groups)
-    iou = coco_iou(boxes[pair_box], truth_boxes[pair_truth], crowd[pair_truth])
+    if pair_iou is None:
+        iou = coco_iou(boxes[pair_box], truth_boxes[pair_truth], crowd[pair_truth])
+    else:
+        iou = pair_iou(pair_box, pair_truth, crowd[pair_truth])
     possible = iou >= floors.min()
     pair_box, pair_truth, iou = pair_box[possible], pair_truth[possible], iou[possible]
     # A detection's rank in its group is its turn. Within a turn, its candidates by rising IoU, then
