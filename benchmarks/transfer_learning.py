@@ -10,11 +10,14 @@ fashion  guide-cnn pretrained on Fashion-MNIST's classes 0–4 (their 30,000 tra
          all 5,000 test images of classes 5–9 (tests/train/test_transfer_learning.py does the same).
 digits   guide-cnn pretrained on scikit-learn's digits 0–4 at 28×28 (their training-split images,
          10 epochs); then digits 5–9 from 10 training and 10 validation images per class, with
-         `cnnlab train`'s defaults otherwise (10 epochs); scored on every other image of digits 5–9.
+         `cnnlab train`'s defaults otherwise (10 epochs); scored on every other image of digits 5–9
+         (796). 50 training images are 2 batches an epoch: cnnlab's few-shot rules apply (a fresh fc1,
+         3× the default rate instead of a range test).
 
 Each variant is a set of extra flags; `scratch` and `transfer` add none (`transfer` only
 `--init-from` the pretrained run), so they measure the defaults. Results are printed as a Markdown
-table and kept as JSON (--output).
+table and kept as JSON (--output, with the machine's load; variants already in that file for the same
+protocol, precision and seeds are kept, so scratch and transfer can be measured by separate runs).
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -275,9 +276,17 @@ def _save_digit_pngs(root: Path, pixels, chosen: dict[int, np.ndarray]) -> None:
             Image.fromarray(pixels[index]).save(root / str(label) / f"{index}.png")
 
 
+# CNNLAB_TEST_PRECISION=fp32 runs the protocol on the fp32 path on a machine whose `auto` is bf16 (what a
+# CPU without native bfloat16 runs), as benchmarks/transfer_learning.py --precision fp32 does.
+_PRECISION = ["--precision", os.environ["CNNLAB_TEST_PRECISION"]] if os.environ.get("CNNLAB_TEST_PRECISION") else []
 # The band, from the gains measured per seed with these defaults (docs/transfer-learning.md, section 6),
-# seeds 0–2 on the bf16 and the fp32 path: see DIGITS_MIN_GAIN / DIGITS_MEAN_GAIN's comment below.
+# seeds 0–2: fp32 path +4.3, −0.4, +2.0 points (mean +2.0); bf16 path +3.1, −1.4, +1.0 (mean +0.9); the
+# defaults before lost on both (fp32 −2.9, −7.5, −6.3; bf16 −0.4, −1.8, −7.3). So: a positive mean (0.9
+# under the smallest measured) and no seed more than 4 worse (2.6 under the worst). The gain is small
+# against the seed-to-seed spread of 50 images, which is why the band is wide; a seed moves by 2–3 points.
 DIGITS_SEEDS = (0, 1, 2)
+DIGITS_MIN_GAIN = -0.04
+DIGITS_MEAN_GAIN = 0.0
 
 
 @pytest.mark.slow
@@ -287,7 +296,7 @@ def test_pretraining_on_digits_0_to_4_beats_scratch_on_digits_5_to_9_from_10_ima
     pretrained dense layer fc1 kept, and a range test on 2 batches), they now gain."""
     pretraining, new = _digits_transfer_data(tmp_path / "data")
     runs = tmp_path / "runs"
-    size = ["--image-size", 28]
+    size = ["--image-size", 28, *_PRECISION]
     pre = run_cli("train", "--data", pretraining, *size, "--epochs", 10, "--name", "pre", "--runs-dir", runs,
                   "--quiet")
     assert pre.exit_code == 0, pre.stderr
@@ -299,11 +308,11 @@ def test_pretraining_on_digits_0_to_4_beats_scratch_on_digits_5_to_9_from_10_ima
         assert transfer.exit_code == 0 and scratch.exit_code == 0, transfer.stderr + scratch.stderr
         gains.append(_digits_accuracy(runs / f"transfer-{seed}", new) - _digits_accuracy(runs / f"scratch-{seed}", new))
     assert min(gains) > DIGITS_MIN_GAIN, gains
-    assert sum(gains) / len(gains) >= DIGITS_MEAN_GAIN, gains
+    assert sum(gains) / len(gains) > DIGITS_MEAN_GAIN, gains
 
 
 def _digits_accuracy(run: Path, data: Path) -> float:
-    outcome = run_cli("evaluate", run, "--data", data, "--split", "test", "--json")
+    outcome = run_cli("evaluate", run, "--data", data, "--split", "test", "--json", *_PRECISION)
     assert outcome.exit_code == 0, outcome.stderr
     metrics = json.loads(outcome.stdout)
     assert metrics["images"] == 796  # the 896 images of digits 5–9, less 100 for train/ and val/
