@@ -76,12 +76,14 @@ def test_the_chosen_defaults_are_recorded_in_config_yaml(digits_split_folder, di
     assert saved["lr"] == 0.009
 
 
-@pytest.mark.parametrize("limit, fresh, trainable", [
-    (60, True, "4,485"),  # 2 batches an epoch: few-shot; fc1 (64×64 + 64) trains with fc2 (64×5 + 5)
-    (300, False, "325"),  # 9 batches: fc1 is kept, as on the Fashion-MNIST protocol
+@pytest.mark.parametrize("flag, limit, fresh, trainable", [
+    ("--init-from", 60, True, "4,485"),  # 2 batches an epoch: few-shot; fc1 (64×64 + 64) trains with fc2 (64×5 + 5)
+    ("--weights", 60, True, "4,485"),  # the same for --weights: a fresh fc1 is no misfit
+    ("--init-from", 300, False, "325"),  # 9 batches: fc1 is kept, as on the Fashion-MNIST protocol
 ])
-def test_a_few_shot_run_on_other_classes_starts_its_dense_layers_fresh(limit, fresh, trainable, digits_split_folder,
-                                                                       digits_pretrained, tmp_path):
+def test_a_few_shot_run_on_other_classes_starts_its_dense_layers_fresh(flag, limit, fresh, trainable,
+                                                                       digits_split_folder, digits_pretrained,
+                                                                       tmp_path):
     """guide-cnn's fc1 learnt to tell the pretraining's classes apart; a few-shot run on other classes starts
     it fresh and trains it with the new head, while the convolutions transfer (docs/transfer-learning.md, 6)."""
     import shutil
@@ -90,7 +92,7 @@ def test_a_few_shot_run_on_other_classes_starts_its_dense_layers_fresh(limit, fr
     for digit in range(5, 10):
         shutil.copytree(digits_split_folder / "train" / str(digit), others / str(digit))
     runs = tmp_path / "runs"
-    outcome = run_cli("train", "--data", others, "--init-from", digits_pretrained, "--epochs", 2, "--lr", 0.003,
+    outcome = run_cli("train", "--data", others, flag, digits_pretrained, "--epochs", 2, "--lr", 0.003,
                       "--limit", limit, "--name", "fives", "--runs-dir", runs)
     assert outcome.exit_code == 0, outcome.stderr
     layers = {layer["layer"]: layer for layer in json.loads((runs / "fives" / "transfer.json").read_text())["layers"]}
