@@ -15,6 +15,9 @@ from tests.conftest import requires_fashion_mnist
 from tests.helpers import kill_after_first_epoch, run_cli, run_process
 
 TIMING_COLUMNS = {"seconds", "images_per_s"}
+# CNNLAB_TEST_PRECISION=fp32 runs the two protocols below on the fp32 path on a machine whose `auto` is bf16
+# (what a CPU without native bfloat16 runs), as benchmarks/transfer_learning.py --precision fp32 does.
+_PRECISION = ["--precision", os.environ["CNNLAB_TEST_PRECISION"]] if os.environ.get("CNNLAB_TEST_PRECISION") else []
 
 
 def _rows(run: Path) -> list[dict[str, str]]:
@@ -206,7 +209,7 @@ def _fashion_transfer_data(root: Path) -> tuple[Path, Path]:
 
 
 def _test_accuracy(run: Path, data: Path) -> float:
-    outcome = run_cli("evaluate", run, "--data", data, "--split", "test", "--json")
+    outcome = run_cli("evaluate", run, "--data", data, "--split", "test", "--json", *_PRECISION)
     assert outcome.exit_code == 0, outcome.stderr
     metrics = json.loads(outcome.stdout)
     assert metrics["images"] == 5000
@@ -232,17 +235,18 @@ def test_pretraining_on_classes_0_to_4_beats_scratch_on_classes_5_to_9(tmp_path)
 
     Both runs take cnnlab's defaults, so this checks the defaults for pretrained weights (--fine-tune 1,
     --lr auto: config._with_pretrained_defaults). The precision is the machine's own (`auto`: bf16 on
-    CPUs with native bfloat16, fp32 elsewhere); the band below holds on both paths, measured with
-    benchmarks/transfer_learning.py (docs/transfer-learning.md, section 6)."""
+    CPUs with native bfloat16, fp32 elsewhere), or CNNLAB_TEST_PRECISION's; the band below holds on both
+    paths, measured with benchmarks/transfer_learning.py (docs/transfer-learning.md, section 6)."""
     pretraining, new = _fashion_transfer_data(tmp_path / "data")
     runs = tmp_path / "runs"
-    pre = run_cli("train", "--data", pretraining, "--epochs", 2, "--name", "pre", "--runs-dir", runs, "--quiet")
+    pre = run_cli("train", "--data", pretraining, "--epochs", 2, "--name", "pre", "--runs-dir", runs, "--quiet",
+                  *_PRECISION)
     assert pre.exit_code == 0, pre.stderr
 
     # Same budget (3 epochs over the same 250 images) and seed; only the starting weights differ.
     gains = []
     for seed in SEEDS:
-        common = ["--data", new, "--epochs", 3, "--seed", seed, "--runs-dir", runs, "--quiet"]
+        common = ["--data", new, "--epochs", 3, "--seed", seed, "--runs-dir", runs, "--quiet", *_PRECISION]
         transfer = run_cli("train", *common, "--init-from", runs / "pre", "--name", f"transfer-{seed}")
         scratch = run_cli("train", *common, "--name", f"scratch-{seed}")
         assert transfer.exit_code == 0 and scratch.exit_code == 0, transfer.stderr + scratch.stderr
@@ -278,9 +282,6 @@ def _save_digit_pngs(root: Path, pixels, chosen: dict[int, np.ndarray]) -> None:
             Image.fromarray(pixels[index]).save(root / str(label) / f"{index}.png")
 
 
-# CNNLAB_TEST_PRECISION=fp32 runs the protocol on the fp32 path on a machine whose `auto` is bf16 (what a
-# CPU without native bfloat16 runs), as benchmarks/transfer_learning.py --precision fp32 does.
-_PRECISION = ["--precision", os.environ["CNNLAB_TEST_PRECISION"]] if os.environ.get("CNNLAB_TEST_PRECISION") else []
 # The band, from the gains measured per seed with these defaults (docs/transfer-learning.md, section 6),
 # seeds 0–2: fp32 path +4.3, −0.4, +2.0 points (mean +2.0); bf16 path +3.1, −1.4, +1.0 (mean +0.9); the
 # defaults before lost on both (fp32 −2.9, −7.5, −6.3; bf16 −0.4, −1.8, −7.3). So: a positive mean (0.9
