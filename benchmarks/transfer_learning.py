@@ -10,11 +10,14 @@ fashion  guide-cnn pretrained on Fashion-MNIST's classes 0–4 (their 30,000 tra
          all 5,000 test images of classes 5–9 (tests/train/test_transfer_learning.py does the same).
 digits   guide-cnn pretrained on scikit-learn's digits 0–4 at 28×28 (their training-split images,
          10 epochs); then digits 5–9 from 10 training and 10 validation images per class, with
-         `cnnlab train`'s defaults otherwise (10 epochs); scored on every other image of digits 5–9.
+         `cnnlab train`'s defaults otherwise (10 epochs); scored on every other image of digits 5–9
+         (796). 50 training images are 2 batches an epoch: cnnlab's few-shot rules apply (a fresh fc1,
+         3× the default rate instead of a range test).
 
 Each variant is a set of extra flags; `scratch` and `transfer` add none (`transfer` only
 `--init-from` the pretrained run), so they measure the defaults. Results are printed as a Markdown
-table and kept as JSON (--output).
+table and kept as JSON (--output, with the machine's load; variants already in that file for the same
+protocol, precision and seeds are kept, so scratch and transfer can be measured by separate runs).
 """
 
 from __future__ import annotations
@@ -166,11 +169,35 @@ def main() -> None:
             accuracy = _accuracy(runs / name, new, args.precision)
             results.setdefault(variant, {})[seed] = accuracy
             print(f"{args.protocol} {args.precision} seed {seed} {variant}: {accuracy:.4f}", file=sys.stderr, flush=True)
-    print(table(results, args.seeds))
     if args.output:
+        results = _merged(args.output, args, results)
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps({"protocol": args.protocol, "precision": args.precision,
-                                           "seeds": args.seeds, "accuracy": results}, indent=2) + "\n")
+                                           "seeds": args.seeds, "load": _load(), "accuracy": results},
+                                          indent=2) + "\n")
+    print(table(results, args.seeds))
+
+
+def _merged(path: Path, args: argparse.Namespace, results: dict[str, dict[int, float]]) -> dict:
+    """The variants already in `path` (same protocol, precision and seeds) with this run's added:
+    scratch and transfer can be measured by separate invocations into one file."""
+    if not path.is_file():
+        return results
+    saved = json.loads(path.read_text())
+    if (saved["protocol"], saved["precision"], saved["seeds"]) != (args.protocol, args.precision, args.seeds):
+        return results
+    merged = {variant: {int(seed): value for seed, value in by_seed.items()}
+              for variant, by_seed in saved["accuracy"].items()}
+    merged.update(results)
+    return merged
+
+
+def _load() -> str:
+    """The machine's load when the measurement ended (the figures' timing context; accuracy does not
+    depend on it)."""
+    import os
+
+    return f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}"
 
 
 def table(results: dict[str, dict[int, float]], seeds: list[int]) -> str:

@@ -401,7 +401,9 @@ def _with_pretrained_defaults(config: TrainConfig, explicit: set[str]) -> TrainC
     picks 0.03–0.04 for guide-cnn's), while the pretrained backbone needs a gentle one; at the default
     rate with no stages a transferred model gained little or lost against training from scratch.
     Measured over seeds on both the bf16 and the fp32 code paths: docs/transfer-learning.md, section 6
-    (benchmarks/transfer_learning.py)."""
+    (benchmarks/transfer_learning.py). A few-shot run (under 8 batches an epoch: known once the data
+    is loaded) also gets `--lr auto` without a range test (train/lr_find.rate_without_sweep) and a
+    fresh start for the dense layers before the classifier (train/pretrained._fresh_dense_layers)."""
     if not config.pretrained:
         return config
     chosen: dict[str, Any] = {}

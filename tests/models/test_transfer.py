@@ -100,3 +100,27 @@ def test_report_round_trips_through_json_and_lists_layers():
     assert text.splitlines()[0] == "weights: checkpoint runs/pre"
     assert "loaded (4): features.conv1, features.conv2, features.conv3, head.fc1" in text
     assert "re-initialised (1): head.fc2 (new head, 5 outputs, starting at zero)" in text
+
+
+def test_the_dense_layers_before_the_classifier_are_found_after_the_last_convolution():
+    from cnnlab.models.transfer import class_specific_layers
+
+    assert class_specific_layers(_guide(5), "head.fc2") == ("head.fc1",)
+    resnet = create_model("resnet18", in_channels=1, num_outputs=5, image_size=(32, 32))
+    assert class_specific_layers(resnet, "fc") == ()  # its only dense layer is the classifier
+    assert class_specific_layers(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)), "2") == ()  # no conv
+
+
+def test_a_fresh_dense_layer_keeps_its_initialisation_and_trains_with_the_head():
+    source, target = _guide(10, seed=1), _guide(5, seed=2)
+    initial = target.head.fc1.weight.clone()
+    report = transfer_weights(target, source.state_dict(), source="a run", classifier="head.fc2",
+                              fresh=("head.fc1",))
+    assert report.names(LOADED) == ["features.conv1", "features.conv2", "features.conv3"]
+    assert report.new_layers == ["head.fc1", "head.fc2"]
+    assert "fitted to the weights' own classes" in report.layers[3].detail
+    # random, not zero like the classifier: a zero layer under a zero classifier would get no gradient
+    assert torch.equal(target.head.fc1.weight, initial) and not target.head.fc2.weight.any()
+    loss = nn.functional.cross_entropy(target(torch.rand(4, 1, 28, 28)), torch.tensor([0, 1, 2, 3]))
+    loss.backward()
+    assert target.head.fc2.weight.grad.abs().sum() > 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,9 @@ from tests.conftest import requires_fashion_mnist
 from tests.helpers import kill_after_first_epoch, run_cli, run_process
 
 TIMING_COLUMNS = {"seconds", "images_per_s"}
+# CNNLAB_TEST_PRECISION=fp32 runs the two protocols below on the fp32 path on a machine whose `auto` is bf16
+# (what a CPU without native bfloat16 runs), as benchmarks/transfer_learning.py --precision fp32 does.
+_PRECISION = ["--precision", os.environ["CNNLAB_TEST_PRECISION"]] if os.environ.get("CNNLAB_TEST_PRECISION") else []
 
 
 def _rows(run: Path) -> list[dict[str, str]]:
@@ -68,11 +72,37 @@ def test_the_chosen_defaults_are_recorded_in_config_yaml(digits_split_folder, di
                       "--limit", 64, "--name", "defaults", "--runs-dir", runs)
     assert outcome.exit_code == 0, outcome.stderr
     assert "stage 1/2: head only (650 trainable parameters)" in outcome.stderr
-    assert "--lr auto: training with lr " in outcome.stderr
+    # 57 training images make 2 batches: too few for the range test, so 3 × Adam's default rate
+    assert "--lr auto: 2 batch(es) an epoch are too few for the range test" in outcome.stderr
     saved = yaml.safe_load((runs / "defaults" / "config.yaml").read_text())
     assert saved["fine_tune"] == 1 and saved["backbone_lr_factor"] == 0.1 and saved["freeze"] is False
-    assert isinstance(saved["lr"], float) and saved["lr"] > 0.003  # the range test's rate for the new head
+    assert saved["lr"] == 0.009
 
+
+@pytest.mark.parametrize("flag, limit, fresh, trainable", [
+    ("--init-from", 60, True, "4,485"),  # 2 batches an epoch: few-shot; fc1 (64×64 + 64) trains with fc2 (64×5 + 5)
+    ("--weights", 60, True, "4,485"),  # the same for --weights: a fresh fc1 is no misfit
+    ("--init-from", 300, False, "325"),  # 9 batches: fc1 is kept, as on the Fashion-MNIST protocol
+])
+def test_a_few_shot_run_on_other_classes_starts_its_dense_layers_fresh(flag, limit, fresh, trainable,
+                                                                       digits_split_folder, digits_pretrained,
+                                                                       tmp_path):
+    """guide-cnn's fc1 learnt to tell the pretraining's classes apart; a few-shot run on other classes starts
+    it fresh and trains it with the new head, while the convolutions transfer (docs/transfer-learning.md, 6)."""
+    import shutil
+
+    others = tmp_path / "fives"  # digits 5-9 only: other classes than the 10 the run was trained on
+    for digit in range(5, 10):
+        shutil.copytree(digits_split_folder / "train" / str(digit), others / str(digit))
+    runs = tmp_path / "runs"
+    outcome = run_cli("train", "--data", others, flag, digits_pretrained, "--epochs", 2, "--lr", 0.003,
+                      "--limit", limit, "--name", "fives", "--runs-dir", runs)
+    assert outcome.exit_code == 0, outcome.stderr
+    layers = {layer["layer"]: layer for layer in json.loads((runs / "fives" / "transfer.json").read_text())["layers"]}
+    assert [name for name, layer in layers.items() if layer["status"] == "loaded"] == [
+        "features.conv1", "features.conv2", "features.conv3", *([] if fresh else ["head.fc1"])]
+    assert ("fitted to the weights' own classes" in layers["head.fc1"]["detail"]) == fresh
+    assert f"stage 1/2: head only ({trainable} trainable parameters)" in outcome.stderr
 
 
 @pytest.mark.slow
@@ -179,7 +209,7 @@ def _fashion_transfer_data(root: Path) -> tuple[Path, Path]:
 
 
 def _test_accuracy(run: Path, data: Path) -> float:
-    outcome = run_cli("evaluate", run, "--data", data, "--split", "test", "--json")
+    outcome = run_cli("evaluate", run, "--data", data, "--split", "test", "--json", *_PRECISION)
     assert outcome.exit_code == 0, outcome.stderr
     metrics = json.loads(outcome.stdout)
     assert metrics["images"] == 5000
@@ -205,20 +235,88 @@ def test_pretraining_on_classes_0_to_4_beats_scratch_on_classes_5_to_9(tmp_path)
 
     Both runs take cnnlab's defaults, so this checks the defaults for pretrained weights (--fine-tune 1,
     --lr auto: config._with_pretrained_defaults). The precision is the machine's own (`auto`: bf16 on
-    CPUs with native bfloat16, fp32 elsewhere); the band below holds on both paths, measured with
-    benchmarks/transfer_learning.py (docs/transfer-learning.md, section 6)."""
+    CPUs with native bfloat16, fp32 elsewhere), or CNNLAB_TEST_PRECISION's; the band below holds on both
+    paths, measured with benchmarks/transfer_learning.py (docs/transfer-learning.md, section 6)."""
     pretraining, new = _fashion_transfer_data(tmp_path / "data")
     runs = tmp_path / "runs"
-    pre = run_cli("train", "--data", pretraining, "--epochs", 2, "--name", "pre", "--runs-dir", runs, "--quiet")
+    pre = run_cli("train", "--data", pretraining, "--epochs", 2, "--name", "pre", "--runs-dir", runs, "--quiet",
+                  *_PRECISION)
     assert pre.exit_code == 0, pre.stderr
 
     # Same budget (3 epochs over the same 250 images) and seed; only the starting weights differ.
     gains = []
     for seed in SEEDS:
-        common = ["--data", new, "--epochs", 3, "--seed", seed, "--runs-dir", runs, "--quiet"]
+        common = ["--data", new, "--epochs", 3, "--seed", seed, "--runs-dir", runs, "--quiet", *_PRECISION]
         transfer = run_cli("train", *common, "--init-from", runs / "pre", "--name", f"transfer-{seed}")
         scratch = run_cli("train", *common, "--name", f"scratch-{seed}")
         assert transfer.exit_code == 0 and scratch.exit_code == 0, transfer.stderr + scratch.stderr
         gains.append(_test_accuracy(runs / f"transfer-{seed}", new) - _test_accuracy(runs / f"scratch-{seed}", new))
     assert min(gains) > MIN_GAIN, gains
     assert sum(gains) / len(gains) >= MEAN_GAIN, gains
+
+
+# --- the few-shot protocol: scikit-learn's digits 0–4 → digits 5–9 with 10 images per class -------------
+
+def _digits_transfer_data(root: Path) -> tuple[Path, Path]:
+    """pre/: digits 0–4 of cnnlab's digits training split; new/: digits 5–9, train/ 10 and val/ 10 per class,
+    test/ every other image of those digits (as benchmarks/transfer_learning.py --protocol digits)."""
+    from cnnlab.data.named import open_named
+
+    train, test = open_named("digits", split="train"), open_named("digits", split="test")
+    _save_digit_pngs(root / "pre", train.pixels, {c: np.flatnonzero(train.targets == c) for c in range(5)})
+    pixels = np.concatenate([train.pixels, test.pixels])
+    targets = np.concatenate([train.targets, test.targets])
+    rng = np.random.default_rng(0)
+    order = {c: rng.permutation(np.flatnonzero(targets == c)) for c in range(5, 10)}
+    for split, part in (("train", slice(0, 10)), ("val", slice(10, 20)), ("test", slice(20, None))):
+        _save_digit_pngs(root / "new" / split, pixels, {c: order[c][part] for c in range(5, 10)})
+    return root / "pre", root / "new"
+
+
+def _save_digit_pngs(root: Path, pixels, chosen: dict[int, np.ndarray]) -> None:
+    from PIL import Image
+
+    for label, indices in chosen.items():
+        (root / str(label)).mkdir(parents=True)
+        for index in indices:
+            Image.fromarray(pixels[index]).save(root / str(label) / f"{index}.png")
+
+
+# The band, from the gains measured per seed with these defaults (docs/transfer-learning.md, section 6),
+# seeds 0–2: fp32 path +4.3, −0.4, +2.0 points (mean +2.0); bf16 path +3.1, −1.4, +1.0 (mean +0.9); the
+# defaults before lost on both (fp32 −2.9, −7.5, −6.3; bf16 −0.4, −1.8, −7.3). So: a positive mean (0.9
+# under the smallest measured) and no seed more than 4 worse (2.6 under the worst). The gain is small
+# against the seed-to-seed spread of 50 images, which is why the band is wide; a seed moves by 2–3 points.
+DIGITS_SEEDS = (0, 1, 2)
+DIGITS_MIN_GAIN = -0.04
+DIGITS_MEAN_GAIN = 0.0
+
+
+@pytest.mark.slow
+def test_pretraining_on_digits_0_to_4_beats_scratch_on_digits_5_to_9_from_10_images_each(tmp_path):
+    """The few-shot protocol: 50 training images (2 batches an epoch), `--init-from` and nothing else
+    against scratch and nothing else, cnnlab's 10 epochs. Where the defaults lost 3–6 points (the
+    pretrained dense layer fc1 kept, and a range test on 2 batches), they now gain."""
+    pretraining, new = _digits_transfer_data(tmp_path / "data")
+    runs = tmp_path / "runs"
+    size = ["--image-size", 28, *_PRECISION]
+    pre = run_cli("train", "--data", pretraining, *size, "--epochs", 10, "--name", "pre", "--runs-dir", runs,
+                  "--quiet")
+    assert pre.exit_code == 0, pre.stderr
+    gains = []
+    for seed in DIGITS_SEEDS:
+        common = ["--data", new, *size, "--seed", seed, "--runs-dir", runs, "--quiet"]
+        transfer = run_cli("train", *common, "--init-from", runs / "pre", "--name", f"transfer-{seed}")
+        scratch = run_cli("train", *common, "--name", f"scratch-{seed}")
+        assert transfer.exit_code == 0 and scratch.exit_code == 0, transfer.stderr + scratch.stderr
+        gains.append(_digits_accuracy(runs / f"transfer-{seed}", new) - _digits_accuracy(runs / f"scratch-{seed}", new))
+    assert min(gains) > DIGITS_MIN_GAIN, gains
+    assert sum(gains) / len(gains) > DIGITS_MEAN_GAIN, gains
+
+
+def _digits_accuracy(run: Path, data: Path) -> float:
+    outcome = run_cli("evaluate", run, "--data", data, "--split", "test", "--json", *_PRECISION)
+    assert outcome.exit_code == 0, outcome.stderr
+    metrics = json.loads(outcome.stdout)
+    assert metrics["images"] == 796  # the 896 images of digits 5–9, less 100 for train/ and val/
+    return metrics["accuracy"]

@@ -130,12 +130,13 @@ def _shape(tensor: "Tensor") -> str:
 
 def transfer_weights(model: "nn.Module", weights: dict[str, "Tensor"], *, source: str,
                      classifier: str | tuple[str, ...], first_conv: str | None = None,
-                     keep_classifier: bool = False) -> TransferReport:
+                     keep_classifier: bool = False, fresh: tuple[str, ...] = ()) -> TransferReport:
     """Copy every layer of `weights` that fits into `model` (in place) and report what happened.
 
     `classifier` (a module path, or several: LR-ASPP has two class convolutions) is re-initialised
-    unless `keep_classifier` (same classes); the weight of `first_conv` is adapted when only its
-    number of input channels differs.
+    unless `keep_classifier` (same classes); the layers in `fresh` keep their fresh initialisation
+    (`class_specific_layers`); the weight of `first_conv` is adapted when only its number of input
+    channels differs.
     """
     import torch
 
@@ -148,6 +149,10 @@ def transfer_weights(model: "nn.Module", weights: dict[str, "Tensor"], *, source
             outputs = next(iter(tensors.values())).shape[0]
             layers.append(LayerTransfer(layer, REINITIALISED, f"new head, {outputs} outputs, starting at zero"))
             new_head.extend(tensors.values())
+            continue
+        if layer in fresh:
+            layers.append(LayerTransfer(layer, REINITIALISED, "dense layer before the classifier, fitted to the "
+                                                              "weights' own classes: starts fresh"))
             continue
         outcome = _fit_layer(layer, tensors, weights, adapt=layer == first_conv)
         layers.append(outcome[0])
@@ -162,6 +167,29 @@ def transfer_weights(model: "nn.Module", weights: dict[str, "Tensor"], *, source
     unused = [key for key in weights
               if key.rpartition(".")[2] not in model_layers.get(key.rpartition(".")[0], {})]
     return TransferReport(source, layers, unused)
+
+
+def class_specific_layers(model: "nn.Module", classifier: str) -> tuple[str, ...]:
+    """The dense layers between the last convolution and `classifier`: guide-cnn's `head.fc1`.
+
+    Trained with a classifier for the weights' classes, such a layer keeps little but what tells those
+    classes apart (with 5 classes, the 64 features of guide-cnn's fc1 span a space a random layer's
+    would beat: docs/transfer-learning.md, section 6); the convolutions below it are what transfers.
+
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    >>> class_specific_layers(net, "4")
+    ('2',)
+    """
+    from torch import nn
+
+    names = [name for name, _ in model.named_modules()]
+    convolutions = [i for i, (_, module) in enumerate(model.named_modules()) if isinstance(module, nn.Conv2d)]
+    if not convolutions or classifier not in names:
+        return ()
+    return tuple(name for i, (name, module) in enumerate(model.named_modules())
+                 if i > convolutions[-1] and isinstance(module, nn.Linear) and name != classifier
+                 and not _is_inside(name, classifier) and names.index(classifier) > i)
 
 
 def _fit_layer(layer: str, tensors: dict[str, "Tensor"], weights: dict[str, "Tensor"],

@@ -20,6 +20,7 @@ import contextlib
 
 import copy
 import csv
+import dataclasses
 import io
 import math
 import time
@@ -231,9 +232,33 @@ def _format_seconds(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
 
 
+# The sweep needs this many different batches an epoch. With fewer it shows each image dozens of times
+# (200 steps over 2 batches: 100 passes over 50 images) and its loss falls because the network learns
+# those images by heart, whatever the rate: it then suggests a rate far too high (1.0 for guide-cnn's
+# new dense head on 50 digits), or one that fits memorising rather than learning.
+MIN_SWEEP_BATCHES = 8
+TOO_FEW_IMAGES_FACTOR = 3.0  # --lr auto without a sweep: this × the optimiser's default rate
+
+
+def rate_without_sweep(config: "TrainConfig", batches: Batches) -> float | None:
+    """`--lr auto` on too few images for a range test (fewer than MIN_SWEEP_BATCHES batches an epoch):
+    three times the optimiser's default rate (0.009 for Adam), measured on scikit-learn's digits with
+    10 images per class (docs/transfer-learning.md, section 6); None when the sweep can run."""
+    if len(batches) >= MIN_SWEEP_BATCHES:
+        return None
+    return round(TOO_FEW_IMAGES_FACTOR * dataclasses.replace(config, lr=None).resolved_lr(), 12)
+
+
 def sweep_for_training(start: "RunStart", model: nn.Module, plan: StagePlan | None, batches: Batches,
-                       folder: Path, console: Console) -> LrFinding:
-    """`train --lr auto`: sweep, save the plot into the run folder, return the finding."""
+                       folder: Path, console: Console) -> LrFinding | float:
+    """`train --lr auto`: sweep, save the plot into the run folder, return the finding; on too few
+    images for a sweep, the rate `rate_without_sweep` gives instead, saying why."""
+    rate = rate_without_sweep(start.config, batches)
+    if rate is not None:
+        console.info(f"--lr auto: {len(batches)} batch(es) an epoch are too few for the range test (it would "
+                     f"show each image {DEFAULT_STEPS // max(len(batches), 1)} times and measure memorising): "
+                     f"training with lr {rate:.3g}, {TOO_FEW_IMAGES_FACTOR:g}× the default; pass --lr to choose")
+        return rate
     finding = sweep(model, start.task, start.input_spec.normalizer(), batches, start.config, plan,
                     console=console)
     plot = save_finding(finding, folder, _title(start))

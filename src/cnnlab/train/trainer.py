@@ -212,7 +212,9 @@ class RunStart:
         model = self.task.build_model(self.architecture, in_channels=geometry.channels, image_size=geometry.size)
         if self.pretrained is None:
             return model, None
-        report = transfer_pretrained(model, self.architecture, self.task, self.pretrained, self.config)
+        batches = -(-len(self.data.train) // self.config.batch_size)  # an epoch's, on one process
+        report = transfer_pretrained(model, self.architecture, self.task, self.pretrained, self.config,
+                                     batches_per_epoch=batches)
         console.info(report.summary())
         # The tensors now live in the model; let the copies go (VGG-16's are half a gigabyte).
         self.pretrained = replace(self.pretrained, state_dict={})
@@ -441,7 +443,10 @@ def _range_tested(config: TrainConfig, start: RunStart, model: torch.nn.Module, 
     shared; saved, so that `-c config.yaml` reproduces the run with the rate actually used."""
     from cnnlab.train.lr_find import sweep_for_training
 
-    found = sweep_for_training(start, model, plan, batches, run_dir, console).suggestion if context.is_main else None
+    found = None
+    if context.is_main:
+        finding = sweep_for_training(start, model, plan, batches, run_dir, console)
+        found = finding if isinstance(finding, float) else finding.suggestion
     config = replace(config, lr=distributed.share_from_main(found))
     if context.is_main:
         save_config(config, run_dir / "config.yaml")
