@@ -48,7 +48,7 @@ demo: install fashion-mnist
 	$(BIN)/cnnlab evaluate runs/demo
 
 test: dev fashion-mnist chromium
-	$(BIN)/python -m pytest -n auto --dist loadfile
+	$(BIN)/python -m pytest -n auto --dist loadfile --no-loadscope-reorder
 
 # Benchmarks (benchmarks/README.md) in their own venv: TensorFlow is large and .venv runs the tests.
 # Results go to benchmarks/results/. Extra options: make bench BENCH_ARGS='--note "idle machine"'

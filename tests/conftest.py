@@ -36,6 +36,48 @@ def _one_share_of_the_cores_per_worker() -> None:
 
 _one_share_of_the_cores_per_worker()
 
+# The test files that take longest, longest first (per-file totals from `pytest --durations=80` in a
+# clean clone, 2026-12-04). `make test` gives each file to one worker (`--dist loadfile`, so a file's
+# module fixtures are made once) and, by default, xdist queues the files with the most tests first:
+# these few-test, long files then came last, one worker busy while the other waited. Run first
+# (`--no-loadscope-reorder` keeps this order), they leave the many short files to fill the end.
+LONGEST_FIRST = (
+    "tests/train/test_transfer_learning.py",
+    "tests/tasks/detection/test_detection_training.py",
+    "tests/train/test_fashion_mnist.py",
+    "tests/evaluate/test_own_data.py",
+    "tests/benchmarks/test_turns.py",
+    "tests/report/test_report.py",
+    "tests/tasks/test_class_weights.py",
+    "tests/train/test_resume.py",
+    "tests/train/test_batch_threads.py",
+    "tests/test_performance.py",
+    "tests/train/test_distributed.py",
+    "tests/benchmarks/test_step_time.py",
+    "tests/tasks/instances/test_training.py",
+    "tests/export/test_export.py",
+    "tests/tasks/embedding/test_faces.py",
+    "tests/tasks/embedding/test_open_set.py",
+    "tests/export/test_export_tasks.py",
+    "tests/train/test_regression_e2e.py",
+    "tests/teach/test_conv_steps.py",
+    "tests/models/test_torchvision_detectors.py",
+    "tests/tasks/segmentation/test_segmentation_training.py",
+    "tests/tasks/segmentation/test_segmentation_resume.py",
+    "tests/train/test_zoo_training.py",
+    "tests/serve/test_serve.py",
+    "tests/reliability/test_impossible_sizes.py",
+    "tests/train/test_lr_find.py",
+    "tests/train/test_train_digits.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The files in LONGEST_FIRST first, in its order; every other file after them, and each file's
+    tests, in their own order (a stable sort). Every worker sorts alike, as xdist requires."""
+    rank = {path: position for position, path in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
+
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 requires_fashion_mnist = pytest.mark.skipif(
