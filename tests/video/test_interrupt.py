@@ -14,6 +14,23 @@ from tests.video.conftest import decoded_frames, requires_fashion_mnist
 
 pytestmark = requires_fashion_mnist
 
+# The `cnnlab` command with a model that takes at least 20 ms a batch (150 batches: 3 s), so the run is
+# still going when the interrupt lands on any machine: an idle one predicted the 600 frames in 2.5 s,
+# before the annotated video had passed 100 kB on disk.
+SLOWED_CLI = """
+import sys, time
+from cnnlab.trained import TrainedModel
+from cnnlab.cli import main
+
+fast = TrainedModel.outputs
+def slowed(self, images):
+    time.sleep(0.02)
+    return fast(self, images)
+TrainedModel.outputs = slowed
+sys.argv[0] = "cnnlab"
+main()
+"""
+
 
 def test_ctrl_c_leaves_a_playable_video_and_the_rows_so_far(classifier, tmp_path):
     from cnnlab.video.moving_items import write_moving_items
@@ -24,8 +41,8 @@ def test_ctrl_c_leaves_a_playable_video_and_the_rows_so_far(classifier, tmp_path
     clip = write_moving_items(tmp_path / "long.mp4", fashion_mnist_dir=FASHION_DIR, frames=600, canvas=160, items=1,
                               noise=40.0)
     output, rows = tmp_path / "drawn.mp4", tmp_path / "rows.json"
-    process = subprocess.Popen([sys.executable, "-m", "cnnlab", "predict", str(classifier), str(clip.path),
-                                "--draw", str(output), "-o", str(rows), "--batch-size", "4"],
+    arguments = ["predict", str(classifier), str(clip.path), "--draw", str(output), "-o", str(rows), "--batch-size", "4"]
+    process = subprocess.Popen([sys.executable, "-c", SLOWED_CLI, *arguments],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     deadline = time.monotonic() + 120
