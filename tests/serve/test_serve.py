@@ -46,6 +46,24 @@ def test_predict_answers_as_cnnlab_predict_does(server, guide_run, test_images):
     assert raw.status_code == 200 and raw.json()[0]["label"] == expected[0]["label"]
 
 
+def test_an_unusual_form_is_read_by_the_full_parser_and_answered_the_same(server, guide_run, test_images):
+    """A part header the one-pass splitter does not take (Content-Transfer-Encoding) sends the form,
+    already read, to Starlette's parser: the same row, and bad `top_k` values refused as the route
+    refuses them."""
+    path = test_images[0][0]
+    expected = cnnlab.predict(guide_run, [path])[0]
+    body = (b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"" + path.name.encode()
+            + b"\"\r\nContent-Type: image/png\r\nContent-Transfer-Encoding: binary\r\n\r\n"
+            + path.read_bytes() + b"\r\n--XyZ--\r\n")
+    unusual = httpx.post(f"{server}/predict", content=body, headers={"Content-Type": "multipart/form-data; boundary=XyZ"})
+    assert unusual.status_code == 200, unusual.text
+    assert [(row["file"], row["label"]) for row in unusual.json()] == [(path.name, expected["label"])]
+    for bad in ("0", "", "x", "1001"):
+        refused = httpx.post(f"{server}/predict", params={"top_k": bad}, content=path.read_bytes(),
+                             headers={"Content-Type": "image/png"})
+        assert refused.status_code == 422 and "top_k must be a whole number" in _one_line_reason(refused), bad
+
+
 def test_a_body_over_the_limit_gets_413_before_it_is_read(server):
     # A declared length over the limit: refused with only a kilobyte sent.
     head = ("POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: image/png\r\n"

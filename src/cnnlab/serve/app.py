@@ -17,7 +17,7 @@ import contextlib
 import logging
 import time
 from importlib import resources
-from typing import Any
+from typing import Any, Awaitable, Callable
 from urllib.parse import quote
 
 from fastapi import FastAPI, HTTPException, Query, Request
@@ -28,7 +28,8 @@ from cnnlab.errors import CnnlabError, UnreadableImageError
 from cnnlab.serve.batching import Batcher, Handover, QueueFull
 from cnnlab.serve.metrics import Metrics
 from cnnlab.serve.settings import ServeSettings
-from cnnlab.serve.uploads import LimitBody, Upload, decode, read_uploads
+from cnnlab.serve.uploads import (BodyTooLarge, ClientGone, Upload, counting_receive, decode, declared_too_large,
+                                  read_body, read_uploads, uploads_in_body)
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,9 @@ MAX_TOP_K = 1000
 INLINE_DECODE_BYTES = 64 << 10  # smaller uploads are decoded on the event loop: a thread hop costs more
 
 
-def create_app(trained: Any, settings: ServeSettings) -> FastAPI:
-    """The service for `trained` (a TrainedModel, or anything with its inference interface)."""
+def create_app(trained: Any, settings: ServeSettings) -> "_Front":
+    """The service for `trained` (a TrainedModel, or anything with its inference interface), as the
+    ASGI application uvicorn runs: the FastAPI app behind a front layer (`_Front`)."""
     metrics = Metrics()
     batcher = Batcher(trained.outputs, max_batch=settings.max_batch, max_wait_s=settings.max_wait_ms / 1000,
                       max_queue=settings.max_queue, metrics=metrics)
@@ -57,9 +59,6 @@ def create_app(trained: Any, settings: ServeSettings) -> FastAPI:
     app.state.batcher, app.state.metrics = batcher, metrics
     _handle_errors(app)
     service = _Service(trained, settings, batcher)
-    app.add_middleware(_DirectPredict, service=service)
-    app.add_middleware(LimitBody, max_body_bytes=settings.max_body_bytes)
-    app.add_middleware(_Observe, metrics=metrics)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> HTMLResponse:
@@ -81,11 +80,12 @@ def create_app(trained: Any, settings: ServeSettings) -> FastAPI:
         return PlainTextResponse(metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.post("/predict", openapi_extra=_IMAGE_BODY)
-    async def predict(request: Request, top_k: int = Query(1, ge=1, le=MAX_TOP_K)) -> JSONResponse:
+    async def predict(request: Request, top_k: int = Query(1, ge=1, le=MAX_TOP_K)) -> Response:
         """One row per image, as `cnnlab predict` writes them: {"file", "label", "confidence", "top_k"}
         for a classifier, {"file", "values"} for regression, {"file", "objects"} for a detector, or
         {"file", "error"} for a file that is not a readable image."""
-        return JSONResponse(await service.predict(request, top_k))
+        rows = await service.predict(lambda: read_uploads(request, max_files=settings.max_files), top_k)
+        return Response(json_body(rows), media_type="application/json")
 
     @app.post("/explain", openapi_extra=_IMAGE_BODY, response_class=Response,
               responses={200: {"content": {"image/png": {}}}})
@@ -104,7 +104,7 @@ def create_app(trained: Any, settings: ServeSettings) -> FastAPI:
         pixels, _ = (await service.decoded_one(request))
         return Response(as_model_sees_it(pixels), media_type="image/png")
 
-    return app
+    return _Front(app, service, metrics, settings.max_body_bytes)
 
 
 # The request body in the OpenAPI docs: the endpoints read it themselves (multipart or raw bytes).
@@ -141,14 +141,18 @@ class _Service:
                 "max_body_bytes": self.settings.max_body_bytes, "max_files": self.settings.max_files,
                 "cnnlab": __version__}
 
-    async def predict(self, request: Request, top_k: int) -> list[dict[str, Any]]:
-        task = self.trained.task
+    def check_top_k(self, top_k: int) -> None:
         try:
-            task.check_top_k(top_k)
+            self.trained.task.check_top_k(top_k)
         except CnnlabError as error:
             raise HTTPException(422, str(error)) from None
+
+    async def predict(self, read: Callable[[], Awaitable[list[Upload]]], top_k: int) -> list[dict[str, Any]]:
+        """The rows for the images `read()` gives (reading and decoding them counts as arriving: a
+        batch waits for them)."""
+        self.check_top_k(top_k)
         with self.batcher.arriving():
-            uploads = await read_uploads(request, max_files=self.settings.max_files)
+            uploads = await read()
             rows: list[dict[str, Any]] = [{"file": upload.name} for upload in uploads]
             decoded = []
             for row, result in zip(rows, await self._decode_all(uploads)):
@@ -161,15 +165,14 @@ class _Service:
         import numpy as np
         import torch
 
-        images = torch.from_numpy(np.stack([pixels for _, pixels, _ in decoded]))
+        images = torch.from_numpy(decoded[0][1][None] if len(decoded) == 1
+                                  else np.stack([pixels for _, pixels, _ in decoded]))
         origins = [origin[:2] for _, _, origin in decoded]
         predictions = await self._on_model(
             lambda: self.batcher.submit_per_image(images, self._predictions(top_k), origins))
         for (row, _, _), prediction in zip(decoded, predictions):
             row.update(prediction)
-        from cnnlab.strict_json import finite_or_none
-
-        return finite_or_none(rows)
+        return rows
 
     async def explain(self, request: Request, target: str | None) -> tuple[bytes, str]:
         from cnnlab.serve.pictures import explain_picture
@@ -211,11 +214,25 @@ class _Service:
             future = enqueue()
         except QueueFull as full:
             raise HTTPException(503, f"busy: {full}; retry later", headers={"Retry-After": str(RETRY_AFTER_S)})
+        waiting = self._handover.awaitable(future)
+
+        def too_late() -> None:
+            if not waiting.done():
+                future.cancel()  # dropped before its forward pass if it has not started
+                waiting.set_exception(_TooLate())
+
+        # A timer rather than asyncio.wait_for, which starts a task for every request.
+        timer = asyncio.get_running_loop().call_later(self.settings.timeout_s, too_late)
         try:
-            return await asyncio.wait_for(self._handover.awaitable(future), self.settings.timeout_s)
-        except asyncio.TimeoutError:
-            future.cancel()  # dropped before its forward pass if it has not started
+            return await waiting
+        except _TooLate:
             raise HTTPException(504, f"no answer within --timeout {self.settings.timeout_s:g} s") from None
+        finally:
+            timer.cancel()
+
+
+class _TooLate(Exception):
+    """A request's answer did not come within --timeout."""
 
 
 def _can_explain(trained: Any) -> bool:
@@ -249,53 +266,22 @@ def _handle_errors(app: FastAPI) -> None:
         return JSONResponse({"detail": "internal error (the server's log has the details)"}, 500)
 
 
-class _DirectPredict:
-    """ASGI middleware: POST /predict answered here, past FastAPI's routing, parameter validation and
-    response encoding, which for a small model cost more than its share of the forward pass. The
-    answers are those of the route below (kept for the OpenAPI docs): the same rows, the same errors
-    as one line {"detail": reason}, 500 without a traceback for anything unexpected."""
+class _Front:
+    """The ASGI application uvicorn calls, in front of the FastAPI app. Every HTTP request is timed
+    into the metrics (by endpoint; unknown paths together as "other", so a scan of random URLs cannot
+    grow them) and held to --max-body-bytes: 413 for a Content-Length over it before anything is read,
+    and for a body whose bytes pass it while they are read. POST /predict is answered here, past
+    FastAPI's stack (its error, telemetry and body middlewares, routing, parameter validation, response
+    encoding), which for a small model costs more than its share of the forward pass; its answers are
+    those of the route (kept for the OpenAPI docs): the same rows, the same one-line errors
+    {"detail": reason}, 500 without a traceback for anything unexpected. The rest goes to FastAPI."""
 
-    def __init__(self, app: Any, service: "_Service"):
-        self.app, self.service = app, service
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] != "/predict" or scope["method"] != "POST":
-            return await self.app(scope, receive, send)
-        try:
-            request = Request(scope, receive)
-            response = JSONResponse(await self.service.predict(request, _top_k(request)))
-        except HTTPException as error:
-            response = JSONResponse({"detail": error.detail}, error.status_code, headers=error.headers)
-        except UnreadableImageError as error:
-            response = JSONResponse({"detail": error.reason}, 422)
-        except CnnlabError as error:
-            response = JSONResponse({"detail": str(error).splitlines()[0]}, 422)
-        except Exception as error:  # noqa: BLE001  (answered as the app's handler answers it)
-            log.error("POST /predict failed", exc_info=error)
-            response = JSONResponse({"detail": "internal error (the server's log has the details)"}, 500)
-        await response(scope, receive, send)
-
-
-def _top_k(request: Request) -> int:
-    """The `top_k` query parameter (default 1), checked as the route's Query(ge=1, le=MAX_TOP_K)."""
-    given = request.query_params.get("top_k")
-    if given is None:
-        return 1
-    if not (given.strip().isascii() and given.strip().isdigit()) or not 1 <= int(given) <= MAX_TOP_K:
-        raise HTTPException(422, f"top_k must be a whole number from 1 to {MAX_TOP_K} (got {given[:40]!r})")
-    return int(given)
-
-
-class _Observe:
-    """ASGI middleware: each request's endpoint, status and duration into the metrics (unknown paths
-    are counted together as "other", so a scan of random URLs cannot grow the metrics)."""
-
-    def __init__(self, app: Any, metrics: Metrics):
-        self.app, self.metrics = app, metrics
+    def __init__(self, app: FastAPI, service: _Service, metrics: Metrics, max_body_bytes: int):
+        self.app, self.service, self.metrics, self.max_body_bytes = app, service, metrics, max_body_bytes
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
-            return await self.app(scope, receive, send)
+            return await self.app(scope, receive, send)  # lifespan: starts and stops the batcher
         started = time.perf_counter()
         status = 500
 
@@ -305,8 +291,100 @@ class _Observe:
                 status = message["status"]
             await send(message)
 
-        endpoint = scope["path"] if scope["path"] in ENDPOINTS else "other"
+        path = scope["path"]
         try:
-            await self.app(scope, receive, keep_status)
+            if declared_too_large(scope["headers"], self.max_body_bytes):
+                await _send_json(keep_status, 413, {"detail": BodyTooLarge(self.max_body_bytes).detail})
+            elif path == "/predict" and scope["method"] == "POST":
+                await self._predict(scope, receive, keep_status)
+            else:
+                await self.app(scope, counting_receive(receive, self.max_body_bytes), keep_status)
         finally:
-            self.metrics.request_done(endpoint, status, time.perf_counter() - started)
+            self.metrics.request_done(path if path in ENDPOINTS else "other", status, time.perf_counter() - started)
+
+    async def _predict(self, scope: dict, receive: Any, send: Any) -> None:
+        try:
+            rows = await self.service.predict(lambda: self._uploads(scope, receive),
+                                              _top_k(scope.get("query_string", b"")))
+            status, answer = 200, json_body(rows)
+            headers: dict[str, str] = {}
+        except ClientGone:
+            return
+        except HTTPException as error:
+            status, answer, headers = error.status_code, _detail(error.detail), dict(error.headers or {})
+        except UnreadableImageError as error:
+            status, answer, headers = 422, _detail(error.reason), {}
+        except CnnlabError as error:
+            status, answer, headers = 422, _detail(str(error).splitlines()[0]), {}
+        except Exception as error:  # noqa: BLE001  (answered as the app's handler answers it)
+            log.error("POST /predict failed", exc_info=error)
+            status, answer, headers = 500, _detail("internal error (the server's log has the details)"), {}
+        await _send(send, status, answer, headers)
+
+    async def _uploads(self, scope: dict, receive: Any) -> list[Upload]:
+        body = await read_body(receive, self.max_body_bytes)
+        max_files = self.service.settings.max_files
+        uploads = uploads_in_body(_header(scope["headers"], b"content-type"), body, max_files)
+        if uploads is None:  # an unusual form: Starlette's full parser, over the body already read
+            uploads = await read_uploads(_replayed(scope, body), max_files=max_files)
+        return uploads
+
+
+def json_body(value: Any) -> bytes:
+    """`value` as JSON bytes, written as Starlette's JSONResponse writes them; a nan or inf (a regression
+    output that diverged) becomes null, since JSON has no such numbers."""
+    import json
+
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except ValueError:
+        from cnnlab.strict_json import finite_or_none
+
+        text = json.dumps(finite_or_none(value), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return text.encode("utf-8")
+
+
+def _detail(reason: Any) -> bytes:
+    return json_body({"detail": reason})
+
+
+async def _send_json(send: Any, status: int, value: Any) -> None:
+    await _send(send, status, json_body(value), {})
+
+
+async def _send(send: Any, status: int, body: bytes, headers: dict[str, str]) -> None:
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw += [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
+    for key, value in headers:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _replayed(scope: dict, body: bytes) -> Request:
+    """A Starlette request whose body is `body`, already read."""
+    async def once() -> dict:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    request = Request(scope, once)
+    request._body = body  # noqa: SLF001  (Starlette's own cache of a body read: form() streams it)
+    return request
+
+
+def _top_k(query_string: bytes) -> int:
+    """The `top_k` query parameter (default 1), checked as the route's Query(ge=1, le=MAX_TOP_K)."""
+    if not query_string:
+        return 1
+    from urllib.parse import parse_qsl
+
+    given = dict(parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)).get("top_k")
+    if given is None:
+        return 1
+    if not (given.strip().isascii() and given.strip().isdigit()) or not 1 <= int(given) <= MAX_TOP_K:
+        raise HTTPException(422, f"top_k must be a whole number from 1 to {MAX_TOP_K} (got {given[:40]!r})")
+    return int(given)

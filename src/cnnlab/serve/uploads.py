@@ -22,34 +22,50 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, f"request body larger than --max-body-bytes {limit:,}")
 
 
-class LimitBody:
-    """ASGI middleware: 413 for a Content-Length over the limit before anything is read, and for a
-    body (chunked, or lying about its length) whose bytes pass the limit while they are read."""
+async def read_body(receive: Any, max_body_bytes: int) -> bytes:
+    """The request's body from the ASGI `receive`; BodyTooLarge as soon as its bytes pass the limit
+    (a chunked body, or one lying about its Content-Length, is never read whole)."""
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientGone()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > max_body_bytes:
+            raise BodyTooLarge(max_body_bytes)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    def __init__(self, app: Any, max_body_bytes: int):
-        self.app, self.max_body_bytes = app, max_body_bytes
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            from starlette.responses import JSONResponse
+class ClientGone(Exception):
+    """The client disconnected before its request's body arrived: nobody is left to answer."""
 
-            too_large = BodyTooLarge(self.max_body_bytes)
-            return await JSONResponse({"detail": too_large.detail}, 413)(scope, receive, send)
-        received = 0
 
-        async def counting_receive() -> dict:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
-                    raise BodyTooLarge(self.max_body_bytes)
-            return message
+def counting_receive(receive: Any, max_body_bytes: int) -> Any:
+    """`receive`, raising BodyTooLarge once the body's bytes pass the limit (for endpoints that read
+    the body through Starlette)."""
+    received = 0
 
-        await self.app(scope, counting_receive, send)
+    async def counting() -> dict:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > max_body_bytes:
+                raise BodyTooLarge(max_body_bytes)
+        return message
+
+    return counting
+
+
+def declared_too_large(headers: list[tuple[bytes, bytes]], max_body_bytes: int) -> bool:
+    """Whether the request's Content-Length alone is over the limit (refused before reading a byte)."""
+    for name, value in headers:
+        if name == b"content-length":
+            return value.isdigit() and int(value) > max_body_bytes
+    return False
 
 
 @dataclass
@@ -68,28 +84,38 @@ def _is_image_type(media_type: str) -> bool:
 
 async def read_uploads(request: Request, *, max_files: int) -> list[Upload]:
     """The images in a multipart form (every file field) or a raw image body; 415 for anything else."""
-    media_type = _media_type(request.headers.get("content-type"))
+    content_type = request.headers.get("content-type")
+    _refuse_other_types(content_type)
+    uploads = uploads_in_body(content_type, await request.body(), max_files)
+    return uploads if uploads is not None else await _parsed_form(request, max_files)
+
+
+def uploads_in_body(content_type: str | None, body: bytes, max_files: int) -> list[Upload] | None:
+    """The images of a body already read: a raw image, or the usual multipart form (`curl -F
+    file=@x.png`: a few parts, plain headers), split in one pass over the bytes. None for any other
+    form, which Starlette's streaming parser reads (`read_uploads`); 415/422 as `read_uploads`."""
+    media_type = _refuse_other_types(content_type)
     if media_type == "multipart/form-data":
-        return await _form_uploads(request, max_files)
-    if media_type and not _is_image_type(media_type):
+        boundary = _boundary(content_type or "")
+        simple = simple_form(body, boundary) if boundary is not None else None
+        return _checked_uploads(simple) if simple is not None and len(simple) <= max_files else None
+    if not body:
+        raise HTTPException(422, "the request holds no image (an empty body)")
+    return [Upload("upload", body)]
+
+
+def _refuse_other_types(content_type: str | None) -> str:
+    """The media type; 415 unless it is multipart, an image type or opaque bytes."""
+    media_type = _media_type(content_type)
+    if media_type != "multipart/form-data" and media_type and not _is_image_type(media_type):
         raise HTTPException(415, f"Content-Type {media_type} is not an image: send image/* or "
                                  "application/octet-stream bytes, or multipart/form-data with image files")
-    data = await request.body()
-    if not data:
-        raise HTTPException(422, "the request holds no image (an empty body)")
-    return [Upload("upload", data)]
+    return media_type
 
 
-async def _form_uploads(request: Request, max_files: int) -> list[Upload]:
+async def _parsed_form(request: Request, max_files: int) -> list[Upload]:
     from starlette.datastructures import UploadFile
 
-    boundary = _boundary(request.headers.get("content-type", ""))
-    if boundary is not None:
-        # The usual form (`curl -F file=@x.png`: a few parts, plain headers) is split here in one pass
-        # over bytes already in memory; anything else goes to Starlette's streaming parser below.
-        simple = simple_form(await request.body(), boundary)
-        if simple is not None and len(simple) <= max_files:
-            return _checked_uploads(simple)
     form = await request.form(max_files=max_files, max_fields=max_files + 16)
     files = [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
     parts = [(file.filename, file.content_type, await file.read()) for file in files]
