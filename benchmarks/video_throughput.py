@@ -120,6 +120,34 @@ def model_rate(run: Path, video: Path, repeats: int, batch_size: int, count: int
     return {**_best_rate(once, repeats, count), "frames": frames[-1], "input": list(trained.input.shape)}
 
 
+def forward_cost(run: Path, batch_size: int, repeats: int) -> dict[str, Any]:
+    """The model alone: CPU ms a frame of `trained.outputs` on batches of uint8 frames already at its
+    input (no decoding, no fitting, no rows), the best of `repeats` timed passes over 3,000 frames."""
+    import torch
+
+    from cnnlab.trained import load
+
+    trained = load(run, device="cpu")
+    images = torch.randint(0, 256, (batch_size, *trained.input.shape), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(0))
+    passes = max(1, 3000 // batch_size)
+    trained.outputs(images)
+    best = float("inf")
+    for _ in range(repeats):
+        started = _cpu_seconds()
+        for _ in range(passes):
+            trained.outputs(images)
+        best = min(best, 1000 * (_cpu_seconds() - started) / (passes * batch_size))
+    return {"cpu_ms_per_frame": best, "batch_size": batch_size}
+
+
+def ceiling(decode_only_cpu_ms: float, bare_decode_cpu_ms: float, model_cpu_ms: float) -> float:
+    """The highest fraction of the decode-only rate a pipeline can reach on the same cores, each kept
+    busy: it decodes every frame (at least FFmpeg's bare decoding, b CPU ms a frame) and runs the model
+    on it (f), where decode-only spends d: d / (b + f). Fitting frames, rows and hand-offs only lower it."""
+    return decode_only_cpu_ms / (bare_decode_cpu_ms + model_cpu_ms)
+
+
 def yolo_rate(video: Path, size: int, threads: int, repeats: int, python: str) -> dict[str, Any] | None:
     done = subprocess.run([python, "-c", YOLO_WORKER, str(video), str(size), str(threads), str(repeats)],
                           capture_output=True, text=True)
@@ -160,6 +188,8 @@ def main() -> None:
                  "decode-only": decode_rate(video, arguments.repeats, count),
                  "guide-cnn": model_rate(guide, video, arguments.repeats, arguments.batch_size, count),
                  "cnnlab-det": model_rate(detector, video, arguments.repeats, arguments.batch_size, count)}
+        forward = {name: forward_cost(run, arguments.batch_size, arguments.repeats)
+                   for name, run in (("guide-cnn", guide), ("cnnlab-det", detector))}
         peer = yolo_rate(video, arguments.size, arguments.threads, arguments.repeats, arguments.yolo_python)
         if peer is not None:
             rates["YOLOv8n (Ultralytics predict)"] = peer
@@ -176,9 +206,20 @@ def main() -> None:
             "a frame is what an idle machine would allow at most.\n\n"
             + markdown_table(["pipeline", "frames/s", "× decode-only", "CPU ms/frame", f"frames/s if {cores} idle cores"],
                              rows))
+    decode_cpu = rates["decode-only"]["cpu_ms_per_frame"]
+    bare_cpu = rates["decode, no pixels"]["cpu_ms_per_frame"]
+    body += ("\n\nThe model alone (`trained.outputs` on uint8 batches of "
+             f"{arguments.batch_size} frames already at its input, no decoding): "
+             + "; ".join(f"{name} {values['cpu_ms_per_frame']:.3f} CPU ms a frame" for name, values in forward.items())
+             + ". A pipeline that decodes every frame (at least FFmpeg's bare decoding, b CPU ms a frame) and runs "
+             "the model on it (f) on the same, busy cores reaches at most d / (b + f) of the decode-only rate "
+             "(d: decode-only's CPU ms a frame): "
+             + "; ".join(f"{name} {ceiling(decode_cpu, bare_cpu, values['cpu_ms_per_frame']):.2f}×"
+                         for name, values in forward.items()) + ".\n")
     print(body)
     write_results(arguments.output, "Video throughput", {"machine": machine, "note": arguments.note,
-                                                           "command": command, "rates": rates}, body)
+                                                           "command": command, "rates": rates,
+                                                           "model_alone": forward}, body)
 
 
 if __name__ == "__main__":
