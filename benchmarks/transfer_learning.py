@@ -46,6 +46,12 @@ VARIANTS: dict[str, list[str]] = {
     "transfer-ft1-0.003": ["--init-from", "PRE", "--fine-tune", "1", "--lr", "0.003"],
     "transfer-ft1-0.01": ["--init-from", "PRE", "--fine-tune", "1", "--lr", "0.01"],
     "transfer-ft1-0.03": ["--init-from", "PRE", "--fine-tune", "1", "--lr", "0.03"],
+    "transfer-freeze": ["--init-from", "PRE", "--freeze"],
+    "transfer-ft5": ["--init-from", "PRE", "--fine-tune", "5"],
+    "transfer-ft9": ["--init-from", "PRE", "--fine-tune", "9"],
+    "scratch-e30": ["--epochs", "30"],
+    "transfer-e30": ["--init-from", "PRE", "--epochs", "30"],
+    "transfer-freeze-e30": ["--init-from", "PRE", "--freeze", "--epochs", "30"],
 }
 
 
