@@ -136,7 +136,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=160, help="the video's side in pixels [default: %(default)s]")
     parser.add_argument("--frames", type=int, default=300, help="frames in the video [default: %(default)s]")
     parser.add_argument("--repeats", type=int, default=3, help="passes per contender after a warm-up [%(default)s]")
-    parser.add_argument("--batch-size", type=int, default=16, help="frames the model takes at once [%(default)s]")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="frames the model takes at once [default: predict's: 64 without pictures]")
     parser.add_argument("--yolo-python", default=sys.executable,
                         help="the Python that has ultralytics [default: this one]")
     arguments = parser.parse_args()
@@ -169,8 +170,10 @@ def main() -> None:
              f"{values['cpu_ms_per_frame']:.2f}", f"{1000 * cores / values['cpu_ms_per_frame']:.0f}"]
             for name, values in rates.items()]
     command = "python benchmarks/video_throughput.py " + " ".join(sys.argv[1:])
+    batch = arguments.batch_size or "predict's default (64: no pictures)"
     body = (f"`{command}`: a {arguments.size}×{arguments.size} H.264 video of {arguments.frames} frames, "
-            f"{arguments.threads} threads, batches of {arguments.batch_size} frames; best of {arguments.repeats} "
+            f"{arguments.threads} threads, batches of {batch} frames; "
+            f"best of {arguments.repeats} "
             "passes. CPU ms a frame: all the process's threads (decoding included); on a busy machine the\n"
             f"frames/s measure the share of the cores it got, and {cores} cores' worth of CPU time over the CPU ms\n"
             "a frame is what an idle machine would allow at most.\n\n"
