@@ -141,6 +141,13 @@ def forward_cost(run: Path, batch_size: int, repeats: int) -> dict[str, Any]:
     return {"cpu_ms_per_frame": best, "batch_size": batch_size}
 
 
+def _file_batch() -> int:
+    """The batch `cnnlab predict` gives a file's frames when nothing is drawn."""
+    from cnnlab.video.run import DEFAULT_BATCH_WITHOUT_PICTURES
+
+    return DEFAULT_BATCH_WITHOUT_PICTURES
+
+
 def ceiling(decode_only_cpu_ms: float, bare_decode_cpu_ms: float, model_cpu_ms: float) -> float:
     """The highest fraction of the decode-only rate a pipeline can reach on the same cores, each kept
     busy: it decodes every frame (at least FFmpeg's bare decoding, b CPU ms a frame) and runs the model
@@ -164,7 +171,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=160, help="the video's side in pixels [default: %(default)s]")
     parser.add_argument("--frames", type=int, default=300, help="frames in the video [default: %(default)s]")
     parser.add_argument("--repeats", type=int, default=3, help="passes per contender after a warm-up [%(default)s]")
-    parser.add_argument("--batch-size", type=int, default=16, help="frames the model takes at once [%(default)s]")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="frames the model takes at once [default: predict's: 64 without pictures]")
     parser.add_argument("--yolo-python", default=sys.executable,
                         help="the Python that has ultralytics [default: this one]")
     arguments = parser.parse_args()
@@ -188,7 +196,7 @@ def main() -> None:
                  "decode-only": decode_rate(video, arguments.repeats, count),
                  "guide-cnn": model_rate(guide, video, arguments.repeats, arguments.batch_size, count),
                  "cnnlab-det": model_rate(detector, video, arguments.repeats, arguments.batch_size, count)}
-        forward = {name: forward_cost(run, arguments.batch_size, arguments.repeats)
+        forward = {name: forward_cost(run, arguments.batch_size or _file_batch(), arguments.repeats)
                    for name, run in (("guide-cnn", guide), ("cnnlab-det", detector))}
         peer = yolo_rate(video, arguments.size, arguments.threads, arguments.repeats, arguments.yolo_python)
         if peer is not None:
@@ -199,8 +207,10 @@ def main() -> None:
              f"{values['cpu_ms_per_frame']:.2f}", f"{1000 * cores / values['cpu_ms_per_frame']:.0f}"]
             for name, values in rates.items()]
     command = "python benchmarks/video_throughput.py " + " ".join(sys.argv[1:])
+    batch = arguments.batch_size or "predict's default (64: no pictures)"
     body = (f"`{command}`: a {arguments.size}×{arguments.size} H.264 video of {arguments.frames} frames, "
-            f"{arguments.threads} threads, batches of {arguments.batch_size} frames; best of {arguments.repeats} "
+            f"{arguments.threads} threads, batches of {batch} frames; "
+            f"best of {arguments.repeats} "
             "passes. CPU ms a frame: all the process's threads (decoding included); on a busy machine the\n"
             f"frames/s measure the share of the cores it got, and {cores} cores' worth of CPU time over the CPU ms\n"
             "a frame is what an idle machine would allow at most.\n\n"
@@ -209,7 +219,7 @@ def main() -> None:
     decode_cpu = rates["decode-only"]["cpu_ms_per_frame"]
     bare_cpu = rates["decode, no pixels"]["cpu_ms_per_frame"]
     body += ("\n\nThe model alone (`trained.outputs` on uint8 batches of "
-             f"{arguments.batch_size} frames already at its input, no decoding): "
+             f"{arguments.batch_size or _file_batch()} frames already at its input, no decoding): "
              + "; ".join(f"{name} {values['cpu_ms_per_frame']:.3f} CPU ms a frame" for name, values in forward.items())
              + ". A pipeline that decodes every frame (at least FFmpeg's bare decoding, b CPU ms a frame) and runs "
              "the model on it (f) on the same, busy cores reaches at most d / (b + f) of the decode-only rate "

@@ -92,3 +92,20 @@ def test_show_without_a_display_says_so_before_any_work(classifier, clip, monkey
     assert outcome.exit_code == 2
     assert "--show: there is no display here" in outcome.stderr and "--draw out.mp4" in outcome.stderr
     assert "frame(s) predicted" not in outcome.stderr
+
+
+def test_rows_without_pictures_come_in_batches_of_64_and_match_batches_of_16(classifier, clip, tmp_path):
+    from cnnlab.video.run import VideoOptions
+
+    default, asked = VideoOptions(), VideoOptions(batch_size=8)
+    assert default.batch_for(live=False, pictures=False) == 64
+    assert default.batch_for(live=False, pictures=True) == 16  # pictures: memory
+    assert default.batch_for(live=True, pictures=False) == 16  # a live source: latency
+    assert asked.batch_for(live=False, pictures=False) == 8
+    rows = {}
+    for name, flags in {"default": [], "16": ["--batch-size", 16]}.items():
+        outcome = run_cli("predict", classifier, clip.path, "-o", tmp_path / f"rows-{name}.json", *flags)
+        assert outcome.exit_code == 0, outcome.stderr
+        rows[name] = json.loads((tmp_path / f"rows-{name}.json").read_text())
+    assert len(rows["default"]) == CLIP_FRAMES
+    assert rows["default"] == rows["16"]  # the batch a frame was in changes none of its row

@@ -16,7 +16,8 @@ from cnnlab.cli.video_options import video_options
 @click.option("--top-k", type=int, default=1, show_default=True, help="show the K most likely classes")
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="also save rows to a .csv or .json file (a video: a row per frame, with its index and time)")
-@click.option("--batch-size", type=int, help="images (or video frames) the model takes at once [default: 256; 16 frames]")
+@click.option("--batch-size", type=int, help="images (or video frames) the model takes at once "
+              "[default: 256; frames: 64, 16 with --draw/--show or from a live source]")
 @click.option("--workers", type=int, help="decoding processes [default: up to 4 when the files exceed 32 MB]")
 @click.option("--draw", "draw_dir", type=click.Path(),
               help="also write each image into this folder with its prediction drawn on it (a detector's boxes, "

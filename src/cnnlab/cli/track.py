@@ -28,7 +28,8 @@ from cnnlab.cli.video_options import video_options
               help="weaker boxes down to this only continue tracks (ByteTrack's second matching)")
 @click.option("--max-lost", type=int, default=30, show_default=True,
               help="frames a track may go unseen before it ends")
-@click.option("--batch-size", type=int, help="frames the model takes at once [default: 16]")
+@click.option("--batch-size", type=int, help="frames the model takes at once "
+              "[default: 64, 16 with --draw/--show or from a live source]")
 @video_options
 @inference_options
 def track_command(run: str, source: str, output: str | None, tracks: str | None, draw: str | None,

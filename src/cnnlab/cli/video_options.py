@@ -39,10 +39,10 @@ def video_options(function: Callable) -> Callable:
 
 def options_and_timeouts(video: dict, *, batch_size: int | None, smooth: int = 1, top_k: int = 1) -> tuple[Any, dict]:
     """(VideoOptions, the reader's timeouts) from the flags."""
-    from cnnlab.video.run import DEFAULT_BATCH, VideoOptions
+    from cnnlab.video.run import VideoOptions
 
     options = VideoOptions(stride=video["stride"], fps=video["fps"], start=video["start"], end=video["end"],
-                           batch_size=batch_size or DEFAULT_BATCH, queue_size=video["queue_size"], smooth=smooth,
+                           batch_size=batch_size, queue_size=video["queue_size"], smooth=smooth,
                            top_k=top_k)
     timeouts = {"open_timeout": video["timeout"], "read_timeout": video["timeout"], "reconnects": video["reconnects"]}
     return options, timeouts
