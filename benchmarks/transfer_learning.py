@@ -46,6 +46,20 @@ VARIANTS: dict[str, list[str]] = {
     "transfer-ft1-0.003": ["--init-from", "PRE", "--fine-tune", "1", "--lr", "0.003"],
     "transfer-ft1-0.01": ["--init-from", "PRE", "--fine-tune", "1", "--lr", "0.01"],
     "transfer-ft1-0.03": ["--init-from", "PRE", "--fine-tune", "1", "--lr", "0.03"],
+    "transfer-freeze": ["--init-from", "PRE", "--freeze"],
+    "transfer-ft3": ["--init-from", "PRE", "--fine-tune", "3"],
+    "transfer-ft5": ["--init-from", "PRE", "--fine-tune", "5"],
+    "transfer-freeze-wd": ["--init-from", "PRE", "--freeze", "--weight-decay", "0.05"],
+    "transfer-freeze-ls": ["--init-from", "PRE", "--freeze", "--label-smoothing", "0.1"],
+    "transfer-freeze-0.003": ["--init-from", "PRE", "--freeze", "--lr", "0.003"],
+    "transfer-freeze-0.03": ["--init-from", "PRE", "--freeze", "--lr", "0.03"],
+    "transfer-freeze-e20": ["--init-from", "PRE", "--freeze", "--epochs", "20"],
+    "transfer-freeze-ls0.2-wd": ["--init-from", "PRE", "--freeze", "--label-smoothing", "0.2", "--weight-decay", "0.05"],
+    "transfer-freeze-ls0.3": ["--init-from", "PRE", "--freeze", "--label-smoothing", "0.3"],
+    "transfer-ls": ["--init-from", "PRE", "--label-smoothing", "0.1"],
+    "transfer-freeze-ls-wd": ["--init-from", "PRE", "--freeze", "--label-smoothing", "0.1", "--weight-decay", "0.05"],
+    "transfer-freeze-ls0.2": ["--init-from", "PRE", "--freeze", "--label-smoothing", "0.2"],
+    "transfer-freeze-ls-e20": ["--init-from", "PRE", "--freeze", "--label-smoothing", "0.1", "--epochs", "20"],
 }
 
 
