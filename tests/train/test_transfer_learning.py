@@ -42,12 +42,14 @@ def _fine_tune_args(data: Path, pretrained: Path, runs: Path, name: str) -> list
 
 @pytest.mark.parametrize("flags, expected", [
     ({}, {"fine_tune": None, "freeze": False, "lr": None}),  # from scratch: nothing changes
-    ({"init_from": "runs/pre"}, {"fine_tune": 1, "freeze": False, "lr": "auto", "backbone_lr_factor": 0.1}),
+    ({"init_from": "runs/pre"}, {"fine_tune": 1, "freeze": False, "lr": "auto", "backbone_lr_factor": 0.1,
+                                 "few_shot": "auto"}),  # a few-shot run may still change the stages (once loaded)
     ({"weights": "imagenet", "model": "resnet18"}, {"fine_tune": 1, "lr": "auto"}),
     ({"init_from": "runs/pre", "epochs": 1}, {"fine_tune": 0, "lr": "auto"}),  # --fine-tune N < --epochs
-    ({"init_from": "runs/pre", "freeze": True}, {"fine_tune": None, "freeze": True, "lr": "auto"}),
-    ({"init_from": "runs/pre", "fine_tune": 2, "lr": 0.01}, {"fine_tune": 2, "lr": 0.01}),  # the user's win
-    ({"init_from": "runs/pre", "fine_tune": 0}, {"fine_tune": 0, "lr": "auto"}),
+    ({"init_from": "runs/pre", "freeze": True}, {"fine_tune": None, "freeze": True, "lr": "auto", "few_shot": "off"}),
+    ({"init_from": "runs/pre", "fine_tune": 2, "lr": 0.01}, {"fine_tune": 2, "lr": 0.01, "few_shot": "off"}),  # the user's win
+    ({"init_from": "runs/pre", "fine_tune": 0}, {"fine_tune": 0, "lr": "auto", "few_shot": "off"}),
+    ({"init_from": "runs/pre", "label_smoothing": 0.05}, {"fine_tune": 1, "few_shot": "off"}),  # the smoothing too
     ({"init_from": "runs/pre", "recipe": "fast"}, {"fine_tune": 1, "lr": 0.004}),  # the recipe's rate wins
 ])
 def test_runs_from_pretrained_weights_default_to_a_head_epoch_and_the_range_test(flags, expected):
@@ -79,16 +81,20 @@ def test_the_chosen_defaults_are_recorded_in_config_yaml(digits_split_folder, di
     assert saved["lr"] == 0.009
 
 
-@pytest.mark.parametrize("flag, limit, fresh, trainable", [
-    ("--init-from", 60, True, "4,485"),  # 2 batches an epoch: few-shot; fc1 (64×64 + 64) trains with fc2 (64×5 + 5)
-    ("--weights", 60, True, "4,485"),  # the same for --weights: a fresh fc1 is no misfit
-    ("--init-from", 300, False, "325"),  # 9 batches: fc1 is kept, as on the Fashion-MNIST protocol
-])
-def test_a_few_shot_run_on_other_classes_starts_its_dense_layers_fresh(flag, limit, fresh, trainable,
+@pytest.mark.parametrize("flag, limit, fresh, stage", [
+    # 2 batches an epoch: few-shot; fc1 (64×64 + 64) trains with fc2 (64×5 + 5), alone for the whole run
+    ("--init-from", 60, True, "stage 1/1: head only (4,485 trainable parameters)"),
+    ("--weights", 60, True, "stage 1/1: head only (4,485 trainable parameters)"),  # a fresh fc1 is no misfit
+    ("--init-from", 300, False, "stage 1/2: head only (325 trainable parameters)"),  # 9 batches: fc1 is kept,
+])  # and the run fine-tunes as on the Fashion-MNIST protocol
+def test_a_few_shot_run_on_other_classes_starts_its_dense_layers_fresh(flag, limit, fresh, stage,
                                                                        digits_split_folder, digits_pretrained,
                                                                        tmp_path):
     """guide-cnn's fc1 learnt to tell the pretraining's classes apart; a few-shot run on other classes starts
-    it fresh and trains it with the new head, while the convolutions transfer (docs/transfer-learning.md, 6)."""
+    it fresh and trains it with the new head, while the convolutions transfer, and (--few-shot auto) trains
+    that head alone at --label-smoothing 0.2, saying so and saving it (docs/transfer-learning.md, 6)."""
+    import yaml
+
     import shutil
 
     others = tmp_path / "fives"  # digits 5-9 only: other classes than the 10 the run was trained on
@@ -102,7 +108,25 @@ def test_a_few_shot_run_on_other_classes_starts_its_dense_layers_fresh(flag, lim
     assert [name for name, layer in layers.items() if layer["status"] == "loaded"] == [
         "features.conv1", "features.conv2", "features.conv3", *([] if fresh else ["head.fc1"])]
     assert ("fitted to the weights' own classes" in layers["head.fc1"]["detail"]) == fresh
-    assert f"stage 1/2: head only ({trainable} trainable parameters)" in outcome.stderr
+    assert stage in outcome.stderr
+    assert ("few-shot run (head.fc1 starts fresh): training the new head alone (--freeze) with --label-smoothing "
+            "0.2" in outcome.stderr) == fresh
+    saved = yaml.safe_load((runs / "fives" / "config.yaml").read_text())
+    assert (saved["freeze"], saved["fine_tune"], saved["label_smoothing"]) == ((True, None, 0.2) if fresh
+                                                                               else (False, 1, 0.0))
+
+
+def test_few_shot_off_keeps_fine_tuning_on_a_few_shot_run(digits_split_folder, digits_pretrained, tmp_path):
+    import shutil
+
+    others = tmp_path / "fives"
+    for digit in range(5, 10):
+        shutil.copytree(digits_split_folder / "train" / str(digit), others / str(digit))
+    runs = tmp_path / "runs"
+    outcome = run_cli("train", "--data", others, "--init-from", digits_pretrained, "--epochs", 2, "--limit", 60,
+                      "--few-shot", "off", "--name", "fives", "--runs-dir", runs)
+    assert outcome.exit_code == 0, outcome.stderr
+    assert "stage 1/2: head only (4,485 trainable parameters)" in outcome.stderr and "few-shot run" not in outcome.stderr
 
 
 @pytest.mark.slow
