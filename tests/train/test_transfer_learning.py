@@ -306,23 +306,25 @@ def _save_digit_pngs(root: Path, pixels, chosen: dict[int, np.ndarray]) -> None:
             Image.fromarray(pixels[index]).save(root / str(label) / f"{index}.png")
 
 
-# The band, from the gains measured per seed with these defaults (docs/transfer-learning.md, section 6),
-# seeds 0–2 on 2 torch threads: fp32 path +4.3, −0.4, +2.0 points (mean +2.0); bf16 path +3.1, −1.4,
-# +1.0 (mean +0.9); on 1 thread, as in a pytest worker (bf16; `make test` runs 2 workers on 2 cores):
-# +3.6, −4.9, +3.1 (mean +0.6). The defaults before lost on both paths (fp32 −2.9, −7.5, −6.3; bf16
-# −0.4, −1.8, −7.3: means −5.6 and −3.1). A seed moves by 3–5 points with the thread count alone, as
-# much as the gain: so the band asks what the defaults changed — transfer no longer loses on average,
-# and no seed as bad as the worst before — not a clear gain, which 50 images do not give reliably.
+# The band, from the gains measured per seed with these defaults (docs/transfer-learning.md, section 6;
+# the few-shot rule: a fresh fc1 and the head alone, --freeze --label-smoothing 0.2), seeds 0–2, points:
+# fp32 path +4.9, +2.5, +3.8 (mean +3.7) on 1 torch thread, +4.4, +2.0, +4.1 (+3.5) on 2; bf16 path
+# +3.4, +1.9, +3.9 (+3.1) on 1 thread (benchmarks/transfer_learning.py), +3.1, +2.3, +2.8 (+2.7) on 2.
+# Fine-tuning every layer (--few-shot off, the defaults before) gained +0.3 on fp32 (+4.3, −4.5, +1.3)
+# on 1 thread: a seed moved 3–5 points with the thread count alone. Kept as pretrained, the convolutions
+# no longer move with the rounding, so the band can ask for what the rule brings: no seed loses, and
+# the mean gains 1.5 points or more.
 DIGITS_SEEDS = (0, 1, 2)
-DIGITS_MIN_GAIN = -0.07
-DIGITS_MEAN_GAIN = -0.005
+DIGITS_MIN_GAIN = 0.0
+DIGITS_MEAN_GAIN = 0.015
 
 
 @pytest.mark.slow
 def test_pretraining_on_digits_0_to_4_beats_scratch_on_digits_5_to_9_from_10_images_each(tmp_path):
     """The few-shot protocol: 50 training images (2 batches an epoch), `--init-from` and nothing else
     against scratch and nothing else, cnnlab's 10 epochs. Where the defaults lost 3–6 points (the
-    pretrained dense layer fc1 kept, and a range test on 2 batches), they now gain."""
+    pretrained dense layer fc1 kept, and a range test on 2 batches), and then gained little with a seed
+    losing (every layer fine-tuned), they now gain on every seed (the head alone, smoothed)."""
     pretraining, new = _digits_transfer_data(tmp_path / "data")
     runs = tmp_path / "runs"
     size = ["--image-size", 28, *_PRECISION]
