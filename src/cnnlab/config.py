@@ -156,9 +156,10 @@ class TrainConfig:
                                     "unless --freeze]", default=None)
     backbone_lr_factor: float = _option("after --fine-tune N epochs, the backbone learns at this fraction of "
                                         "--lr", default=0.1)
-    few_shot: str = _option("a few-shot run (under 8 batches an epoch) from a cnnlab run on other classes: auto "
-                            "trains the new head alone (--freeze) with --label-smoothing 0.2, unless --fine-tune, "
-                            "--freeze or --label-smoothing is given; off keeps the other defaults",
+    few_shot: str = _option("a few-shot run (under 8 batches an epoch) from a cnnlab run on other "
+                            "classes: auto trains the new head alone (--freeze) with --label-smoothing "
+                            "0.2, unless --fine-tune, --freeze or --label-smoothing is given; off keeps "
+                            "the other defaults",
                             choices=("auto", "off"), default="auto")
     name: str | None = _option("run folder name [default: <model>-<data>, numbered if taken]", default=None)
     runs_dir: str = _option("folder that holds run folders", default="runs")

@@ -20,8 +20,8 @@ from cnnlab.config import TrainConfig
 from cnnlab.errors import CnnlabError, ConfigError
 from cnnlab.io import write_text_atomic
 from cnnlab.models.build import YAML_ARCHITECTURE, Architecture
-from cnnlab.models.transfer import (FRESH_DENSE_DETAIL, SKIPPED, TransferReport, adapt_channel_values, class_specific_layers,
-                                    is_inside_any, transfer_weights)
+from cnnlab.models.transfer import (FRESH_DENSE_DETAIL, SKIPPED, TransferReport, adapt_channel_values,
+                                    class_specific_layers, is_inside_any, transfer_weights)
 from cnnlab.models.weights import PretrainedWeights, load_weights
 
 if TYPE_CHECKING:
@@ -153,7 +153,8 @@ def _fresh_dense_layers(model: "nn.Module", classifier: str | tuple[str, ...], p
 FEW_SHOT_LABEL_SMOOTHING = 0.2
 
 
-def few_shot_config(config: TrainConfig, report: TransferReport, task: "Task") -> tuple[TrainConfig, str | None]:
+def few_shot_config(config: TrainConfig, report: TransferReport,
+                    task: "Task") -> tuple[TrainConfig, str | None]:
     """(the config, what changed and why): a few-shot run whose dense layers start fresh (a cnnlab run on
     other classes, under MIN_SWEEP_BATCHES batches an epoch: `_fresh_dense_layers`) trains the new head
     alone, `--freeze`, at `--label-smoothing 0.2` — unless the user chose the stages or the smoothing
@@ -169,9 +170,10 @@ def few_shot_config(config: TrainConfig, report: TransferReport, task: "Task") -
     if config.few_shot != "auto" or not fresh or "label_smoothing" not in task.settings:
         return config, None
     chosen = replace(config, freeze=True, fine_tune=None, label_smoothing=FEW_SHOT_LABEL_SMOOTHING)
-    return chosen, (f"few-shot run ({', '.join(fresh)} starts fresh): training the new head alone (--freeze) "
-                    f"with --label-smoothing {FEW_SHOT_LABEL_SMOOTHING:g}, which gains most over training from "
-                    f"scratch on so few images; pass --fine-tune N, --label-smoothing or --few-shot off to choose")
+    return chosen, (f"few-shot run ({', '.join(fresh)} starts fresh): training the new head alone "
+                    f"(--freeze) with --label-smoothing {FEW_SHOT_LABEL_SMOOTHING:g}, which gains most over "
+                    f"training from scratch on so few images; pass --fine-tune N, --label-smoothing or "
+                    f"--few-shot off to choose")
 
 
 def head_layers(model: "nn.Module", architecture: Architecture, report: TransferReport) -> tuple[str, ...]:

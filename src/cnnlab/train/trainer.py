@@ -219,7 +219,8 @@ class RunStart:
         self.config, few_shot = few_shot_config(self.config, report, self.task)
         if few_shot:
             console.info(few_shot)
-            self.task = task_for_training(self.config.task, self.data.train.source, self.config)  # its smoothing
+            # the task holds the loss's label smoothing
+            self.task = task_for_training(self.config.task, self.data.train.source, self.config)
         # The tensors now live in the model; let the copies go (VGG-16's are half a gigabyte).
         self.pretrained = replace(self.pretrained, state_dict={})
         return model, report
