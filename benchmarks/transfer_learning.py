@@ -34,7 +34,7 @@ import numpy as np
 VARIANTS: dict[str, list[str]] = {
     "scratch": [],
     "scratch-lr-auto": ["--lr", "auto"],
-    "transfer": ["--init-from", "PRE"],  # the defaults for pretrained weights: --fine-tune 1 --lr auto
+    "transfer": ["--init-from", "PRE"],  # the defaults: --fine-tune 1 --lr auto (few-shot: --freeze --label-smoothing 0.2)
     "transfer-lr-auto-fine-tune-1": ["--init-from", "PRE", "--lr", "auto", "--fine-tune", "1"],
     "transfer-backbone-0.3": ["--init-from", "PRE", "--backbone-lr-factor", "0.3"],
     "transfer-backbone-1": ["--init-from", "PRE", "--backbone-lr-factor", "1"],
@@ -46,12 +46,17 @@ VARIANTS: dict[str, list[str]] = {
     "transfer-ft1-0.003": ["--init-from", "PRE", "--fine-tune", "1", "--lr", "0.003"],
     "transfer-ft1-0.01": ["--init-from", "PRE", "--fine-tune", "1", "--lr", "0.01"],
     "transfer-ft1-0.03": ["--init-from", "PRE", "--fine-tune", "1", "--lr", "0.03"],
+    # the few-shot rule's alternatives (digits: explicit --freeze/--fine-tune/--label-smoothing turn it off)
+    "transfer-few-shot-off": ["--init-from", "PRE", "--few-shot", "off"],  # the defaults before the rule
     "transfer-freeze": ["--init-from", "PRE", "--freeze"],
+    "transfer-ft3": ["--init-from", "PRE", "--fine-tune", "3"],
     "transfer-ft5": ["--init-from", "PRE", "--fine-tune", "5"],
-    "transfer-ft9": ["--init-from", "PRE", "--fine-tune", "9"],
-    "scratch-e30": ["--epochs", "30"],
-    "transfer-e30": ["--init-from", "PRE", "--epochs", "30"],
-    "transfer-freeze-e30": ["--init-from", "PRE", "--freeze", "--epochs", "30"],
+    "transfer-freeze-wd": ["--init-from", "PRE", "--freeze", "--weight-decay", "0.05"],
+    "transfer-freeze-ls": ["--init-from", "PRE", "--freeze", "--label-smoothing", "0.1"],
+    "transfer-freeze-ls0.2-wd": ["--init-from", "PRE", "--freeze", "--label-smoothing", "0.2", "--weight-decay", "0.05"],
+    "transfer-freeze-ls0.3": ["--init-from", "PRE", "--freeze", "--label-smoothing", "0.3"],
+    "transfer-ls": ["--init-from", "PRE", "--label-smoothing", "0.1"],
+    "transfer-freeze-ls-e20": ["--init-from", "PRE", "--freeze", "--label-smoothing", "0.1", "--epochs", "20"],
 }
 
 

@@ -156,6 +156,11 @@ class TrainConfig:
                                     "unless --freeze]", default=None)
     backbone_lr_factor: float = _option("after --fine-tune N epochs, the backbone learns at this fraction of "
                                         "--lr", default=0.1)
+    few_shot: str = _option("a few-shot run (under 8 batches an epoch) from a cnnlab run on other "
+                            "classes: auto trains the new head alone (--freeze) with --label-smoothing "
+                            "0.2, unless --fine-tune, --freeze or --label-smoothing is given; off keeps "
+                            "the other defaults",
+                            choices=("auto", "off"), default="auto")
     name: str | None = _option("run folder name [default: <model>-<data>, numbered if taken]", default=None)
     runs_dir: str = _option("folder that holds run folders", default="runs")
     exist_ok: bool = _option("overwrite the run folder if --name already exists", default=False)
@@ -402,8 +407,9 @@ def _with_pretrained_defaults(config: TrainConfig, explicit: set[str]) -> TrainC
     rate with no stages a transferred model gained little or lost against training from scratch.
     Measured over seeds on both the bf16 and the fp32 code paths: docs/transfer-learning.md, section 6
     (benchmarks/transfer_learning.py). A few-shot run (under 8 batches an epoch: known once the data
-    is loaded) also gets `--lr auto` without a range test (train/lr_find.rate_without_sweep) and a
-    fresh start for the dense layers before the classifier (train/pretrained._fresh_dense_layers)."""
+    is loaded) also gets `--lr auto` without a range test (train/lr_find.rate_without_sweep), and from
+    a cnnlab run on other classes a fresh start for the dense layers before the classifier and, with
+    `--few-shot auto`, the head alone at --label-smoothing 0.2 (train/pretrained.few_shot_config)."""
     if not config.pretrained:
         return config
     chosen: dict[str, Any] = {}
@@ -413,6 +419,8 @@ def _with_pretrained_defaults(config: TrainConfig, explicit: set[str]) -> TrainC
         # --fine-tune N must leave the whole network an epoch; DistributedDataParallel cannot follow a
         # backbone unfrozen mid-run: both then train everything from the first step, the backbone slower.
         chosen["fine_tune"] = 1 if config.epochs >= 2 and not _distributed_launch() else 0
+    if "few_shot" not in explicit and {"fine_tune", "freeze", "label_smoothing"} & explicit:
+        chosen["few_shot"] = "off"  # the user chose the stages or the smoothing: the few-shot rule keeps out
     return dataclasses.replace(config, **chosen)
 
 

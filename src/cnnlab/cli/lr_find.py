@@ -13,7 +13,7 @@ from cnnlab.cli.train import config_options
 SWEEP_FIELDS = frozenset({
     "data", "model", "task", "batch_size", "optimizer", "momentum", "beta2", "weight_decay", "label_smoothing", "seed",
     "device", "workers", "split", "data_dir", "image_size", "channels", "augment", "limit", "strict", "cache",
-    "weights", "init_from", "freeze", "fine_tune", "backbone_lr_factor", "runs_dir", "recipe",
+    "weights", "init_from", "freeze", "fine_tune", "backbone_lr_factor", "few_shot", "runs_dir", "recipe",
 })
 
 

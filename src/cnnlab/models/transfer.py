@@ -32,6 +32,7 @@ LOADED = "loaded"
 ADAPTED = "adapted"
 REINITIALISED = "re-initialised"
 SKIPPED = "skipped"
+FRESH_DENSE_DETAIL = "dense layer before the classifier, fitted to the weights' own classes: starts fresh"
 _SHOWN_PER_STATUS = 8  # the console shows this many layer names per status; transfer.json has them all
 
 
@@ -151,8 +152,7 @@ def transfer_weights(model: "nn.Module", weights: dict[str, "Tensor"], *, source
             new_head.extend(tensors.values())
             continue
         if layer in fresh:
-            layers.append(LayerTransfer(layer, REINITIALISED, "dense layer before the classifier, fitted to the "
-                                                              "weights' own classes: starts fresh"))
+            layers.append(LayerTransfer(layer, REINITIALISED, FRESH_DENSE_DETAIL))
             continue
         outcome = _fit_layer(layer, tensors, weights, adapt=layer == first_conv)
         layers.append(outcome[0])

@@ -39,9 +39,9 @@ from cnnlab.checkpoint import ModelInfo, TrainingState, load_training_state, res
 from cnnlab.train.loop import Callback, FitState, seed_everything
 from cnnlab.train.memory import RunShape, check_memory
 from cnnlab.train.optim import build_optimizer, build_scheduler, follow_schedule
-from cnnlab.train.pretrained import (head_layers, load_pretrained, load_transfer_report, note_pretrained_input,
-                                     pretrained_normalisation, recorded_weights, save_transfer_report,
-                                     transfer_pretrained, with_weights_defaults)
+from cnnlab.train.pretrained import (few_shot_config, head_layers, load_pretrained, load_transfer_report,
+                                     note_pretrained_input, pretrained_normalisation, recorded_weights,
+                                     save_transfer_report, transfer_pretrained, with_weights_defaults)
 from cnnlab.train.stages import StagePlan, parameter_groups, staged_schedule
 from cnnlab.train import distributed
 from cnnlab.train.distributed import DistributedContext
@@ -216,6 +216,11 @@ class RunStart:
         report = transfer_pretrained(model, self.architecture, self.task, self.pretrained, self.config,
                                      batches_per_epoch=batches)
         console.info(report.summary())
+        self.config, few_shot = few_shot_config(self.config, report, self.task)
+        if few_shot:
+            console.info(few_shot)
+            # the task holds the loss's label smoothing
+            self.task = task_for_training(self.config.task, self.data.train.source, self.config)
         # The tensors now live in the model; let the copies go (VGG-16's are half a gigabyte).
         self.pretrained = replace(self.pretrained, state_dict={})
         return model, report
