@@ -1,9 +1,14 @@
 """Fixtures of the video tests: generated moving-items videos (with their true boxes), one tiny
 classifier and one tiny detector, each trained once for the package (the tests check the video
-machinery, not accuracy), and a simulated live camera."""
+machinery, not accuracy), a simulated live camera, and a real RTMP stream on loopback (the ffmpeg
+program as its server)."""
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -84,3 +89,64 @@ def decoded_frames(path: Path) -> list[np.ndarray]:
 
     with av.open(str(path)) as container:
         return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+
+
+requires_ffmpeg = pytest.mark.skipif(
+    shutil.which("ffmpeg") is None,
+    reason="needs the ffmpeg program to serve an RTMP stream on loopback: apt-get install ffmpeg "
+           "(`make test` installs it)")
+
+STREAM_FRAMES = 50  # the RTMP clip: 2 s at 25 frames/s
+
+
+@pytest.fixture(scope="session")
+def rtmp_clip(tmp_path_factory):
+    """50 frames, 25 frames/s, 64×64, two moving items: H.264 in FLV, what RTMP carries."""
+    from cnnlab.video.moving_items import write_moving_items
+
+    return write_moving_items(tmp_path_factory.mktemp("clips") / "items.flv", fashion_mnist_dir=FASHION_DIR,
+                              frames=STREAM_FRAMES, canvas=64, items=2, codec="h264")
+
+
+def free_port() -> int:
+    """A TCP port nothing on loopback listens on now (the OS's pick)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def rtmp_stream(clip: Path) -> Iterator[str]:
+    """The URL of `clip` served live over RTMP on loopback: ffmpeg is the server (`-listen 1`), sends
+    the clip at its own rate (`-re`) to the first client that connects, then ends, as a publisher
+    that stops does. The ffmpeg process is killed on the way out, whatever happened."""
+    port = free_port()
+    url = f"rtmp://127.0.0.1:{port}/live/test"
+    process = subprocess.Popen(["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-re", "-i", str(clip),
+                                "-c", "copy", "-f", "flv", "-listen", "1", url],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _wait_until_listening(port, process)
+        yield url
+    finally:
+        process.kill()
+        process.communicate(timeout=10)
+
+
+def _wait_until_listening(port: int, process: subprocess.Popen, seconds: float = 10.0) -> None:
+    """Until `process` listens on `port`. Read from /proc/net/tcp, not by connecting: ffmpeg's RTMP
+    server takes one client, and a probe would be it."""
+    listening = f"0100007F:{port:04X}"  # 127.0.0.1, as the kernel writes it, in state 0A (LISTEN)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"ffmpeg ended before serving the stream: {process.stderr.read().decode()[-500:]}")
+        try:
+            table = Path("/proc/net/tcp").read_text().splitlines()[1:]
+        except OSError:  # not Linux: give it the time it takes here (~0.1 s), ten times over
+            time.sleep(1.0)
+            return
+        if any(line.split()[1] == listening and line.split()[3] == "0A" for line in table):
+            return
+        time.sleep(0.05)
+    pytest.fail(f"ffmpeg did not listen on 127.0.0.1:{port} within {seconds:g} s")
