@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: demo test install dev fashion-mnist chromium clean
+.PHONY: demo test install dev fashion-mnist chromium ffmpeg clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,11 +43,21 @@ chromium:
 	  echo "could not install chromium; the report's browser tests will be skipped"; \
 	fi
 
+# The ffmpeg program serves a real RTMP stream on loopback in tests/video/test_streams.py (cnnlab
+# itself decodes through PyAV's own FFmpeg libraries); without it those tests are skipped.
+ffmpeg:
+	@if ! command -v ffmpeg >/dev/null && command -v apt-get >/dev/null; then \
+	  echo "installing Debian's ffmpeg package (the live-stream tests' RTMP server)"; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null || \
+	  { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null; } || \
+	  echo "could not install ffmpeg; the live-stream tests will be skipped"; \
+	fi
+
 demo: install fashion-mnist
 	$(BIN)/cnnlab train --data fashion-mnist --model guide-cnn --epochs 3 --name demo --exist-ok
 	$(BIN)/cnnlab evaluate runs/demo
 
-test: dev fashion-mnist chromium
+test: dev fashion-mnist chromium ffmpeg
 	$(BIN)/python -m pytest -n auto --dist loadfile --no-loadscope-reorder
 
 # Benchmarks (benchmarks/README.md) in their own venv: TensorFlow is large and .venv runs the tests.
