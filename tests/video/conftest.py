@@ -1,11 +1,12 @@
 """Fixtures of the video tests: generated moving-items videos (with their true boxes), one tiny
 classifier and one tiny detector, each trained once for the package (the tests check the video
-machinery, not accuracy), a simulated live camera, and a real RTMP stream on loopback (the ffmpeg
-program as its server)."""
+machinery, not accuracy), a simulated live camera, and real RTMP and RTSP streams on loopback
+(served by the ffmpeg program and by GStreamer's RTSP server)."""
 
 from __future__ import annotations
 
 import contextlib
+import select
 import shutil
 import socket
 import subprocess
@@ -96,7 +97,7 @@ requires_ffmpeg = pytest.mark.skipif(
     reason="needs the ffmpeg program to serve an RTMP stream on loopback: apt-get install ffmpeg "
            "(`make test` installs it)")
 
-STREAM_FRAMES = 50  # the RTMP clip: 2 s at 25 frames/s
+STREAM_FRAMES = 50  # the streamed clips: 2 s at 25 frames/s
 
 
 @pytest.fixture(scope="session")
@@ -105,6 +106,15 @@ def rtmp_clip(tmp_path_factory):
     from cnnlab.video.moving_items import write_moving_items
 
     return write_moving_items(tmp_path_factory.mktemp("clips") / "items.flv", fashion_mnist_dir=FASHION_DIR,
+                              frames=STREAM_FRAMES, canvas=64, items=2, codec="h264")
+
+
+@pytest.fixture(scope="session")
+def rtsp_clip(tmp_path_factory):
+    """The same as `rtmp_clip`, in .mp4 (what the RTSP server's GStreamer pipeline reads)."""
+    from cnnlab.video.moving_items import write_moving_items
+
+    return write_moving_items(tmp_path_factory.mktemp("clips") / "items.mp4", fashion_mnist_dir=FASHION_DIR,
                               frames=STREAM_FRAMES, canvas=64, items=2, codec="h264")
 
 
@@ -122,9 +132,10 @@ def rtmp_stream(clip: Path) -> Iterator[str]:
     that stops does. The ffmpeg process is killed on the way out, whatever happened."""
     port = free_port()
     url = f"rtmp://127.0.0.1:{port}/live/test"
-    process = subprocess.Popen(["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-re", "-i", str(clip),
-                                "-c", "copy", "-f", "flv", "-listen", "1", url],
-                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    command = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-re", "-i", str(clip),
+               "-c", "copy", "-f", "flv", "-listen", "1", url]
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE)
     try:
         _wait_until_listening(port, process)
         yield url
@@ -150,3 +161,39 @@ def _wait_until_listening(port: int, process: subprocess.Popen, seconds: float =
             return
         time.sleep(0.05)
     pytest.fail(f"ffmpeg did not listen on 127.0.0.1:{port} within {seconds:g} s")
+
+
+SYSTEM_PYTHON = Path("/usr/bin/python3")  # has GStreamer's bindings where Debian's packages are installed
+RTSP_SERVER_MISSING = ("needs GStreamer's RTSP server for the system Python: apt-get install python3-gi "
+                       "gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good (`make test` installs it)")
+
+
+@contextlib.contextmanager
+def rtsp_stream(clip: Path) -> Iterator[str]:
+    """The URL of `clip` (H.264 .mp4) served live over RTSP on loopback by tests/video/rtsp_server.py
+    (gst-rtsp-server, run by the system Python), which ends after sending it once. Skips the test
+    where that server cannot run; the process is killed on the way out, whatever happened."""
+    if not SYSTEM_PYTHON.exists():
+        pytest.skip(RTSP_SERVER_MISSING)
+    port = free_port()
+    command = [str(SYSTEM_PYTHON), str(Path(__file__).with_name("rtsp_server.py")), str(clip), str(port)]
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    try:
+        _wait_until_ready(process)
+        yield f"rtsp://127.0.0.1:{port}/live"
+    finally:
+        process.kill()
+        process.communicate(timeout=10)
+
+
+def _wait_until_ready(process: subprocess.Popen, seconds: float = 15.0) -> None:
+    """Until the RTSP server says "ready" (it listens); a skip where GStreamer's bindings are missing."""
+    readable, _, _ = select.select([process.stdout], [], [], seconds)
+    if readable and process.stdout.readline().strip() == b"ready":
+        return
+    process.kill()
+    errors = process.communicate(timeout=10)[1].decode()
+    if "ModuleNotFoundError" in errors or "Namespace GstRtspServer not available" in errors:
+        pytest.skip(RTSP_SERVER_MISSING)
+    pytest.fail(f"the RTSP server did not start within {seconds:g} s: {errors[-500:]}")

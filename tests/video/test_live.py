@@ -86,9 +86,9 @@ def test_a_live_source_that_is_lost_says_how_many_frames_were_dropped(classifier
                       options=VideoOptions(batch_size=4, queue_size=4, progress=False))
     result = failure.value.result
     assert result.dropped > 20  # ~7 batches of 4 in 0.6 s could be predicted
-    assert str(failure.value) == (f"simulated camera: the stream stopped after 60 frame(s); {len(result.rows)} "
-                                  f"frame(s) before it were predicted ({result.dropped} of 60 dropped: the model "
-                                  f"was slower than the source)")
+    assert str(failure.value) == (
+        f"simulated camera: the stream stopped after 60 frame(s); {len(result.rows)} frame(s) before it were "
+        f"predicted ({result.dropped} of 60 dropped: the model was slower than the source)")
 
 
 @requires_fashion_mnist

@@ -1,7 +1,7 @@
-"""Live sources for real: an RTMP stream on loopback (the ffmpeg program as its server) is predicted
-frame by frame as it arrives, and when its publisher stops, reconnected and ended with a message that
-names it, the rows kept. A camera index that is not there, or a device that is not a camera, is
-refused naming both. (RTSP is not tested here: docs/video.md says why.)"""
+"""Live sources for real: RTMP and RTSP streams on loopback (served by the ffmpeg program and by
+GStreamer's RTSP server) are predicted frame by frame as they arrive, and when their publisher stops,
+reconnected and ended with a message that names them, the rows kept. A camera index that is not
+there, or a device that is not a camera, is refused naming both."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import pytest
 
 from cnnlab.errors import DataError
 from tests.helpers import run_cli
-from tests.video.conftest import STREAM_FRAMES, requires_fashion_mnist, requires_ffmpeg, rtmp_stream
+from tests.video.conftest import (STREAM_FRAMES, requires_fashion_mnist, requires_ffmpeg, rtmp_stream,
+                                  rtsp_stream)
 
 FASHION_CLASSES = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                    "Ankle boot"}
@@ -22,22 +23,36 @@ FASHION_CLASSES = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sanda
 @requires_ffmpeg
 @requires_fashion_mnist
 @pytest.mark.timeout(120)  # the run bounds itself (--timeout 2, one reconnection): this is the backstop
-def test_predict_reads_an_rtmp_stream_live_and_ends_clearly_when_its_publisher_stops(classifier, rtmp_clip, tmp_path):
+def test_predict_reads_an_rtmp_stream_live_and_ends_when_its_publisher_stops(classifier, rtmp_clip, tmp_path):
     with rtmp_stream(rtmp_clip.path) as url:
         outcome = run_cli("predict", classifier, url, "-o", tmp_path / "rows.json", "--timeout", 2,
                           "--reconnects", 1)
+    _check_a_stream_read_to_its_end(outcome, url, tmp_path / "rows.json")
+
+
+@requires_fashion_mnist
+@pytest.mark.timeout(120)
+def test_predict_reads_an_rtsp_stream_live_and_ends_when_its_server_stops(classifier, rtsp_clip, tmp_path):
+    with rtsp_stream(rtsp_clip.path) as url:
+        outcome = run_cli("predict", classifier, url, "-o", tmp_path / "rows.json", "--timeout", 2,
+                          "--reconnects", 1)
+    _check_a_stream_read_to_its_end(outcome, url, tmp_path / "rows.json")
+
+
+def _check_a_stream_read_to_its_end(outcome, url: str, written: Path) -> None:
     # A live stream is not meant to end: one that does is reopened, then reported as lost (status 2).
     assert outcome.exit_code == 2, outcome.stderr
     assert "Traceback" not in outcome.stderr
-    # Every frame the publisher sent arrived (RTMP runs over TCP); the message says so and keeps the rows.
+    # Every frame the server sent arrived (RTMP, and RTSP as cnnlab asks for it, run over TCP).
     assert f"{url}: the stream stopped after {STREAM_FRAMES} frame(s)" in outcome.stderr
     assert "did not come back after 1 reconnection(s) (cannot open the stream" in outcome.stderr
-    assert f"and written ({tmp_path / 'rows.json'})" in outcome.stderr
-    rows = json.loads((tmp_path / "rows.json").read_text())
+    assert f"and written ({written})" in outcome.stderr
+    rows = json.loads(written.read_text())
     dropped = re.search(r"\((\d+) of (\d+) dropped", outcome.stderr)
     assert len(rows) + (int(dropped[1]) if dropped else 0) == STREAM_FRAMES
-    # Only the burst of the first second (FFmpeg's stream analysis) can outrun the model: measured 50 of 50.
-    assert len(rows) >= STREAM_FRAMES // 2
+    # FFmpeg's analysis of the stream's first second hands those frames over at once: beyond a batch (16)
+    # they may be dropped. Measured: RTMP 50 of 50 predicted, RTSP 39 (11 of the burst dropped).
+    assert len(rows) >= 16
     frames = [row["frame"] for row in rows]
     assert frames == sorted(set(frames)) and frames[-1] == STREAM_FRAMES - 1  # in order; the newest kept
     times = [row["time"] for row in rows]
@@ -88,6 +103,7 @@ def test_a_camera_elsewhere_is_refused_saying_what_to_give_instead(monkeypatch):
     from cnnlab.video.decode import _camera_device
 
     monkeypatch.setattr(platform, "system", lambda: "Windows")
-    with pytest.raises(DataError, match=r"camera 1: cameras are read on Linux \(v4l2\) and macOS \(avfoundation\); "
-                                        r"on Windows, give the camera's stream URL instead"):
+    expected = ("camera 1: cameras are read on Linux (v4l2) and macOS (avfoundation); "
+                "on Windows, give the camera's stream URL instead")
+    with pytest.raises(DataError, match=re.escape(expected)):
         _camera_device(1)

@@ -10,8 +10,8 @@ from collections import Counter
 import pytest
 
 from tests.helpers import run_cli
-from tests.video.conftest import CLIP_FRAMES, STREAM_FRAMES, decoded_frames, requires_fashion_mnist, requires_ffmpeg, \
-    rtmp_stream
+from tests.video.conftest import (CLIP_FRAMES, STREAM_FRAMES, decoded_frames, requires_fashion_mnist,
+                                  requires_ffmpeg, rtmp_stream)
 
 pytestmark = requires_fashion_mnist
 
@@ -39,7 +39,7 @@ def test_track_writes_rows_tracks_and_a_video_with_ids(detector, clip, tmp_path)
 
 @requires_ffmpeg
 @pytest.mark.timeout(120)  # the run bounds itself (--timeout 2, one reconnection): this is the backstop
-def test_track_follows_an_rtmp_stream_and_keeps_its_tracks_when_the_publisher_stops(detector, rtmp_clip, tmp_path):
+def test_track_follows_an_rtmp_stream_and_keeps_its_tracks_when_it_stops(detector, rtmp_clip, tmp_path):
     """A real stream on loopback (tests/video/conftest.py): the tracks so far are written and summed
     up in the message that ends the run (a live stream ends with its loss, exit status 2)."""
     with rtmp_stream(rtmp_clip.path) as url:
@@ -50,7 +50,7 @@ def test_track_follows_an_rtmp_stream_and_keeps_its_tracks_when_the_publisher_st
     assert f"{url}: the stream stopped after {STREAM_FRAMES} frame(s)" in outcome.stderr
     frames = json.loads((tmp_path / "rows.json").read_text())
     numbers = [row["frame"] for row in frames]
-    assert numbers == sorted(set(numbers)) and len(numbers) >= STREAM_FRAMES // 2  # measured: 50 of 50
+    assert numbers == sorted(set(numbers)) and len(numbers) >= 16  # a batch at least; measured: 50 of 50
     seen = Counter(track["id"] for row in frames for track in row["tracks"])
     assert seen  # the detector found something to track
     with (tmp_path / "tracks.csv").open() as handle:
