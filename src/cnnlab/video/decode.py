@@ -158,7 +158,7 @@ class VideoReader:
 
     def _describe(self, container: Any) -> VideoInfo:
         if not container.streams.video:
-            raise DataError(f"{self.spec.text}: holds no video stream")
+            raise DataError(f"{self.name}: holds no video stream")
         stream = container.streams.video[0]
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         fps = float(rate) if rate else DEFAULT_LIVE_FPS
