@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: demo test install dev fashion-mnist chromium clean
+.PHONY: demo test install dev fashion-mnist chromium ffmpeg rtsp-server clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,11 +43,34 @@ chromium:
 	  echo "could not install chromium; the report's browser tests will be skipped"; \
 	fi
 
+# The ffmpeg program serves a real RTMP stream on loopback in tests/video/test_streams.py (cnnlab
+# itself decodes through PyAV's own FFmpeg libraries); without it those tests are skipped.
+ffmpeg:
+	@if ! command -v ffmpeg >/dev/null && command -v apt-get >/dev/null; then \
+	  echo "installing Debian's ffmpeg package (the live-stream tests' RTMP server)"; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null || \
+	  { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null; } || \
+	  echo "could not install ffmpeg; the live-stream tests will be skipped"; \
+	fi
+
+# GStreamer's RTSP server, for the system Python, serves a real RTSP stream on loopback in the same
+# tests (tests/video/rtsp_server.py); without it the RTSP test is skipped. No recommends: those
+# would add ~100 packages (ImageMagick, fonts) the server does not use.
+RTSP_PACKAGES := python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
+rtsp-server:
+	@if ! /usr/bin/python3 -c 'import gi; gi.require_version("GstRtspServer", "1.0")' 2>/dev/null && \
+	  command -v apt-get >/dev/null; then \
+	  echo "installing GStreamer's RTSP server (the live-stream tests' RTSP server)"; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(RTSP_PACKAGES) >/dev/null || \
+	  { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(RTSP_PACKAGES) >/dev/null; } || \
+	  echo "could not install GStreamer's RTSP server; the RTSP test will be skipped"; \
+	fi
+
 demo: install fashion-mnist
 	$(BIN)/cnnlab train --data fashion-mnist --model guide-cnn --epochs 3 --name demo --exist-ok
 	$(BIN)/cnnlab evaluate runs/demo
 
-test: dev fashion-mnist chromium
+test: dev fashion-mnist chromium ffmpeg rtsp-server
 	$(BIN)/python -m pytest -n auto --dist loadfile --no-loadscope-reorder
 
 # Benchmarks (benchmarks/README.md) in their own venv: TensorFlow is large and .venv runs the tests.

@@ -13,6 +13,7 @@ import torch
 
 from cnnlab.errors import CnnlabError
 from cnnlab.trained import load
+from cnnlab.video.decode import StreamLostError
 from cnnlab.video.run import VideoOptions, predict_video
 from tests.helpers import run_cli
 from tests.video.conftest import SimulatedCamera, requires_fashion_mnist
@@ -65,6 +66,29 @@ def test_the_annotated_video_of_a_live_source_with_drops_lasts_as_long_as_the_so
     assert len(shown) == len(kept)
     assert max(abs(a - (b - kept[0])) for a, b in zip(shown, kept)) <= 0.0051  # on the 100 frames/s grid
     assert abs(duration - (kept[-1] - kept[0] + 0.01)) <= 0.011  # measured: 1.2 s (was 0.41 s)
+
+
+class _CameraThatIsLost(SimulatedCamera):
+    """A simulated camera whose stream is lost after its frames, as a real stream's end is reported."""
+
+    def frames(self, sampling=None):
+        yield from super().frames(sampling)
+        raise StreamLostError(f"{self.name}: the stream stopped after {len(self.pictures)} frame(s)")
+
+
+@requires_fashion_mnist
+def test_a_live_source_that_is_lost_says_how_many_frames_were_dropped(classifier):
+    """A live stream ends with its loss, and the CLI then prints only the error: the drops are said there."""
+    trained = load(classifier, device="cpu")
+    trained.model = SlowDown(trained.model, 0.1)
+    with pytest.raises(StreamLostError) as failure:
+        predict_video(trained, _CameraThatIsLost(count=60, rate=100.0),
+                      options=VideoOptions(batch_size=4, queue_size=4, progress=False))
+    result = failure.value.result
+    assert result.dropped > 20  # ~7 batches of 4 in 0.6 s could be predicted
+    assert str(failure.value) == (
+        f"simulated camera: the stream stopped after 60 frame(s); {len(result.rows)} frame(s) before it were "
+        f"predicted ({result.dropped} of 60 dropped: the model was slower than the source)")
 
 
 @requires_fashion_mnist

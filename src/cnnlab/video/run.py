@@ -396,9 +396,12 @@ def finish(result: VideoResult, output: str | Path | None) -> VideoResult:
     if result.error is not None:
         error = result.error
         kept = f"{len(result.rows)} frame(s) before it were predicted"
+        if result.dropped:  # a live stream always ends here: its drops are said here or nowhere
+            kept += f" ({result.dropped} of {result.decoded} dropped: the model was slower than the source)"
         if result.written:
             kept += " and written (" + ", ".join(str(path) for path in result.written.values()) + ")"
-        error.args = (f"{error.args[0]}; {kept}",)
+        # The summary's further lines (tracks, line crossings) too: the CLI prints this message only.
+        error.args = ("\n".join([f"{error.args[0]}; {kept}", *result.notes]),)
         error.result = result  # type: ignore[attr-defined]
         raise error
     return result
