@@ -9,13 +9,15 @@ Protocol: the identities are Fashion-MNIST's classes. Training sees classes 0–
 image of the unseen classes 7–9 (Sneaker, Bag, Ankle boot), on the same seeded pairs for every
 contender (3,000 genuine and 3,000 impostor pairs, `cnnlab.tasks.embedding.meter.pair_metrics`):
 
-    embedding    `cnnlab train --task embedding` with its defaults (ArcFace, 128 values) + --epochs
+    embedding    `cnnlab train --task embedding` with its defaults (ArcFace + the two-view instance term,
+                 128 values read from the convolution features) + --epochs
                  (+ --embedding-flags)
     classifier   `cnnlab train` (classification, guide-cnn) on the same images and epochs; its
                  penultimate layer (the 64 values before the classifier) as the embedding
     pixels       the raw pixels, 784 values
 
-each compared by cosine similarity: TAR at FAR 1e-2 and 1e-3, EER, 10-fold accuracy and rank-1, for
+each compared by cosine similarity: TAR at FAR 1e-2 over every pair of the 3,000 images (4.5 million:
+no sampling noise) and on the seeded pairs, TAR at FAR 1e-3, EER, 10-fold accuracy and rank-1, for
 each of --seeds (the seed of the training images chosen, the initialisation and the shuffling; the
 unseen images and their pairs stay the same), then their mean.
 
@@ -93,7 +95,18 @@ def _scores(vectors: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
     metrics = pair_metrics(unit_rows(vectors.astype(np.float32)), labels)
     metrics.pop("_roc", None)
     return {key: metrics[key] for key in ("tar_at_far_1e-2", "tar_at_far_1e-3", "eer", "rank_1", "pairs")} | {
-        "ten_fold_accuracy": metrics["ten_fold_accuracy"]["mean"]}
+        "ten_fold_accuracy": metrics["ten_fold_accuracy"]["mean"],
+        "all_pairs_tar_at_far_1e-2": _tar_at_far_over_all_pairs(vectors, labels)}
+
+
+def _tar_at_far_over_all_pairs(vectors: np.ndarray, labels: np.ndarray, far: float = 1e-2) -> float:
+    """TAR at FAR over every pair of the images (4.5 million for 3,000): free of the pair sampling's noise,
+    which at FAR 1e-2 (the 30 most alike of 3,000 sampled impostors) is as large as the differences."""
+    units = vectors.astype(np.float64) / np.linalg.norm(vectors, axis=1, keepdims=True)
+    upper = np.triu_indices(len(labels), 1)
+    similarities = (units @ units.T)[upper]
+    same = (labels[:, None] == labels[None, :])[upper]
+    return float((similarities[same] > np.quantile(similarities[~same], 1 - far)).mean())
 
 
 def _penultimate(run: Path, pixels: np.ndarray) -> np.ndarray:
@@ -230,15 +243,16 @@ def main() -> None:
                 for label, metrics in [*((f"seed {seed}", per_seed[seed][name]) for seed in seeds),
                                        *([("mean", results["open_set"]["mean"][name])] if len(seeds) > 1 else [])]:
                     rows.append([f"{name}, {label}" if label != "mean" else f"**{name}, mean**",
-                                 *(f"{metrics[key]:.2%}" for key in ("tar_at_far_1e-2", "tar_at_far_1e-3", "eer",
-                                                                      "ten_fold_accuracy", "rank_1"))])
+                                 *(f"{metrics[key]:.2%}" for key in ("all_pairs_tar_at_far_1e-2", "tar_at_far_1e-2",
+                                                                      "tar_at_far_1e-3", "eer", "ten_fold_accuracy",
+                                                                      "rank_1"))])
             body.append(f"Trained on Fashion-MNIST classes 0–6 ({arguments.train_per_class} images each, "
                         f"{arguments.epochs} epochs, seeds {', '.join(map(str, seeds))}, precision "
                         f"{arguments.precision}); verified on all 3,000 test images of the unseen classes 7–9, "
                         f"{per_seed[seeds[0]]['embedding']['pairs']:,} seeded pairs (the same for every "
                         f"contender and seed).\n")
-            body.append(_common.markdown_table(["", "TAR @ FAR 1e-2", "TAR @ FAR 1e-3", "EER", "10-fold accuracy",
-                                                "rank-1"], rows))
+            body.append(_common.markdown_table(["", "TAR @ FAR 1e-2, every pair", "TAR @ FAR 1e-2", "TAR @ FAR 1e-3",
+                                                "EER", "10-fold accuracy", "rank-1"], rows))
             run = work / "runs" / f"embedding-{seeds[0]}"
             probe = next(iter(sorted((work / f"data-{seeds[0]}" / "unseen").rglob("*.png"))))
         else:

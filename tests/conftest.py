@@ -44,6 +44,7 @@ _one_share_of_the_cores_per_worker()
 LONGEST_FIRST = (
     "tests/train/test_transfer_learning.py",
     "tests/tasks/detection/test_detection_training.py",
+    "tests/tasks/embedding/test_open_set.py",
     "tests/train/test_fashion_mnist.py",
     "tests/evaluate/test_own_data.py",
     "tests/benchmarks/test_turns.py",
@@ -57,7 +58,6 @@ LONGEST_FIRST = (
     "tests/tasks/instances/test_training.py",
     "tests/export/test_export.py",
     "tests/tasks/embedding/test_faces.py",
-    "tests/tasks/embedding/test_open_set.py",
     "tests/export/test_export_tasks.py",
     "tests/train/test_regression_e2e.py",
     "tests/teach/test_conv_steps.py",

@@ -56,6 +56,8 @@ TASK_SETTINGS: dict[str, tuple[object, str]] = {
     "margin": (None, "sets an embedding loss's margin"),
     "scale": (30.0, "sets ArcFace's and CosFace's logit scale"),
     "verify_far": (0.01, "sets the false accept rate of an embedding's verification threshold"),
+    "contrastive": (1.0, "weighs an embedding's two-view instance term"),
+    "embedding_head": ("features", "chooses what an embedding layer reads"),
 }
 METRIC_LOSSES = ("arcface", "cosface", "triplet")  # --task embedding (cnnlab.tasks.embedding.losses)
 
@@ -96,6 +98,13 @@ class TrainConfig:
     margin: float | None = _option("--task embedding: the loss's margin [default: 0.5 rad for arcface, 0.35 for "
                                    "cosface, 0.2 for triplet]", default=None)
     scale: float = _option("--task embedding: ArcFace/CosFace logit scale s", default=30.0)
+    contrastive: float = _option("--task embedding: weight of the two-view instance term (NT-Xent over a shifted, "
+                                 "possibly mirrored second view of each image) added to the margin loss; 0 turns "
+                                 "it off", default=1.0)
+    embedding_head: str = _option("--task embedding: what the embedding layer reads: the convolution features "
+                                  "(features: a classifier's hidden dense layers dropped) or the classifier's "
+                                  "last hidden layer (penultimate)", choices=("features", "penultimate"),
+                                  default="features")
     verify_far: float = _option("--task embedding: false accept rate at which the verification threshold is chosen "
                                 "on the validation pairs and saved with the model", default=0.01)
     seed: int = _option("random seed for splits, initialisation, shuffling and augmentation", default=0)

@@ -1,12 +1,14 @@
 """The embedding task end to end on Fashion-MNIST: train on classes 0–6, verify on the unseen 7–9.
 
-One small run (module-scoped) serves every test: the open-set margin over raw pixels, the threshold
-saved with the model, the commands (embed, verify, enroll, identify), the report's embedding map in
-Chromium; --resume is checked on a run of its own, tinier still."""
+One small run (module-scoped) serves every test: the open-set margin over raw pixels and over a
+classifier's penultimate layer (with a second seed), the threshold saved with the model, the commands
+(embed, verify, enroll, identify), the report's embedding map in Chromium; --resume is checked on a run
+of its own, tinier still."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +20,8 @@ from tests.helpers import run_cli
 
 pytestmark = requires_fashion_mnist
 
-TRAIN_PER_CLASS = 300  # 2,100 images of 7 identities
-UNSEEN_PER_CLASS = 150  # 450 test images of the 3 identities never trained on
+TRAIN_PER_CLASS = 500  # 3,500 images of 7 identities (benchmarks/embedding_open_set.py's reduced protocol)
+UNSEEN_PER_CLASS = 1000  # every test image of the 3 identities never trained on
 
 
 def _write_class_folders(root: Path, source, classes, per_class: int, seed: int) -> Path:
@@ -46,7 +48,10 @@ def fashion_identities(tmp_path_factory) -> tuple[Path, Path]:
             _write_class_folders(root / "unseen", test, range(7, 10), UNSEEN_PER_CLASS, seed=0))
 
 
-TRAIN_FLAGS = ["--task", "embedding", "--embedding-dim", 64, "--epochs", 3, "--batch-size", 64, "--quiet"]
+# CNNLAB_TEST_PRECISION=fp32 trains on the fp32 path (the AVX2 machines') on a machine whose `auto` is bf16
+PRECISION = ["--precision", os.environ["CNNLAB_TEST_PRECISION"]] if os.environ.get("CNNLAB_TEST_PRECISION") else []
+TRAIN_FLAGS = ["--task", "embedding", "--epochs", 3, "--quiet", *PRECISION]  # the defaults otherwise
+DIMENSIONS = 128
 
 
 @pytest.fixture(scope="module")
@@ -79,28 +84,99 @@ def _raw_pixel_metrics(folder: Path) -> dict:
     return pair_metrics(unit_rows(pixels), np.asarray(source.targets))
 
 
-def test_the_open_set_protocol_scores_unseen_identities_well_above_chance(unseen_evaluation, fashion_identities):
-    """Pairs of the 3 classes never trained on, scored as the evaluation scores them (ArcFace, the default).
+def _train(seen: Path, runs: Path, name: str, *flags) -> Path:
+    outcome = run_cli("train", "--data", seen, *flags, "--name", name, "--runs-dir", runs)
+    assert outcome.exit_code == 0, outcome.stderr
+    return runs / name
 
-    Measured (seed 0), bf16 (auto on this AVX512-BF16 CPU) / --precision fp32 (the AVX2 path): TAR at
-    FAR 1e-2 14.0% / 12.6%, EER 31.2% / 32.7%, rank-1 80.5% / 74.5%, 10-fold accuracy 72.4% / 71.6%;
-    raw pixels on the same pairs: 18.5%, 24.9%, 79.4%, so 0.76× / 0.68× of the pixels' TAR.
-    NOT the issue's target: at this size (2,100 images, 3 epochs) the embedding does not beat raw
-    pixels at FAR 1e-2 (docs/embeddings.md, section 5, has the seeds and losses tried). So it is
-    checked against chance (EER 50%, rank-1 33%, 10-fold 50%) and against half the pixels' TAR, in
-    bands around both measurements."""
+
+def _unseen_pixels(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    from PIL import Image
+
+    from cnnlab.data.sources import open_labelled_images
+
+    source = open_labelled_images(folder)
+    return np.stack([np.asarray(Image.open(path)) for path in source.paths]), np.asarray(source.targets)
+
+
+def _embeddings(run: Path, pixels: np.ndarray) -> np.ndarray:
+    from cnnlab.trained import load
+
+    trained = load(run, device="cpu")
+    with torch.inference_mode():
+        return trained.outputs(torch.from_numpy(pixels[:, None])).float().numpy()
+
+
+def _penultimate(run: Path, pixels: np.ndarray) -> np.ndarray:
+    """What a classifier's last dense layer sees: its penultimate layer."""
+    from cnnlab.models.parts import classifier
+    from cnnlab.trained import load
+
+    trained = load(run, device="cpu")
+    seen = []
+    hook = classifier(trained.model, trained.info.architecture.name).register_forward_hook(
+        lambda module, inputs, output: seen.append(inputs[0].detach().float()))
+    with torch.inference_mode():
+        trained.outputs(torch.from_numpy(pixels[:, None]))
+    hook.remove()
+    return torch.cat(seen).numpy()
+
+
+def _tar_at_far_over_all_pairs(vectors: np.ndarray, labels: np.ndarray, far: float = 1e-2) -> float:
+    """TAR at FAR over every pair of the images (4.5 million for 3,000), by brute force: no pair sampling
+    between the contenders, whose differences would otherwise be within the sampling's noise."""
+    units = vectors.astype(np.float64) / np.linalg.norm(vectors, axis=1, keepdims=True)
+    upper = np.triu_indices(len(labels), 1)
+    similarities = (units @ units.T)[upper]
+    same = (labels[:, None] == labels[None, :])[upper]
+    threshold = np.quantile(similarities[~same], 1 - far)
+    return float((similarities[same] > threshold).mean())
+
+
+def test_the_embedding_beats_raw_pixels_and_a_classifiers_penultimate_layer_on_unseen_identities(
+        embedding_run, fashion_identities, tmp_path):
+    """The issue's target, on its protocol scaled down (3,500 training images, 3 epochs): trained on
+    classes 0–6, TAR at FAR 1e-2 on every pair of the 3,000 test images of the unseen 7–9, for the
+    embedding (seeds 0 and 1), raw pixels and a guide-cnn classifier's penultimate layer trained on
+    the same images. Measured on this protocol (bf16, auto on an AVX512-BF16 CPU / --precision fp32,
+    the AVX2 path): embedding seed 0 21.3% / 19.6%, seed 1 20.7% / 20.2%; raw pixels 15.0%; the
+    classifier 10.5% / 9.0%. Over seeds 0–7 the embedding measured 14.6–25.0% (mean 20.5%, 15 of 16
+    above the pixels; docs/embeddings.md §5), so the mean of two seeds is held to beat the pixels by a
+    point, and each seed the classifier."""
+    seen, unseen = fashion_identities
+    pixels, labels = _unseen_pixels(unseen)
+    second = _train(seen, tmp_path, "embed-seed1", *TRAIN_FLAGS, "--seed", 1)
+    classifier_run = _train(seen, tmp_path, "classifier", "--model", "guide-cnn", "--epochs", 3, "--quiet", *PRECISION)
+    scores = {"embedding seed 0": _tar_at_far_over_all_pairs(_embeddings(embedding_run, pixels), labels),
+              "embedding seed 1": _tar_at_far_over_all_pairs(_embeddings(second, pixels), labels),
+              "raw pixels": _tar_at_far_over_all_pairs(pixels.reshape(len(pixels), -1), labels),
+              "classifier penultimate": _tar_at_far_over_all_pairs(_penultimate(classifier_run, pixels), labels)}
+    embedding = (scores["embedding seed 0"] + scores["embedding seed 1"]) / 2
+    assert scores["raw pixels"] == pytest.approx(0.1503, abs=1e-3), scores  # the same pairs every time
+    assert embedding > scores["raw pixels"] + 0.01, scores
+    assert embedding > scores["classifier penultimate"] + 0.02, scores
+    assert min(scores["embedding seed 0"], scores["embedding seed 1"]) > scores["classifier penultimate"], scores
+    assert embedding <= 0.45, scores  # far above what was measured would mean the pairs went wrong
+
+
+def test_the_evaluation_of_unseen_identities_is_well_above_chance(unseen_evaluation, fashion_identities):
+    """`cnnlab evaluate` on the unseen identities: its 3,000 seeded genuine and 3,000 impostor pairs, and
+    rank-1 with one seeded gallery image per identity. Measured (seed 0), bf16 / fp32: TAR at FAR 1e-2
+    19.3% / 17.0% (raw pixels on these pairs 16.8%), EER 26.7% / 26.2%, 10-fold accuracy 73.7% / 73.5%,
+    rank-1 45.9% / 47.8% (pixels 82.7%). Rank-1 hangs on which one image stands for each of the 3
+    identities: over 200 seeded galleries it averages 68.1% / 66.0% (sd 10), the pixels' 75.7%; the
+    instance term that lifts TAR at FAR 1e-2 spreads each identity out (docs/embeddings.md §5)."""
     _, unseen = fashion_identities
     raw = _raw_pixel_metrics(unseen)
     assert unseen_evaluation["identities"] == 3 and unseen_evaluation["images"] == 3 * UNSEEN_PER_CLASS
     assert unseen_evaluation["genuine_pairs"] == unseen_evaluation["impostor_pairs"] == 3000
-    shown = {name: (metrics["tar_at_far_1e-2"], metrics["eer"], metrics["rank_1"])
+    shown = {name: (metrics["tar_at_far_1e-2"], metrics["eer"], metrics["rank_1"],
+                    metrics["ten_fold_accuracy"]["mean"])
              for name, metrics in (("embedding", unseen_evaluation), ("raw pixels", raw))}
-    assert raw["tar_at_far_1e-2"] == pytest.approx(0.1847, abs=1e-3), shown  # the same seeded pairs every time
-    assert 0.05 <= unseen_evaluation["tar_at_far_1e-2"] <= 0.4, shown
-    assert unseen_evaluation["tar_at_far_1e-2"] >= 0.5 * raw["tar_at_far_1e-2"], shown
-    assert unseen_evaluation["eer"] <= 0.40, shown
-    assert unseen_evaluation["rank_1"] >= 0.6, shown
-    assert unseen_evaluation["ten_fold_accuracy"]["mean"] >= 0.62, shown
+    assert 0.08 <= unseen_evaluation["tar_at_far_1e-2"] <= 0.45, shown
+    assert unseen_evaluation["eer"] <= 0.35, shown
+    assert unseen_evaluation["rank_1"] >= 0.4, shown  # chance: 1/3
+    assert unseen_evaluation["ten_fold_accuracy"]["mean"] >= 0.65, shown
 
 
 def test_the_threshold_chosen_on_validation_is_saved_with_the_model(embedding_run, unseen_evaluation):
@@ -122,10 +198,10 @@ def test_the_model_saves_its_margin_layer_but_answers_with_the_unit_embedding(em
     from cnnlab.trained import load
 
     weights = load_file(embedding_run / "weights/best.safetensors")
-    assert weights["margin.weight"].shape == (7, 64)
+    assert weights["margin.weight"].shape == (7, DIMENSIONS)
     trained = load(embedding_run)
     outputs = trained.outputs(torch.zeros(3, 1, 28, 28, dtype=torch.uint8))
-    assert outputs.shape == (3, 64)
+    assert outputs.shape == (3, DIMENSIONS)
     assert torch.allclose(outputs.norm(dim=1), torch.ones(3), atol=1e-3)
 
 
@@ -144,7 +220,7 @@ def test_embed_verify_enroll_identify_round_trip(embedding_run, fashion_identiti
     enrolled = run_cli("enroll", embedding_run, gallery, "--output", tmp_path / "index.npz")
     assert enrolled.exit_code == 0, enrolled.stderr
     index = Index.load(tmp_path / "index.npz")
-    assert index.vectors.shape == (60, 64) and index.identities == sorted(probes)
+    assert index.vectors.shape == (60, DIMENSIONS) and index.identities == sorted(probes)
     assert set(np.load(tmp_path / "index.npz").files) == {"format", "vectors", "labels", "identities", "checkpoint"}
 
     right = 0
@@ -165,7 +241,7 @@ def test_embed_verify_enroll_identify_round_trip(embedding_run, fashion_identiti
     assert embedded.exit_code == 0, embedded.stderr
     vectors = np.load(tmp_path / "x.npy")
     similarity = float(verdict.stdout.split()[1].rstrip(","))
-    assert vectors.shape == (2, 64) and float(vectors[0] @ vectors[1]) == pytest.approx(similarity, abs=1e-4)
+    assert vectors.shape == (2, DIMENSIONS) and float(vectors[0] @ vectors[1]) == pytest.approx(similarity, abs=1e-4)
     assert (tmp_path / "x.csv").read_text().splitlines()[1:] == [f"0,{a}", f"1,{b}"]
 
 

@@ -57,3 +57,18 @@ def batch_hard_triplet_loss(embeddings: Tensor, targets: Tensor, *, margin: floa
     if not usable.any():  # a batch of one identity (or singletons) teaches nothing, and must not be nan
         return embeddings.sum() * 0.0
     return F.relu(hardest_positive - hardest_negative + margin)[usable].mean()
+
+
+def instance_contrastive_loss(first: Tensor, second: Tensor, *, temperature: float) -> Tensor:
+    """NT-Xent (Chen et al., 2020, SimCLR) over two views of each image: each embedding should find its
+    own image's other view among the 2N − 1 others in the batch. It keeps apart images of one identity,
+    which the margin losses gather, so the embedding keeps what tells images apart beyond the training
+    identities. A high temperature (2, against SimCLR's 0.1–0.5) makes it a gentle spreading term
+    next to the margin loss rather than a rival to it (docs/embeddings.md §5)."""
+    embeddings = torch.cat([first.float(), second.float()])
+    count = len(first)
+    similarities = embeddings @ embeddings.T / temperature
+    itself = torch.eye(2 * count, dtype=torch.bool, device=embeddings.device)
+    similarities = similarities.masked_fill(itself, -math.inf)
+    other_view = torch.cat([torch.arange(count, 2 * count), torch.arange(count)]).to(embeddings.device)
+    return F.cross_entropy(similarities, other_view)

@@ -18,7 +18,8 @@ from torch import Tensor
 
 from cnnlab.errors import ConfigError
 from cnnlab.tasks.base import ExplainTarget, ReportContext, Task
-from cnnlab.tasks.embedding.losses import DEFAULT_MARGINS, batch_hard_triplet_loss, margin_softmax_loss
+from cnnlab.tasks.embedding.losses import (DEFAULT_MARGINS, batch_hard_triplet_loss, instance_contrastive_loss,
+                                           margin_softmax_loss)
 from cnnlab.tasks.embedding.metrics import far_key
 
 if TYPE_CHECKING:
@@ -30,6 +31,9 @@ if TYPE_CHECKING:
     from cnnlab.tasks.embedding.meter import EmbeddingMeter
 
 HEADLINE_FAR = 1e-2
+# The instance term's temperature: 2 kept the unseen identities' TAR at FAR 1e-2 above raw pixels on
+# 5 of 6 seeds, 0.2 (SimCLR's) on none (docs/embeddings.md §5).
+CONTRASTIVE_TEMPERATURE = 2.0
 
 
 class Embedding(Task):
@@ -39,18 +43,21 @@ class Embedding(Task):
     headline_name = f"tar_at_far_{far_key(HEADLINE_FAR)}"
     headline_higher_is_better = True
     loss_name = "margin loss"
-    settings = frozenset({"embedding_dim", "metric_loss", "margin", "scale", "verify_far"})
+    settings = frozenset({"embedding_dim", "metric_loss", "margin", "scale", "verify_far", "contrastive",
+                          "embedding_head"})
     data_formats = "as classification: a class folder per identity (train/ val/ test/ of them), a CSV, IDX files"
 
     def __init__(self, identities: list[str], *, embedding_dim: int = 128, metric_loss: str = "arcface",
                  margin: float | None = None, scale: float = 30.0, verify_far: float = 0.01,
-                 threshold: float | None = None):
+                 threshold: float | None = None, contrastive: float = 1.0, head: str = "features"):
         self.identities = list(identities)  # the training identities (the margin layer's rows)
         self.embedding_dim = int(embedding_dim)
         self.metric_loss = metric_loss
         self.margin = float(DEFAULT_MARGINS[metric_loss] if margin is None else margin)
         self.scale = float(scale)
         self.verify_far = float(verify_far)
+        self.contrastive = float(contrastive)  # weight of the instance term (two views of each image); 0: none
+        self.head = head  # what the embedding layer reads (cnnlab.tasks.embedding.model.EMBEDDING_HEADS)
         # Cosine similarity at or above which two images are one identity: chosen at `verify_far` on the
         # validation pairs after each epoch (the best epoch's is saved), or set with --threshold.
         self.threshold = threshold
@@ -80,10 +87,13 @@ class Embedding(Task):
             raise ConfigError(f"--margin must be 0 or more (got {config.margin})")
         if not config.scale > 0:
             raise ConfigError(f"--scale must be positive, e.g. 30 (got {config.scale})")
+        if not config.contrastive >= 0:
+            raise ConfigError(f"--contrastive is the weight of the two-view term, 0 or more, e.g. 1 (got {config.contrastive})")
         if not 0 < config.verify_far < 1:
             raise ConfigError(f"--verify-far is a false accept rate between 0 and 1, e.g. 0.01 (got {config.verify_far})")
         return cls(source.class_names, embedding_dim=config.embedding_dim, metric_loss=config.metric_loss,
-                   margin=config.margin, scale=config.scale, verify_far=config.verify_far)
+                   margin=config.margin, scale=config.scale, verify_far=config.verify_far,
+                   contrastive=config.contrastive, head=config.embedding_head)
 
     # --- model --------------------------------------------------------------------------------
 
@@ -97,12 +107,15 @@ class Embedding(Task):
 
         model = embedding_net(architecture, in_channels=in_channels, image_size=image_size,
                               dimensions=self.embedding_dim,
-                              identities=len(self.identities) if self.uses_margin_layer else None)
+                              identities=len(self.identities) if self.uses_margin_layer else None,
+                              head=self.head, views=self.contrastive > 0)
         self._margin_layer = model.margin
         return model
 
     def describe_outputs(self) -> str:
         branch = (f" (+ {len(self.identities)} identity cosines while training)" if self.uses_margin_layer else "")
+        if self.contrastive > 0:
+            branch += " (+ a second view's embedding while training)"
         return f"a {self.embedding_dim}-value unit embedding{branch}"
 
     # --- training -----------------------------------------------------------------------------
@@ -112,16 +125,27 @@ class Embedding(Task):
         return outputs[:, :self.embedding_dim]
 
     def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        """The margin (or triplet) loss, plus in training mode the instance term over the two views."""
         embeddings = self.embeddings(outputs).float()
+        training = outputs.shape[1] > self.embedding_dim  # [embedding | cosines | second view's embedding]
+        loss = self._identity_loss(outputs, embeddings, targets, training)
+        if training and self.contrastive > 0:
+            second = outputs[:, -self.embedding_dim:]
+            loss = loss + self.contrastive * instance_contrastive_loss(embeddings, second,
+                                                                       temperature=CONTRASTIVE_TEMPERATURE)
+        return loss
+
+    def _identity_loss(self, outputs: Tensor, embeddings: Tensor, targets: Tensor, training: bool) -> Tensor:
         if not self.uses_margin_layer:
             return batch_hard_triplet_loss(embeddings, targets, margin=self.margin)
-        if outputs.shape[1] > self.embedding_dim:
-            cosines = outputs[:, self.embedding_dim:]
+        if training:
+            cosines = outputs[:, self.embedding_dim:self.embedding_dim + len(self.identities)]
         else:  # evaluation mode (validation): the margin layer's cosines, from its weights
             cosines = self._margin_layer(embeddings) if self._margin_layer is not None else None
             if cosines is None:
                 raise ConfigError("this embedding model has no margin layer to score a validation loss with")
-        return margin_softmax_loss(cosines, targets, kind=self.metric_loss, margin=self.margin, scale=self.scale)
+        return margin_softmax_loss(cosines, targets, kind=self.metric_loss, margin=self.margin,
+                                   scale=self.scale)
 
     def describe_loss(self) -> str:
         if not self.uses_margin_layer:
@@ -229,7 +253,8 @@ class Embedding(Task):
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "identities": self.identities, "embedding_dim": self.embedding_dim,
                 "metric_loss": self.metric_loss, "margin": self.margin, "scale": self.scale,
-                "verify_far": self.verify_far, "threshold": self.threshold}
+                "verify_far": self.verify_far, "threshold": self.threshold, "contrastive": self.contrastive,
+                "head": self.head}
 
     @classmethod
     def from_json(cls, values: dict[str, Any]) -> "Embedding":
@@ -237,7 +262,9 @@ class Embedding(Task):
         return cls(list(values["identities"]), embedding_dim=int(values["embedding_dim"]),
                    metric_loss=str(values.get("metric_loss", "arcface")), margin=values.get("margin"),
                    scale=float(values.get("scale", 30.0)), verify_far=float(values.get("verify_far", 0.01)),
-                   threshold=None if threshold is None else float(threshold))
+                   threshold=None if threshold is None else float(threshold),
+                   # runs saved before these existed: no instance term, the classifier's last layer resized
+                   contrastive=float(values.get("contrastive", 0.0)), head=str(values.get("head", "penultimate")))
 
 
 def unit_rows(vectors: np.ndarray) -> np.ndarray:
