@@ -123,23 +123,28 @@ def model_rate(run: Path, video: Path, repeats: int, batch_size: int, count: int
 
 def forward_cost(run: Path, batch_size: int, repeats: int) -> dict[str, Any]:
     """The model alone: CPU ms a frame of `trained.outputs` on batches of uint8 frames already at its
-    input (no decoding, no fitting, no rows), the best of `repeats` timed passes over 3,000 frames."""
+    input (no decoding, no fitting, no rows), the best of `repeats` timed passes over 3,000 frames, on
+    the threads `cnnlab predict` gives the model while a file decodes: one fewer than the cores (on a
+    busy machine a second thread waiting for the first costs more CPU than it saves)."""
     import torch
 
+    from cnnlab.device import intra_op_threads
     from cnnlab.trained import load
 
     trained = load(run, device="cpu")
     images = torch.randint(0, 256, (batch_size, *trained.input.shape), dtype=torch.uint8,
                            generator=torch.Generator().manual_seed(0))
     passes = max(1, 3000 // batch_size)
-    trained.outputs(images)
+    threads = max(1, torch.get_num_threads() - 1)
     best = float("inf")
-    for _ in range(repeats):
-        started = _cpu_seconds()
-        for _ in range(passes):
-            trained.outputs(images)
-        best = min(best, 1000 * (_cpu_seconds() - started) / (passes * batch_size))
-    return {"cpu_ms_per_frame": best, "batch_size": batch_size}
+    with intra_op_threads(threads):
+        trained.outputs(images)
+        for _ in range(repeats):
+            started = _cpu_seconds()
+            for _ in range(passes):
+                trained.outputs(images)
+            best = min(best, 1000 * (_cpu_seconds() - started) / (passes * batch_size))
+    return {"cpu_ms_per_frame": best, "batch_size": batch_size, "threads": threads}
 
 
 def _thread_cpu(tasks: Path) -> dict[tuple[int, str], float]:
@@ -278,7 +283,8 @@ def main() -> None:
     decode_cpu = rates["decode-only"]["cpu_ms_per_frame"]
     bare_cpu = rates["decode, no pixels"]["cpu_ms_per_frame"]
     body += ("\n\nThe model alone (`trained.outputs` on uint8 batches of "
-             f"{arguments.batch_size or _file_batch()} frames already at its input, no decoding): "
+             f"{arguments.batch_size or _file_batch()} frames already at its input, no decoding, "
+             f"{max(1, cores - 1)} thread(s) as in the pipeline): "
              + "; ".join(f"{name} {values['cpu_ms_per_frame']:.3f} CPU ms a frame" for name, values in forward.items())
              + ". A pipeline that decodes every frame (at least FFmpeg's bare decoding, b CPU ms a frame) and runs "
              "the model on it (f) on the same, busy cores reaches at most d / (b + f) of the decode-only rate "
