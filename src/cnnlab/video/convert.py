@@ -39,8 +39,9 @@ from cnnlab.video.decode import Frame
 # Pillow's resize of the full RGB frame (without them: 2.5 mean, 39 largest on Megamind.avi).
 _MODEL_INPUT_SCALING = ("BILINEAR", "ACCURATE_RND", "FULL_CHR_H_INT", "FULL_CHR_H_INP")
 # libswscale's own threads for one model input: PyAV asks for automatic (one per core), which hands
-# each small frame's slices to other threads and waits for them. One thread, the same pixels, costs
-# 0.018 ms of CPU a 160×160 frame fitted to 28×28 grey against 0.042 (the decoding thread's longest part).
+# each frame's few output lines to other threads (whose cores the model needs) and waits for them.
+# One thread gives the same pixels for a quarter to a half of the CPU, 28×28 grey, ms a frame: a
+# 160×160 frame 0.018–0.021 against 0.042–0.081, 768×576 0.072 against 0.117 (docs/video.md, "Speed").
 _MODEL_INPUT_SWS_THREADS = 1
 
 
