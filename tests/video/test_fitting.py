@@ -74,6 +74,17 @@ def test_libswscale_on_one_thread_fits_frames_as_its_automatic_threads_do(clip, 
     _single_threaded_input_is_libswscales_default(clip.path, Fitting(channels, 28, 28), CLIP_FRAMES)
 
 
+@pytest.mark.parametrize("version, keywords", [("18.1.0", {"threads": 1}), ("17.0.0", {"threads": 1}),
+                                               ("16.1.0", {}), ("12.3.0", {})])
+def test_libswscales_threads_are_asked_for_only_where_pyav_takes_them(monkeypatch, version, keywords):
+    import av
+
+    from cnnlab.video.convert import _libswscale_threads
+
+    monkeypatch.setattr(av, "__version__", version)
+    assert _libswscale_threads(1) == keywords  # PyAV < 17: no `threads`, libswscale on one thread already
+
+
 @needs_opencv_doc
 @pytest.mark.parametrize("channels", [1, 3])
 def test_on_real_videos_too(channels):

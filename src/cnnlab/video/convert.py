@@ -45,6 +45,15 @@ _MODEL_INPUT_SCALING = ("BILINEAR", "ACCURATE_RND", "FULL_CHR_H_INT", "FULL_CHR_
 _MODEL_INPUT_SWS_THREADS = 1
 
 
+def _libswscale_threads(count: int) -> dict[str, int]:
+    """`reformat`'s keyword for libswscale's threads: PyAV 17 made reformatting multithreaded by
+    default and added it (PyAV's issue #2200: slower than one thread); before, libswscale ran on the
+    calling thread and `reformat` had no such argument."""
+    import av
+
+    return {"threads": count} if int(av.__version__.split(".")[0]) >= 17 else {}
+
+
 @dataclass(frozen=True)
 class Fitting:
     """The model's input: `channels` (1 grey, 3 RGB) at `height`×`width`, images fitted by `fit`
@@ -87,6 +96,7 @@ class FrameConverter:
         self._for_model = VideoReformatter()
         self._scaling = functools.reduce(operator.or_,
                                          (getattr(Interpolation, flag) for flag in _MODEL_INPUT_SCALING))
+        self._model_threads = _libswscale_threads(_MODEL_INPUT_SWS_THREADS)
 
     def __call__(self, decoded: Any, index: int, time: float) -> Frame:
         width, height = decoded.width, decoded.height
@@ -104,7 +114,7 @@ class FrameConverter:
     def _model_input(self, decoded: Any, fitting: Fitting) -> np.ndarray:
         form = "gray" if fitting.channels == 1 else "rgb24"
         fitted = self._for_model.reformat(decoded, fitting.width, fitting.height, form,
-                                          interpolation=self._scaling, threads=_MODEL_INPUT_SWS_THREADS)
+                                          interpolation=self._scaling, **self._model_threads)
         pixels = fitted.to_ndarray()
         if fitting.channels == 1:
             return np.ascontiguousarray(pixels[None])  # (1, H, W)
