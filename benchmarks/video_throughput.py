@@ -294,11 +294,13 @@ def main() -> None:
     if threads is not None:
         body += ("\nguide-cnn's CPU by thread, ms a frame over " f"{arguments.repeats} more passes: "
                  + ", ".join(f"{name.replace('_', ' ')} {value:.3f}" for name, value in threads.items())
-                 + " (the model's thread exact; the decoding and FFmpeg's threads read from /proc every 20 ms).\n")
+                 + " (the model's thread exact; the decoding and FFmpeg's threads read from /proc"
+                   " every 20 ms).\n")
     print(body)
     write_results(arguments.output, "Video throughput", {"machine": machine, "note": arguments.note,
                                                            "command": command, "rates": rates,
-                                                           "model_alone": forward, "guide_cnn_threads": threads}, body)
+                                                           "model_alone": forward,
+                                                           "guide_cnn_threads": threads}, body)
 
 
 if __name__ == "__main__":
