@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -122,23 +123,85 @@ def model_rate(run: Path, video: Path, repeats: int, batch_size: int, count: int
 
 def forward_cost(run: Path, batch_size: int, repeats: int) -> dict[str, Any]:
     """The model alone: CPU ms a frame of `trained.outputs` on batches of uint8 frames already at its
-    input (no decoding, no fitting, no rows), the best of `repeats` timed passes over 3,000 frames."""
+    input (no decoding, no fitting, no rows), the best of `repeats` timed passes over 3,000 frames, on
+    the threads `cnnlab predict` gives the model while a file decodes: one fewer than the cores (on a
+    busy machine a second thread waiting for the first costs more CPU than it saves)."""
     import torch
 
+    from cnnlab.device import intra_op_threads
     from cnnlab.trained import load
 
     trained = load(run, device="cpu")
     images = torch.randint(0, 256, (batch_size, *trained.input.shape), dtype=torch.uint8,
                            generator=torch.Generator().manual_seed(0))
     passes = max(1, 3000 // batch_size)
-    trained.outputs(images)
+    threads = max(1, torch.get_num_threads() - 1)
     best = float("inf")
-    for _ in range(repeats):
-        started = _cpu_seconds()
-        for _ in range(passes):
-            trained.outputs(images)
-        best = min(best, 1000 * (_cpu_seconds() - started) / (passes * batch_size))
-    return {"cpu_ms_per_frame": best, "batch_size": batch_size}
+    with intra_op_threads(threads):
+        trained.outputs(images)
+        for _ in range(repeats):
+            started = _cpu_seconds()
+            for _ in range(passes):
+                trained.outputs(images)
+            best = min(best, 1000 * (_cpu_seconds() - started) / (passes * batch_size))
+    return {"cpu_ms_per_frame": best, "batch_size": batch_size, "threads": threads}
+
+
+def _thread_cpu(tasks: Path) -> dict[tuple[int, str], float]:
+    """CPU seconds (user + system) of each of this process's threads, by (thread id, its name in
+    /proc: FFmpeg names its frame threads "av:h264:df0", ...), from /proc/self/task/*/stat."""
+    tick = os.sysconf("SC_CLK_TCK")
+    seconds = {}
+    for task in tasks.iterdir():
+        try:
+            stat, name = (task / "stat").read_text(), (task / "comm").read_text().strip()
+        except OSError:  # the thread ended meanwhile
+            continue
+        fields = stat.rpartition(")")[2].split()  # after the name, which may hold spaces
+        seconds[(int(task.name), name)] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return seconds
+
+
+def thread_split(run: Path, video: Path, passes: int) -> dict[str, float] | None:
+    """Where `cnnlab predict`'s CPU goes, ms a frame over `passes` passes: the model's thread (this
+    one, `time.thread_time`), cnnlab's decoding thread and FFmpeg's frame threads (read from /proc
+    every 20 ms: each thread's last 20 ms or less is missed), and the whole process (`resource`,
+    less the sampling thread). Linux only: None elsewhere."""
+    import threading
+    from collections import defaultdict
+
+    from cnnlab.trained import load
+    from cnnlab.video.run import VideoOptions, predict_video
+
+    tasks = Path("/proc/self/task")
+    if not tasks.is_dir():
+        return None
+    trained = load(run, device="cpu")
+    predict_video(trained, video, options=VideoOptions(progress=False))  # warm-up
+    names, seen, sampler_cpu, done = {}, {}, [], threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.02):
+            names.update({thread.native_id: thread.name for thread in threading.enumerate()})
+            seen.update(_thread_cpu(tasks))
+        sampler_cpu.append(time.thread_time())
+
+    before, started_model, started_all, frames = _thread_cpu(tasks), time.thread_time(), _cpu_seconds(), 0
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    for _ in range(passes):
+        frames += len(predict_video(trained, video, options=VideoOptions(progress=False)).rows)
+    model, process = time.thread_time() - started_model, _cpu_seconds() - started_all
+    done.set()
+    sampler.join()
+    others: dict[str, float] = defaultdict(float)
+    for (thread_id, name), seconds in seen.items():
+        if names.get(thread_id) == "cnnlab-video-decoder":
+            others["decoding_thread"] += seconds - before.get((thread_id, name), 0.0)
+        elif name.startswith("av:"):
+            others["ffmpeg_frame_threads"] += seconds - before.get((thread_id, name), 0.0)
+    return {name: 1000 * seconds / frames for name, seconds in
+            {"model_thread": model, **others, "process": process - sampler_cpu[0]}.items()}
 
 
 def _file_batch() -> int:
@@ -198,6 +261,7 @@ def main() -> None:
                  "cnnlab-det": model_rate(detector, video, arguments.repeats, arguments.batch_size, count)}
         forward = {name: forward_cost(run, arguments.batch_size or _file_batch(), arguments.repeats)
                    for name, run in (("guide-cnn", guide), ("cnnlab-det", detector))}
+        threads = thread_split(guide, video, arguments.repeats)
         peer = yolo_rate(video, arguments.size, arguments.threads, arguments.repeats, arguments.yolo_python)
         if peer is not None:
             rates["YOLOv8n (Ultralytics predict)"] = peer
@@ -219,17 +283,24 @@ def main() -> None:
     decode_cpu = rates["decode-only"]["cpu_ms_per_frame"]
     bare_cpu = rates["decode, no pixels"]["cpu_ms_per_frame"]
     body += ("\n\nThe model alone (`trained.outputs` on uint8 batches of "
-             f"{arguments.batch_size or _file_batch()} frames already at its input, no decoding): "
+             f"{arguments.batch_size or _file_batch()} frames already at its input, no decoding, "
+             f"{max(1, cores - 1)} thread(s) as in the pipeline): "
              + "; ".join(f"{name} {values['cpu_ms_per_frame']:.3f} CPU ms a frame" for name, values in forward.items())
              + ". A pipeline that decodes every frame (at least FFmpeg's bare decoding, b CPU ms a frame) and runs "
              "the model on it (f) on the same, busy cores reaches at most d / (b + f) of the decode-only rate "
              "(d: decode-only's CPU ms a frame): "
              + "; ".join(f"{name} {ceiling(decode_cpu, bare_cpu, values['cpu_ms_per_frame']):.2f}×"
                          for name, values in forward.items()) + ".\n")
+    if threads is not None:
+        body += ("\nguide-cnn's CPU by thread, ms a frame over " f"{arguments.repeats} more passes: "
+                 + ", ".join(f"{name.replace('_', ' ')} {value:.3f}" for name, value in threads.items())
+                 + " (the model's thread exact; the decoding and FFmpeg's threads read from /proc"
+                   " every 20 ms).\n")
     print(body)
     write_results(arguments.output, "Video throughput", {"machine": machine, "note": arguments.note,
                                                            "command": command, "rates": rates,
-                                                           "model_alone": forward}, body)
+                                                           "model_alone": forward,
+                                                           "guide_cnn_threads": threads}, body)
 
 
 if __name__ == "__main__":

@@ -50,6 +50,41 @@ def test_libswscales_model_input_is_within_levels_of_the_still_image_path(clip, 
     assert mean <= 0.5 and largest <= 24  # measured on the 96×96 clip: 0.21 / 15 at 28×28
 
 
+def _single_threaded_input_is_libswscales_default(path, fitting, count):
+    """The converter's model input (libswscale on one thread) against PyAV's default reformat
+    (libswscale's automatic threads) of the same frame, pixel for pixel."""
+    from av.video.reformatter import VideoReformatter
+
+    from cnnlab.video.convert import FrameConverter
+
+    converter, default = FrameConverter(fitting, pictures=False), VideoReformatter()
+    for index, decoded in enumerate(_decoded(path, count)):
+        form = "gray" if fitting.channels == 1 else "rgb24"
+        pixels = default.reformat(decoded, fitting.width, fitting.height, form,
+                                  interpolation=converter._scaling).to_ndarray()
+        expected = pixels[None] if fitting.channels == 1 else pixels.transpose(2, 0, 1)
+        assert np.array_equal(converter(decoded, index, 0.0).model_input, expected), index
+
+
+@requires_fashion_mnist
+@pytest.mark.parametrize("channels", [1, 3])
+def test_libswscale_on_one_thread_fits_frames_as_its_automatic_threads_do(clip, channels):
+    from cnnlab.video.convert import Fitting
+
+    _single_threaded_input_is_libswscales_default(clip.path, Fitting(channels, 28, 28), CLIP_FRAMES)
+
+
+@pytest.mark.parametrize("version, keywords", [("18.1.0", {"threads": 1}), ("17.0.0", {"threads": 1}),
+                                               ("16.1.0", {}), ("12.3.0", {})])
+def test_libswscales_threads_are_asked_for_only_where_pyav_takes_them(monkeypatch, version, keywords):
+    import av
+
+    from cnnlab.video.convert import _libswscale_threads
+
+    monkeypatch.setattr(av, "__version__", version)
+    assert _libswscale_threads(1) == keywords  # PyAV < 17: no `threads`, libswscale on one thread already
+
+
 @needs_opencv_doc
 @pytest.mark.parametrize("channels", [1, 3])
 def test_on_real_videos_too(channels):
@@ -58,6 +93,7 @@ def test_on_real_videos_too(channels):
     for name in ("vtest.avi", "Megamind.avi"):
         mean, largest = _differences(OPENCV_DATA / name, Fitting(channels, 28, 28))
         assert mean <= 2.0 and largest <= 24, name  # measured: vtest 1.5 / 17, Megamind 1.1 / 7
+        _single_threaded_input_is_libswscales_default(OPENCV_DATA / name, Fitting(channels, 28, 28), 12)
 
 
 @requires_fashion_mnist

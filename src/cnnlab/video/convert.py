@@ -38,6 +38,20 @@ from cnnlab.video.decode import Frame
 # accurate rounding and full chroma resolution in and out, which bring RGB within a level or two of
 # Pillow's resize of the full RGB frame (without them: 2.5 mean, 39 largest on Megamind.avi).
 _MODEL_INPUT_SCALING = ("BILINEAR", "ACCURATE_RND", "FULL_CHR_H_INT", "FULL_CHR_H_INP")
+# libswscale's own threads for one model input: PyAV asks for automatic (one per core), which hands
+# each frame's few output lines to other threads (whose cores the model needs) and waits for them.
+# One thread gives the same pixels for a quarter to a half of the CPU, 28×28 grey, ms a frame: a
+# 160×160 frame 0.018–0.021 against 0.042–0.081, 768×576 0.072 against 0.117 (docs/video.md, "Speed").
+_MODEL_INPUT_SWS_THREADS = 1
+
+
+def _libswscale_threads(count: int) -> dict[str, int]:
+    """`reformat`'s keyword for libswscale's threads: PyAV 17 made reformatting multithreaded by
+    default and added it (PyAV's issue #2200: slower than one thread); before, libswscale ran on the
+    calling thread and `reformat` had no such argument."""
+    import av
+
+    return {"threads": count} if int(av.__version__.split(".")[0]) >= 17 else {}
 
 
 @dataclass(frozen=True)
@@ -82,6 +96,7 @@ class FrameConverter:
         self._for_model = VideoReformatter()
         self._scaling = functools.reduce(operator.or_,
                                          (getattr(Interpolation, flag) for flag in _MODEL_INPUT_SCALING))
+        self._model_threads = _libswscale_threads(_MODEL_INPUT_SWS_THREADS)
 
     def __call__(self, decoded: Any, index: int, time: float) -> Frame:
         width, height = decoded.width, decoded.height
@@ -99,7 +114,7 @@ class FrameConverter:
     def _model_input(self, decoded: Any, fitting: Fitting) -> np.ndarray:
         form = "gray" if fitting.channels == 1 else "rgb24"
         fitted = self._for_model.reformat(decoded, fitting.width, fitting.height, form,
-                                          interpolation=self._scaling)
+                                          interpolation=self._scaling, **self._model_threads)
         pixels = fitted.to_ndarray()
         if fitting.channels == 1:
             return np.ascontiguousarray(pixels[None])  # (1, H, W)
