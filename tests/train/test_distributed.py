@@ -56,3 +56,28 @@ def test_batch_must_split_evenly_across_processes(digits_split_folder, tmp_path)
     assert result.returncode != 0
     assert "--batch-size 33 must be divisible by the 2 processes" in result.stderr
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_an_embedding_run_trains_its_margin_layer_and_views_across_two_processes(digits_split_folder, tmp_path):
+    """The margin layer's weights and the two-view term under DistributedDataParallel: an epoch on two
+    processes saves `margin.weight`; resumed on two processes, the optimiser moves those weights and
+    the loss falls."""
+    from safetensors.torch import load_file
+
+    runs = tmp_path / "runs"
+    flags = ["--data", digits_split_folder, "--task", "embedding", "--embedding-dim", 16, "--image-size", 24,
+             "--batch-size", 32, "--schedule", "constant", "--runs-dir", runs]
+    trained = run_process("train", *flags, "--epochs", 1, "--name", "e", "--nproc", 2)
+    assert trained.returncode == 0, trained.stderr
+    assert "2 processes (DDP)" in trained.stderr
+    first = load_file(runs / "e" / "weights" / "last.safetensors")["margin.weight"]
+    assert first.shape == (10, 16)
+    resumed = run_process("train", "--resume", runs / "e", "--epochs", 2, "--nproc", 2)
+    assert resumed.returncode == 0, resumed.stderr
+    rows = _rows(runs / "e")
+    assert [row["epoch"] for row in rows] == ["1", "2"]
+    assert float(rows[1]["train_loss"]) < float(rows[0]["train_loss"]), rows
+    assert 0.0 <= float(rows[-1]["val_tar_at_far_1e-2"]) <= 1.0
+    moved = load_file(runs / "e" / "weights" / "last.safetensors")["margin.weight"]
+    assert not (moved == first).all()  # the optimiser reached the margin layer on both ranks

@@ -302,3 +302,27 @@ def test_the_reports_embedding_map_renders_in_chromium(embedding_run, fashion_id
     assert all(image["complete"] and image["width"] > 0 for image in page.images)
     html = (embedding_run / "report.html").read_text(encoding="utf-8")
     assert "TAR at FAR 1e-2" in html and "rank-1 identification" in html
+
+
+def test_an_exported_embedding_model_embeds_verifies_and_identifies_as_the_run(embedding_run, fashion_identities,
+                                                                              tmp_path):
+    """`cnnlab export` writes the evaluation-mode network (the embedding alone: no margin layer, no
+    second view), and embed, verify, enroll and identify take the file as they take the run."""
+    _, unseen = fashion_identities
+    exported = run_cli("export", embedding_run, "--output", tmp_path / "model.onnx")
+    assert exported.exit_code == 0, exported.stderr
+    images = [sorted((unseen / person).iterdir())[0] for person in ("Sneaker", "Ankle boot", "Bag")]
+    vectors = {}
+    for name, model, precision in [("run", embedding_run, ["--precision", "fp32"]), ("onnx", tmp_path / "model.onnx", [])]:
+        embedded = run_cli("embed", model, *images, "--output", tmp_path / f"{name}.npy", *precision)
+        assert embedded.exit_code == 0, embedded.stderr
+        vectors[name] = np.load(tmp_path / f"{name}.npy")
+    assert vectors["onnx"].shape == (3, DIMENSIONS)
+    assert np.abs(vectors["onnx"] - vectors["run"]).max() < 1e-4
+    verdicts = [run_cli("verify", model, images[0], images[1], *precision).stdout.split(",")[0]
+                for model, precision in ((embedding_run, ["--precision", "fp32"]), (tmp_path / "model.onnx", []))]
+    assert verdicts[0] == verdicts[1] and verdicts[0].startswith("similarity ")
+    enrolled = run_cli("enroll", tmp_path / "model.onnx", unseen, "--output", tmp_path / "index.npz")
+    assert enrolled.exit_code == 0, enrolled.stderr
+    found = run_cli("identify", tmp_path / "model.onnx", tmp_path / "index.npz", images[2], "--threshold", -1)
+    assert found.exit_code == 0 and ": Bag  (" in found.stdout, found.stdout  # the Bag image is enrolled itself

@@ -31,9 +31,10 @@ class Embedded:
 
 
 def load_embedding_run(run: Any, **load_options: Any) -> Any:
-    from cnnlab.trained import TrainedModel, load
+    from cnnlab.trained import InferenceModel, load
 
-    trained = run if isinstance(run, TrainedModel) else load(run, **load_options)
+    # a run loaded already, or an exported file's model (`cnnlab export`), which embeds alike
+    trained = run if isinstance(run, InferenceModel) else load(run, **load_options)
     if trained.task.name != "embedding":
         raise ConfigError(f"{trained.checkpoint}: a {trained.task.name} model; embed, verify, enroll and identify "
                           "need a run trained with --task embedding")
