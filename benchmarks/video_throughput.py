@@ -113,8 +113,8 @@ def bare_decode_rate(video: Path, repeats: int, count: int) -> dict[str, float]:
     def once() -> float:
         with av.open(str(video)) as container:
             stream = container.streams.video[0]
-            size = stream.codec_context
-            _choose_decoding_threads(stream, VideoInfo(size.width, size.height, 0.0, size.name, 0, None))
+            codec = stream.codec_context
+            _choose_decoding_threads(stream, VideoInfo(codec.width, codec.height, 0.0, codec.name, 0, None))
             started = time.perf_counter()
             frames = sum(1 for _ in container.decode(stream))
             return frames / (time.perf_counter() - started)
@@ -305,8 +305,8 @@ def main() -> None:
                              rows))
     ways = rates["decode-only"]["ways"]
     body += ("\n\ndecode-only is the faster of the reader's two ways to decode: "
-             + ", ".join(f"{way} {values['frames_per_s']:.1f} frames/s ({values['cpu_ms_per_frame']:.3f} CPU ms)"
-                         for way, values in ways.items())
+             + ", ".join(f"{way} {values['frames_per_s']:.1f} frames/s "
+                         f"({values['cpu_ms_per_frame']:.3f} CPU ms)" for way, values in ways.items())
              + f"; the reader itself decodes this video with {_reader_decoding(arguments.size)}.")
     decode_cpu = rates["decode-only"]["cpu_ms_per_frame"]
     bare_cpu = rates["decode, no pixels"]["cpu_ms_per_frame"]

@@ -13,8 +13,9 @@ ALWAYS, NEVER = 0, 10**12  # FRAME_THREADS_FROM_PIXELS for "every file has frame
 
 
 @requires_fashion_mnist
-@pytest.mark.parametrize("width, height, frame_threads", [(96, 96, False), (160, 160, False), (639, 480, False),
-                                                          (640, 480, True), (1280, 720, True)])
+@pytest.mark.parametrize("width, height, frame_threads", [(96, 96, False), (160, 160, False),
+                                                          (639, 480, False), (640, 480, True),
+                                                          (1280, 720, True)])
 def test_frame_threads_are_chosen_by_the_frames_size(clip, width, height, frame_threads):
     import av
 
@@ -24,7 +25,8 @@ def test_frame_threads_are_chosen_by_the_frames_size(clip, width, height, frame_
         stream = container.streams.video[0]
         _choose_decoding_threads(stream, VideoInfo(width, height, 25.0, "h264", 40, 1.6))
         assert (stream.thread_type.name == "AUTO") == frame_threads
-        assert (stream.codec_context.thread_count == 1) == (not frame_threads)  # else FFmpeg's: 0, a core each
+        # else FFmpeg's own count: 0, a thread per core
+        assert (stream.codec_context.thread_count == 1) == (not frame_threads)
 
 
 def _pictures(path, monkeypatch, threshold):

@@ -163,7 +163,8 @@ def _one_thread_pictures_are_pyavs_default(path, count):
     converter._for_pictures = Recording()
     for index, decoded in enumerate(_decoded(path, count)):
         assert np.array_equal(converter(decoded, index, 0.0).image, decoded.to_ndarray(format="rgb24")), index
-    assert asked and all(keywords.get("threads") == _libswscale_threads(1).get("threads") for keywords in asked)
+    one_thread = _libswscale_threads(1).get("threads")
+    assert asked and all(keywords.get("threads") == one_thread for keywords in asked)
 
 
 @requires_fashion_mnist
@@ -175,7 +176,8 @@ def test_pictures_on_one_thread_are_the_pictures_of_libswscales_automatic_thread
     gradient = np.linspace(0, 255, 1280, dtype=np.uint8)[None, :, None]
     with VideoWriter(large, fps=25) as writer:
         for shift in range(3):
-            writer.write(np.ascontiguousarray(np.broadcast_to(np.roll(gradient, 40 * shift, axis=1), (720, 1280, 3))))
+            moved = np.roll(gradient, 40 * shift, axis=1)
+            writer.write(np.ascontiguousarray(np.broadcast_to(moved, (720, 1280, 3))))
     _one_thread_pictures_are_pyavs_default(large, 3)
 
 
