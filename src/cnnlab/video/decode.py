@@ -34,9 +34,10 @@ DEFAULT_LIVE_FPS = 25.0  # what a camera or stream that does not say its rate is
 # FFmpeg's frame threads (one per core, each decoding a frame) for a file's frames of at least this
 # many pixels; smaller ones are decoded on the reading thread. Handing a frame to a thread and
 # waiting for it costs about the same at any size, while decoding grows with the pixels: a 160×160
-# frame takes 0.037 ms of CPU on one thread, 0.053 with frame threads, and guide-cnn's whole frame
-# 0.178 against 0.223 (load 5). From 768×576 up (0.3-5 ms a frame) the two cost the same CPU, and
-# the threads can put decoding, then the longer part, on a core the model leaves free
+# frame takes 0.037 ms of CPU on one thread, 0.053 with frame threads, and guide-cnn ran 7,994 ->
+# 9,200 frames/s with one (0.206 -> 0.173 ms a frame; load 1.2-1.6). From 768×576 up (0.3-5 ms a
+# frame) the two cost about the same CPU, and the threads put decoding, then the longer part, on
+# the core the model leaves free: guide-cnn at 1280×720 319 frames/s against 177 with one thread
 # (docs/video.md, "Speed").
 FRAME_THREADS_FROM_PIXELS = 640 * 480
 
