@@ -1,6 +1,7 @@
 """Frames a second through `cnnlab predict` on a video, at the video's resolution, next to the
 decode-only rate (the limit: the model cannot predict frames faster than they are decoded: the
-reader's frames as RGB pictures; and FFmpeg's decoding alone, no frame turned into pixels), for
+reader's frames as RGB pictures, the faster of its two ways to decode: FFmpeg's frame threads or one
+thread; and FFmpeg's decoding alone, no frame turned into pixels), for
 guide-cnn and the from-scratch detector cnnlab-det; and Ultralytics YOLOv8n's `predict` on the same
 video as the peer (bench venv only; built from yolov8n.yaml: random weights, nothing downloaded).
 
@@ -76,21 +77,35 @@ def _best_rate(run: Any, repeats: int, frames: int) -> dict[str, float]:
     return best
 
 
-def decode_rate(video: Path, repeats: int, count: int) -> dict[str, float]:
-    from cnnlab.video.decode import VideoReader
+def decode_rate(video: Path, repeats: int, count: int) -> dict[str, Any]:
+    """The reader's frames as RGB pictures, the faster of its two ways to decode them: FFmpeg's frame
+    threads or one decoding thread (the reader chooses by frame size, `FRAME_THREADS_FROM_PIXELS`;
+    the limit is the fastest the reader can give the frames, whichever it would choose)."""
+    from cnnlab.video import decode
     from cnnlab.video.sources import describe_source
 
     def once() -> float:
-        reader = VideoReader(describe_source(str(video)))
+        reader = decode.VideoReader(describe_source(str(video)))
         started = time.perf_counter()
         frames = sum(1 for _ in reader.frames())
         return frames / (time.perf_counter() - started)
 
-    return _best_rate(once, repeats, count)
+    chosen_by_size = decode.FRAME_THREADS_FROM_PIXELS
+    ways = {}
+    try:
+        for way, threshold in (("frame threads", 0), ("one thread", sys.maxsize)):
+            decode.FRAME_THREADS_FROM_PIXELS = threshold
+            ways[way] = _best_rate(once, repeats, count)
+    finally:
+        decode.FRAME_THREADS_FROM_PIXELS = chosen_by_size
+    fastest = max(ways, key=lambda way: ways[way]["frames_per_s"])
+    return {**ways[fastest], "decoding": fastest, "ways": ways}
 
 
 def bare_decode_rate(video: Path, repeats: int, count: int) -> dict[str, float]:
-    """FFmpeg's decoding alone, as the reader sets it up (frame threads), no frame turned into pixels."""
+    """FFmpeg's decoding alone, set up as the reader sets it up for this video (frame threads or one
+    thread, by frame size), no frame turned into pixels."""
+    from cnnlab.video.decode import VideoInfo, _choose_decoding_threads
     from cnnlab.video.engine import pyav
 
     av = pyav()
@@ -98,7 +113,8 @@ def bare_decode_rate(video: Path, repeats: int, count: int) -> dict[str, float]:
     def once() -> float:
         with av.open(str(video)) as container:
             stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
+            codec = stream.codec_context
+            _choose_decoding_threads(stream, VideoInfo(codec.width, codec.height, 0.0, codec.name, 0, None))
             started = time.perf_counter()
             frames = sum(1 for _ in container.decode(stream))
             return frames / (time.perf_counter() - started)
@@ -204,6 +220,13 @@ def thread_split(run: Path, video: Path, passes: int) -> dict[str, float] | None
             {"model_thread": model, **others, "process": process - sampler_cpu[0]}.items()}
 
 
+def _reader_decoding(side: int) -> str:
+    """How the reader decodes a side×side video: FFmpeg's frame threads or one thread."""
+    from cnnlab.video.decode import FRAME_THREADS_FROM_PIXELS
+
+    return "frame threads" if side * side >= FRAME_THREADS_FROM_PIXELS else "one thread"
+
+
 def _file_batch() -> int:
     """The batch `cnnlab predict` gives a file's frames when nothing is drawn."""
     from cnnlab.video.run import DEFAULT_BATCH_WITHOUT_PICTURES
@@ -280,6 +303,11 @@ def main() -> None:
             "a frame is what an idle machine would allow at most.\n\n"
             + markdown_table(["pipeline", "frames/s", "× decode-only", "CPU ms/frame", f"frames/s if {cores} idle cores"],
                              rows))
+    ways = rates["decode-only"]["ways"]
+    body += ("\n\ndecode-only is the faster of the reader's two ways to decode: "
+             + ", ".join(f"{way} {values['frames_per_s']:.1f} frames/s "
+                         f"({values['cpu_ms_per_frame']:.3f} CPU ms)" for way, values in ways.items())
+             + f"; the reader itself decodes this video with {_reader_decoding(arguments.size)}.")
     decode_cpu = rates["decode-only"]["cpu_ms_per_frame"]
     bare_cpu = rates["decode, no pixels"]["cpu_ms_per_frame"]
     body += ("\n\nThe model alone (`trained.outputs` on uint8 batches of "

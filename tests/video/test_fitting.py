@@ -144,3 +144,44 @@ def test_a_consumer_waiting_for_a_whole_batch_is_handed_it_in_one_take():
     threading.Thread(target=produce, daemon=True).start()
     assert queue.take(4, least=4) == [0, 1, 2, 3]  # not [0]: it waited for four
     assert list(batches(queue, 4, whole=True)) == [[4, 5, 6, 7], [8, 9]]  # the rest, the last one short
+
+
+def _one_thread_pictures_are_pyavs_default(path, count):
+    """The converter's RGB pictures (libswscale on one thread) against `frame.to_ndarray` (PyAV's
+    default: libswscale's automatic threads), pixel for pixel, and one thread asked for."""
+    from cnnlab.video.convert import FrameConverter, _libswscale_threads
+
+    asked = []
+    converter = FrameConverter(pictures=True)
+    original = converter._for_pictures
+
+    class Recording:
+        def reformat(self, *args, **keywords):
+            asked.append(keywords)
+            return original.reformat(*args, **keywords)
+
+    converter._for_pictures = Recording()
+    for index, decoded in enumerate(_decoded(path, count)):
+        assert np.array_equal(converter(decoded, index, 0.0).image, decoded.to_ndarray(format="rgb24")), index
+    one_thread = _libswscale_threads(1).get("threads")
+    assert asked and all(keywords.get("threads") == one_thread for keywords in asked)
+
+
+@requires_fashion_mnist
+def test_pictures_on_one_thread_are_the_pictures_of_libswscales_automatic_threads(clip, tmp_path):
+    from cnnlab.video.encode import VideoWriter
+
+    _one_thread_pictures_are_pyavs_default(clip.path, CLIP_FRAMES)
+    large = tmp_path / "large.mp4"  # where automatic threads split the most lines
+    gradient = np.linspace(0, 255, 1280, dtype=np.uint8)[None, :, None]
+    with VideoWriter(large, fps=25) as writer:
+        for shift in range(3):
+            moved = np.roll(gradient, 40 * shift, axis=1)
+            writer.write(np.ascontiguousarray(np.broadcast_to(moved, (720, 1280, 3))))
+    _one_thread_pictures_are_pyavs_default(large, 3)
+
+
+@needs_opencv_doc
+def test_pictures_on_one_thread_on_real_videos_too():
+    for name in ("vtest.avi", "Megamind.avi"):
+        _one_thread_pictures_are_pyavs_default(OPENCV_DATA / name, 12)

@@ -31,6 +31,15 @@ from cnnlab.video.sources import SourceSpec
 log = logging.getLogger(__name__)
 
 DEFAULT_LIVE_FPS = 25.0  # what a camera or stream that does not say its rate is taken to run at
+# FFmpeg's frame threads (one per core, each decoding a frame) for a file's frames of at least this
+# many pixels; smaller ones are decoded on the reading thread. Handing a frame to a thread and
+# waiting for it costs about the same at any size, while decoding grows with the pixels: a 160×160
+# frame takes 0.037 ms of CPU on one thread, 0.053 with frame threads, and guide-cnn ran 7,994 ->
+# 9,200 frames/s with one (0.206 -> 0.173 ms a frame; load 1.2-1.6). From 768×576 up (0.3-5 ms a
+# frame) the two cost about the same CPU, and the threads put decoding, then the longer part, on
+# the core the model leaves free: guide-cnn at 1280×720 319 frames/s against 177 with one thread
+# (docs/video.md, "Speed").
+FRAME_THREADS_FROM_PIXELS = 640 * 480
 
 
 class DamagedVideoError(DataError):
@@ -202,7 +211,7 @@ class VideoReader:
     def _file_frames(self, sampling: Sampling, converter: Any) -> Iterator[Frame]:
         container = self._container
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"  # FFmpeg's frame threads: decoding keeps up with the model
+        _choose_decoding_threads(stream, self.info)
         if sampling.start > 0:
             self._seek(container, stream, sampling.start)
         index, last_time = -1, None
@@ -283,6 +292,15 @@ class VideoReader:
                 attempt += 1
         raise StreamLostError(f"{self.name}: the stream stopped after {frames} frame(s) and did not come back "
                               f"after {self.reconnects} reconnection(s) ({reason}); the rows so far are kept")
+
+
+def _choose_decoding_threads(stream: Any, info: VideoInfo) -> None:
+    """FFmpeg's frame threads for large frames, one decoding thread for small ones (see
+    FRAME_THREADS_FROM_PIXELS); the decoded pixels are the same either way."""
+    if info.width * info.height >= FRAME_THREADS_FROM_PIXELS:
+        stream.thread_type = "AUTO"
+    else:
+        stream.codec_context.thread_count = 1
 
 
 def _camera_device(index: int) -> tuple[str, str]:
