@@ -43,6 +43,7 @@ _one_share_of_the_cores_per_worker()
 # (`--no-loadscope-reorder` keeps this order), they leave the many short files to fill the end.
 LONGEST_FIRST = (
     "tests/train/test_transfer_learning.py",
+    "tests/train/test_distributed.py",
     "tests/tasks/detection/test_detection_training.py",
     "tests/tasks/embedding/test_open_set.py",
     "tests/train/test_fashion_mnist.py",
@@ -53,7 +54,6 @@ LONGEST_FIRST = (
     "tests/train/test_resume.py",
     "tests/train/test_batch_threads.py",
     "tests/test_performance.py",
-    "tests/train/test_distributed.py",
     "tests/benchmarks/test_step_time.py",
     "tests/tasks/instances/test_training.py",
     "tests/export/test_export.py",
