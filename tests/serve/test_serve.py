@@ -129,10 +129,17 @@ def test_metrics_count_requests_and_concurrent_requests_share_a_forward_pass(ser
     before = _metrics(server)
     paths = [path for path, _ in test_images[:16]]
     answers: dict[int, str] = {}
+    # Each client connects first (GET /health keeps its connection open), then all 16 send at once: a
+    # lone request is answered without waiting for company, so requests sent one after another as
+    # their threads happen to start need not meet in a batch (and on a fast machine did not).
+    together = threading.Barrier(len(paths))
 
     def ask(number: int) -> None:
-        response = httpx.post(f"{server}/predict", files={"file": (paths[number].name, paths[number].read_bytes(),
-                                                                    "image/png")}, timeout=30)
+        with httpx.Client(timeout=30) as client:
+            client.get(f"{server}/health")
+            together.wait()
+            response = client.post(f"{server}/predict", files={"file": (paths[number].name,
+                                                                         paths[number].read_bytes(), "image/png")})
         answers[number] = response.json()[0]["label"]
 
     threads = [threading.Thread(target=ask, args=(number,)) for number in range(len(paths))]
