@@ -234,11 +234,15 @@ def _file_batch() -> int:
     return DEFAULT_BATCH_WITHOUT_PICTURES
 
 
-def ceiling(decode_only_cpu_ms: float, bare_decode_cpu_ms: float, model_cpu_ms: float) -> float:
-    """The highest fraction of the decode-only rate a pipeline can reach on the same cores, each kept
-    busy: it decodes every frame (at least FFmpeg's bare decoding, b CPU ms a frame) and runs the model
-    on it (f), where decode-only spends d: d / (b + f). Fitting frames, rows and hand-offs only lower it."""
-    return decode_only_cpu_ms / (bare_decode_cpu_ms + model_cpu_ms)
+def ceiling(decode_only_rate: float, bare_decode_cpu_ms: float, model_cpu_ms: float, cores: int) -> float:
+    """The highest fraction of the decode-only rate R (frames a ms) a pipeline can reach. It runs the
+    model (f CPU ms a frame) on one core fewer than `cores`, as `cnnlab predict` does while a file
+    decodes (at least one), so at most m / f frames a ms; and it decodes every frame (at least FFmpeg's
+    bare decoding, b) and runs the model on it on `cores` cores, so at most cores / (b + f):
+    min(m / f, cores / (b + f)) / R. Fitting frames, rows and hand-offs only lower it. (Decode-only
+    is the faster of its one-thread and frame-thread ways: with one thread it uses one core.)"""
+    model_cores = max(1, cores - 1)
+    return min(model_cores / model_cpu_ms, cores / (bare_decode_cpu_ms + model_cpu_ms)) / (decode_only_rate / 1000)
 
 
 def yolo_rate(video: Path, size: int, threads: int, repeats: int, python: str) -> dict[str, Any] | None:
@@ -308,16 +312,16 @@ def main() -> None:
              + ", ".join(f"{way} {values['frames_per_s']:.1f} frames/s "
                          f"({values['cpu_ms_per_frame']:.3f} CPU ms)" for way, values in ways.items())
              + f"; the reader itself decodes this video with {_reader_decoding(arguments.size)}.")
-    decode_cpu = rates["decode-only"]["cpu_ms_per_frame"]
     bare_cpu = rates["decode, no pixels"]["cpu_ms_per_frame"]
     body += ("\n\nThe model alone (`trained.outputs` on uint8 batches of "
              f"{arguments.batch_size or _file_batch()} frames already at its input, no decoding, "
              f"{max(1, cores - 1)} thread(s) as in the pipeline): "
              + "; ".join(f"{name} {values['cpu_ms_per_frame']:.3f} CPU ms a frame" for name, values in forward.items())
-             + ". A pipeline that decodes every frame (at least FFmpeg's bare decoding, b CPU ms a frame) and runs "
-             "the model on it (f) on the same, busy cores reaches at most d / (b + f) of the decode-only rate "
-             "(d: decode-only's CPU ms a frame): "
-             + "; ".join(f"{name} {ceiling(decode_cpu, bare_cpu, values['cpu_ms_per_frame']):.2f}×"
+             + f". A pipeline runs the model (f) on {max(1, cores - 1)} thread(s), and decodes every frame "
+             "(at least FFmpeg's bare decoding, b CPU ms a frame) and runs the model on it on "
+             f"{cores} cores: it reaches at most min({max(1, cores - 1)} / f, {cores} / (b + f)) frames a ms, "
+             "as a fraction of the decode-only rate: "
+             + "; ".join(f"{name} {ceiling(decode, bare_cpu, values['cpu_ms_per_frame'], cores):.2f}×"
                          for name, values in forward.items()) + ".\n")
     if threads is not None:
         body += ("\nguide-cnn's CPU by thread, ms a frame over " f"{arguments.repeats} more passes: "

@@ -15,6 +15,7 @@ from collections import OrderedDict
 
 from torch import Tensor, nn
 
+from cnnlab.models.pooling import pool_for_inference
 from cnnlab.models.registry import check_input_size, register_model
 
 
@@ -71,9 +72,10 @@ class GuideCNN(nn.Module):
         # Max-pooling and ReLU commute exactly: ReLU never changes which value in a window is the
         # largest, so pooling first and ReLU on the pooled map (a quarter of the values) gives the
         # same numbers and the same gradients, and a training step on 2 CPU cores ~7% sooner.
+        # Without gradients (predict, video) the pooling skips the indices training needs.
         layers = self.features
-        hidden = layers.relu1(layers.pool1(layers.conv1(images)))
-        hidden = layers.relu2(layers.pool2(layers.conv2(hidden)))
+        hidden = layers.relu1(pool_for_inference(layers.pool1, layers.conv1(images)))
+        hidden = layers.relu2(pool_for_inference(layers.pool2, layers.conv2(hidden)))
         return layers.relu3(layers.conv3(hidden))
 
     def forward_head(self, features: Tensor) -> Tensor:
