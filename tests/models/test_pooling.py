@@ -58,3 +58,17 @@ def test_guide_cnn_predicts_the_same_as_layer_by_layer(dtype):
         predicted = model(images)
         listed = model.head(model.features(images))  # conv → ReLU → nn.MaxPool2d, as the guide lists
     assert torch.equal(predicted, listed)
+
+
+def test_a_traced_or_exported_guide_cnn_keeps_its_max_pools():
+    torch.manual_seed(0)
+    model = create_model("guide-cnn", in_channels=1, num_outputs=10, image_size=(28, 28)).eval()
+    images = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        traced = torch.jit.trace(model, images)  # checks its graph against a second trace: one path
+        exported = torch.export.export(model, (images,))
+    graph = str(traced.inlined_graph)
+    assert graph.count("aten::max_pool2d") == 2 and "aten::maximum" not in graph
+    assert str(exported.graph).count("aten.max_pool2d.default](") == 2 and "maximum" not in str(exported.graph)
+    with torch.inference_mode():
+        assert torch.equal(traced(images), model(images))

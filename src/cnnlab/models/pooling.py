@@ -37,7 +37,14 @@ def max_pool_2x2(maps: Tensor) -> Tensor:
 
 def pool_for_inference(pool: nn.Module, maps: Tensor) -> Tensor:
     """`pool(maps)`, by `max_pool_2x2` where that gives the same numbers sooner: a plain 2×2 max-pool,
-    4-D maps on a CPU, no gradient being recorded."""
-    if maps.device.type == "cpu" and maps.dim() == 4 and not torch.is_grad_enabled() and is_plain_2x2(pool):
+    4-D maps on a CPU, no gradient being recorded, and the model run rather than traced (an export
+    keeps the max-pool: one operator every engine runs well, and the same graph with or without
+    gradients)."""
+    if (maps.device.type == "cpu" and maps.dim() == 4 and not torch.is_grad_enabled() and is_plain_2x2(pool)
+            and not _traced()):
         return max_pool_2x2(maps)
     return pool(maps)
+
+
+def _traced() -> bool:
+    return torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
